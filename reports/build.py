@@ -1,0 +1,39 @@
+"""build_report: load the sweeps, write the CSVs, the Markdown (+ PNGs) and the HTML."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from mlflow.exceptions import MlflowException
+
+from reports import render, sections
+from reports.errors import ReportError
+from reports.load import load_sweep, open_client
+
+
+def build_report(experiments: list[str], tracking_uri: str | None, out_dir: str | Path) -> Path:
+    experiments = list(experiments or [])
+    if not experiments:
+        raise ReportError("Name at least one experiment to report on (--experiment NAME).")
+    twice = sorted({e for e in experiments if experiments.count(e) > 1})
+    if twice:
+        raise ReportError(f"Experiment {twice[0]!r} is named twice; name each experiment once.")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"Output folder {out} is a file; give a folder (--out DIR).")
+    client = open_client(tracking_uri)
+    try:
+        sweeps = [load_sweep(client, e) for e in experiments]
+    except MlflowException as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ReportError(f"Cannot read the MLflow store at {tracking_uri}: {first}") from e
+
+    out.mkdir(parents=True, exist_ok=True)
+    pd.concat([s.trials for s in sweeps], ignore_index=True).to_csv(out / "trials.csv", index=False)
+    pd.concat([s.curves for s in sweeps], ignore_index=True).to_csv(out / "curves.csv", index=False)
+    title = sections.title(sweeps)
+    blocks = sections.document(sweeps)
+    render.write_markdown(out / "report.md", title, blocks)
+    path = out / "report.html"
+    path.write_text(render.to_html(title, blocks), encoding="utf-8")
+    return path

@@ -1,0 +1,210 @@
+"""Figures as PNG bytes, drawn with matplotlib's Agg canvas (no pyplot, no display, no global state)."""
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from reports.load import Sweep
+
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+STYLE = {  # status -> line style of a learning curve
+    "completed": dict(ls="-", lw=1.6, alpha=0.95),
+    "stopped_early": dict(ls="--", lw=1.0, alpha=0.8, color="#9a9a9a"),
+    "diverged": dict(ls=":", lw=1.4, alpha=0.9, color="#d62728"),
+    "failed": dict(ls=":", lw=1.0, alpha=0.9, color="#7f0000"),
+    "running": dict(ls="-", lw=1.0, alpha=0.6),
+}
+
+
+def new_figure(width: float = 8.0, height: float = 4.5) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def to_png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
+def policy_colours(sweep: Sweep) -> dict[str, str] | None:
+    """policy -> colour when the sweep has several policies, else None."""
+    names = sorted({str(p) for p in sweep.trials["policy"].dropna() if str(p)})
+    if len(names) < 2:
+        return None
+    return {p: PALETTE[i % len(PALETTE)] for i, p in enumerate(names)}
+
+
+def learning_curves(sweep: Sweep, rungs: list[int], best_trial: str | None) -> bytes:
+    fig = new_figure()
+    ax = fig.add_subplot()
+    colours = policy_colours(sweep)
+    status = dict(zip(sweep.trials["trial"], sweep.trials["status"]))
+    policy = dict(zip(sweep.trials["trial"], sweep.trials["policy"].astype(str)))
+    metric = sweep.metric
+    for i, (trial, c) in enumerate(sweep.curves.groupby("trial", sort=True)):
+        if metric not in c:
+            continue
+        st = status.get(trial, "running")
+        style = dict(STYLE.get(st, STYLE["running"]))
+        if "color" not in style:
+            style["color"] = colours[policy[trial]] if colours else PALETTE[i % len(PALETTE)]
+        if trial == best_trial:
+            style.update(lw=2.8, alpha=1.0, zorder=5)
+        ax.plot(c["epoch"], c[metric], **style)
+        if st == "stopped_early":  # mark where ASHA stopped it (a one-epoch trial is only this mark)
+            ax.plot(c["epoch"].iloc[-1:], c[metric].iloc[-1:], "x", color=style["color"], ms=6)
+    for r in rungs:
+        ax.axvline(r, color="#444444", ls=(0, (1, 3)), lw=0.9, zorder=0)
+        ax.text(r, 1.01, f"{r}", transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} per epoch" + ("  (dotted verticals: ASHA rungs)" if rungs else ""), fontsize=10, pad=14)
+    ax.grid(alpha=0.25)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    handles = [Line2D([], [], color="#333333" if colours else PALETTE[0], **_no_colour(STYLE["completed"]), label="completed")]
+    present = set(status.values())
+    for st in ("stopped_early", "diverged", "failed", "running"):
+        if st in present:
+            s = dict(STYLE[st])
+            marker = "x" if st == "stopped_early" else None
+            handles.append(Line2D([], [], color=s.pop("color", "#333333"), marker=marker, **s,
+                                  label=st.replace("_", " ")))
+    if best_trial:
+        handles.append(Line2D([], [], color="#333333", lw=2.8, label=f"best ({best_trial})"))
+    if colours:
+        handles += [Line2D([], [], color=c, lw=3, label=p) for p, c in colours.items()]
+    ax.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return to_png(fig)
+
+
+def _no_colour(style: dict) -> dict:
+    return {k: v for k, v in style.items() if k != "color"}
+
+
+def z_std_curves(sweep: Sweep, threshold: float) -> bytes | None:
+    if "z_std" not in sweep.curves:
+        return None
+    fig = new_figure(8, 3.2)
+    ax = fig.add_subplot()
+    status = dict(zip(sweep.trials["trial"], sweep.trials["status"]))
+    for i, (trial, c) in enumerate(sweep.curves.groupby("trial", sort=True)):
+        style = dict(STYLE.get(status.get(trial, "running"), STYLE["running"]))
+        style.setdefault("color", PALETTE[i % len(PALETTE)])
+        ax.plot(c["epoch"], c["z_std"], **style)
+    ax.axhline(threshold, color="#d62728", lw=1, ls="-.", label=f"collapse threshold {threshold:g}")
+    values = sweep.curves["z_std"].to_numpy(dtype=float)
+    if np.isfinite(values).any() and (values[np.isfinite(values)] > 0).all():
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("z_std")
+    ax.set_title("std of the normalised projections (collapse shows as a fall towards 0)", fontsize=10)
+    ax.grid(alpha=0.25)
+    ax.legend(fontsize=8, frameon=False)
+    return to_png(fig)
+
+
+def sensitivity(sweep: Sweep, fields: list[str]) -> bytes | None:
+    done = sweep.finished
+    fields = [f for f in fields if f in done]
+    if done.empty or not fields:
+        return None
+    ncols = min(3, len(fields))
+    nrows = math.ceil(len(fields) / ncols)
+    fig = new_figure(4.0 * ncols, 3.3 * nrows)
+    colours = policy_colours(sweep)
+    for k, name in enumerate(fields):
+        ax = fig.add_subplot(nrows, ncols, k + 1)
+        spec = sweep.space.get(name, {})
+        _sensitivity_panel(ax, done, name, spec, sweep.metric, colours)
+    if colours:
+        handles = [Line2D([], [], marker="o", ls="", color=c, label=p) for p, c in colours.items()]
+        fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), fontsize=8, frameon=False,
+                   bbox_to_anchor=(0.5, 1.0 + 0.06 / nrows))
+    fig.tight_layout()
+    return to_png(fig)
+
+
+def _sensitivity_panel(ax, done: pd.DataFrame, name: str, spec: dict, metric: str, colours) -> None:
+    y = done["best_metric"].to_numpy(dtype=float)
+    colour = [colours[str(p)] if colours else PALETTE[0] for p in done["policy"]]
+    hollow = (done["status"] == "stopped_early").to_numpy()
+    kind = spec.get("type")
+    numeric = pd.to_numeric(done[name], errors="coerce")
+    if kind in ("choice", "grid") or numeric.isna().any() or done[name].dtype == bool:
+        cats = [_category(v) for v in (spec.get("values") or sorted(done[name].unique(), key=str))]
+        cats += sorted({_category(v) for v in done[name]} - set(cats))
+        pos = np.array([cats.index(_category(v)) for v in done[name]], dtype=float)
+        groups = [y[pos == i] for i in range(len(cats))]
+        if max(len(g) for g in groups) >= 3:
+            ax.boxplot([g if len(g) else [np.nan] for g in groups], positions=range(len(cats)), widths=0.5,
+                       showfliers=False, medianprops=dict(color="#333333"), boxprops=dict(color="#999999"),
+                       whiskerprops=dict(color="#999999"), capprops=dict(color="#999999"))
+        x = pos + np.random.default_rng(0).uniform(-0.15, 0.15, len(pos))
+        ax.set_xticks(range(len(cats)), cats, rotation=30 if len(cats) > 4 else 0, fontsize=8)
+        ax.set_xlim(-0.6, len(cats) - 0.4)
+        label = name
+    else:
+        x = numeric.to_numpy(dtype=float)
+        label = name
+        if kind == "one_minus_loguniform":
+            x, label = 1 - x, f"1 - {name}"
+        if kind in ("loguniform", "one_minus_loguniform") and (x > 0).all():
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.scatter(x[~hollow], y[~hollow], c=[colour[i] for i in np.flatnonzero(~hollow)], s=28, zorder=3)
+    ax.scatter(x[hollow], y[hollow], facecolors="none", edgecolors=[colour[i] for i in np.flatnonzero(hollow)],
+               s=28, zorder=3)
+    ax.set_xlabel(label)
+    ax.set_ylabel(f"best {metric}")
+    ax.grid(alpha=0.25)
+
+
+def _category(v) -> str:
+    """One label per choice value whether it came as 0, 0.0 or "0"."""
+    if isinstance(v, (bool, np.bool_)):
+        return str(v)
+    try:
+        return f"{float(v):g}"
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def importances(values: dict[str, float]) -> bytes:
+    names = list(values)[::-1]
+    fig = new_figure(6, 0.45 * len(names) + 1.2)
+    ax = fig.add_subplot()
+    ax.barh(names, [values[n] for n in names], color=PALETTE[0])
+    ax.set_xlabel("importance (fANOVA, sums to 1)")
+    ax.set_xlim(0, 1)
+    ax.grid(axis="x", alpha=0.25)
+    return to_png(fig)
+
+
+def policy_means(table: pd.DataFrame, done: pd.DataFrame, metric: str) -> bytes:
+    fig = new_figure(7, 0.5 * len(table) + 1.5)
+    ax = fig.add_subplot()
+    rows = table.iloc[::-1].reset_index(drop=True)
+    rng = np.random.default_rng(0)
+    for i, r in rows.iterrows():
+        pts = done.loc[done["policy"].astype(str) == r["policy"], "best_metric"].to_numpy(dtype=float)
+        ax.scatter(pts, i + rng.uniform(-0.12, 0.12, len(pts)), s=14, color="#9a9a9a", zorder=2)
+        if np.isfinite(r["ci_low"]):
+            ax.errorbar(r["mean"], i, xerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]], fmt="o",
+                        color=PALETTE[0], capsize=4, zorder=3)
+        else:
+            ax.plot(r["mean"], i, "o", color=PALETTE[0], zorder=3)
+    ax.set_yticks(range(len(rows)), [f"{p} (n={n})" for p, n in zip(rows["policy"], rows["n"])], fontsize=9)
+    ax.set_xlabel(f"best {metric}: mean and 95% bootstrap CI; grey: trials")
+    ax.grid(axis="x", alpha=0.25)
+    return to_png(fig)

@@ -1,0 +1,264 @@
+"""MLflow -> DataFrames: read one sweep exactly as docs/mlflow-layout.md lays it out."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pandas as pd
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+
+from reports.errors import ReportError
+
+STATUSES = ("completed", "stopped_early", "diverged", "failed", "running")
+FINISHED = ("completed", "stopped_early")
+EPOCH_METRICS = ("loss", "knn_acc", "z_std", "lr", "tau", "images_per_s", "epoch_s")
+ONCE_METRICS = ("linear_probe_acc",)  # logged once, after the last epoch: a trial value, not a curve
+TRIAL_COLUMNS = (
+    "experiment", "trial", "trial_id", "run_id", "status", "policy", "seed", "epochs_run",
+    "metric", "final_metric", "best_metric", "best_epoch", "final_loss", "final_z_std",
+    "linear_probe_acc", "compute_s", "wall_s", "resources_cpu", "resources_gpu",
+    "stopped_epoch", "error",
+)
+
+
+@dataclass
+class Sweep:
+    """One sweep: the parent run's facts plus a trials table and a curves table."""
+
+    experiment: str
+    parent_id: str
+    name: str
+    state: str  # running | finished | interrupted | unknown
+    start_ms: int | None
+    end_ms: int | None
+    params: dict[str, str]  # the parent's params, as MLflow strings
+    tags: dict[str, str]
+    metric: str
+    mode: str
+    swept: list[str]
+    space: dict[str, dict]  # swept field -> distribution (the parent's space.<field> JSON)
+    trials: pd.DataFrame  # one row per trial, TRIAL_COLUMNS then TrainConfig params
+    curves: pd.DataFrame  # one row per trial and epoch
+    raw_params: dict[str, dict[str, str]]  # trial name -> its params exactly as MLflow holds them
+    param_names: list[str]
+    other_parents: int = 0
+    loaded_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def asha(self) -> tuple[int, int, int] | None:
+        """(grace_period, reduction_factor, max_epochs), or None when the sweep used no ASHA."""
+        keys = ("asha.grace_period", "asha.reduction_factor", "asha.max_epochs")
+        try:
+            grace, rf, max_t = (int(float(self.params[k])) for k in keys)
+        except (KeyError, ValueError):
+            return None
+        return (grace, rf, max_t) if grace >= 1 and rf >= 2 and max_t >= 1 else None
+
+    @property
+    def finished(self) -> pd.DataFrame:
+        """Trials that ran to a result ASHA compared (completed or stopped early) with a finite best."""
+        t = self.trials
+        return t[t["status"].isin(FINISHED) & np.isfinite(t["best_metric"].astype(float))]
+
+    @property
+    def wall_s(self) -> float | None:
+        if self.start_ms is None:
+            return None
+        end = self.end_ms if (self.end_ms and not self.running) else self.loaded_ms
+        return max(0.0, (end - self.start_ms) / 1000)
+
+
+def open_client(tracking_uri: str | None) -> MlflowClient:
+    """A client on an existing store; never creates an empty store where the user pointed by mistake."""
+    if tracking_uri:
+        parsed = urlparse(tracking_uri)
+        path = None
+        if parsed.scheme == "sqlite":
+            path = Path(tracking_uri.split("sqlite:///", 1)[-1]) if "sqlite:///" in tracking_uri else None
+        elif parsed.scheme in ("", "file"):
+            path = Path(parsed.path if parsed.scheme == "file" else tracking_uri)
+        if path is not None and not path.exists():
+            raise ReportError(f"No MLflow store at {tracking_uri}: {path} does not exist.")
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def load_sweep(client: MlflowClient, experiment: str) -> Sweep:
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None or exp.lifecycle_stage != "active":
+        names = sorted(e.name for e in _all_experiments(client))
+        known = ", ".join(names) if names else "none"
+        raise ReportError(f"Experiment {experiment!r} not found; existing experiments: {known}.")
+    parents = _search(client, exp.experiment_id, "tags.`byol_sweep.role` = 'sweep'")
+    if not parents:
+        raise ReportError(
+            f"Experiment {experiment!r} holds no sweep (no run tagged byol_sweep.role = sweep); "
+            "was it written by byol-sweep run?"
+        )
+    parent = max(parents, key=lambda r: r.info.start_time or 0)
+    children = _search(client, exp.experiment_id, f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    children = [c for c in children if c.data.tags.get("byol_sweep.role", "trial") == "trial"]
+    children.sort(key=lambda r: (r.info.run_name or "", r.info.start_time or 0))
+
+    p = parent.data.params
+    metric, mode = p.get("metric", "knn_acc"), p.get("mode", "max")
+    space = {k[len("space."):]: _json(v) for k, v in p.items() if k.startswith("space.")}
+    swept = [s.strip() for s in p.get("swept", "").split(",") if s.strip()] or sorted(space)
+    now_ms = int(time.time() * 1000)
+    curves = _curves(client, children, experiment)
+    trials, raw = _trials(children, curves, experiment, metric, mode, now_ms)
+    param_names = sorted({k for r in raw.values() for k in r})
+    return Sweep(
+        experiment=experiment,
+        parent_id=parent.info.run_id,
+        name=parent.data.tags.get("byol_sweep.sweep_name", parent.info.run_name or experiment),
+        state=parent.data.tags.get("byol_sweep.state", "unknown"),
+        start_ms=parent.info.start_time,
+        end_ms=parent.info.end_time,
+        params=dict(p),
+        tags=dict(parent.data.tags),
+        metric=metric,
+        mode=mode,
+        swept=swept,
+        space=space,
+        trials=trials,
+        curves=curves,
+        raw_params=raw,
+        param_names=param_names,
+        other_parents=len(parents) - 1,
+        loaded_ms=now_ms,
+    )
+
+
+def _all_experiments(client: MlflowClient) -> list:
+    out, token = [], None
+    while True:
+        page = client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
+def _search(client: MlflowClient, experiment_id: str, filter_string: str) -> list:
+    out, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, ViewType.ACTIVE_ONLY, 1000, page_token=token)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
+def _json(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _curves(client: MlflowClient, runs: list, experiment: str) -> pd.DataFrame:
+    rows: dict[tuple[str, int], dict] = {}
+    keys_seen: set[str] = set()
+    for run in runs:
+        trial = run.info.run_name or run.info.run_id
+        for key in run.data.metrics:
+            if key in ONCE_METRICS:
+                continue
+            keys_seen.add(key)
+            # a resumed trial may log an epoch twice: the later value wins
+            for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.timestamp):
+                rows.setdefault((trial, int(m.step)), {"experiment": experiment, "trial": trial, "epoch": int(m.step)})[key] = m.value
+    ordered = [k for k in EPOCH_METRICS if k in keys_seen] + sorted(keys_seen - set(EPOCH_METRICS))
+    columns = ["experiment", "trial", "epoch", *ordered]
+    df = pd.DataFrame(list(rows.values()), columns=columns)
+    return df.sort_values(["trial", "epoch"], kind="stable").reset_index(drop=True)
+
+
+def _trials(runs: list, curves: pd.DataFrame, experiment: str, metric: str, mode: str, now_ms: int):
+    rows, raw = [], {}
+    by_trial = dict(tuple(curves.groupby("trial"))) if len(curves) else {}
+    for run in runs:
+        tags, params = run.data.tags, run.data.params
+        trial = run.info.run_name or run.info.run_id
+        raw[trial] = dict(params)
+        c = by_trial.get(trial, pd.DataFrame(columns=curves.columns))
+        final, best, best_epoch = _final_best(c, metric, mode)
+        end = run.info.end_time or now_ms
+        rows.append({
+            "experiment": experiment,
+            "trial": trial,
+            "trial_id": tags.get("byol_sweep.trial_id", ""),
+            "run_id": run.info.run_id,
+            "status": tags.get("status", "running"),
+            "policy": tags.get("policy", params.get("policy", "")),
+            "seed": tags.get("seed", params.get("seed")),
+            "epochs_run": int(c["epoch"].max()) if len(c) else 0,
+            "metric": metric,
+            "final_metric": final,
+            "best_metric": best,
+            "best_epoch": best_epoch,
+            "final_loss": _last(c, "loss"),
+            "final_z_std": _last(c, "z_std"),
+            "linear_probe_acc": run.data.metrics.get("linear_probe_acc", math.nan),
+            "compute_s": float(c["epoch_s"].sum()) if "epoch_s" in c else 0.0,
+            "wall_s": (end - run.info.start_time) / 1000 if run.info.start_time else math.nan,
+            "resources_cpu": _number(tags.get("resources.cpu"), 0.0),
+            "resources_gpu": _number(tags.get("resources.gpu"), 0.0),
+            "stopped_epoch": _number(tags.get("stopped_epoch")),
+            "error": tags.get("error", ""),
+        })
+    trials = pd.DataFrame(rows, columns=list(TRIAL_COLUMNS))
+    trials["seed"] = typed_column(trials["seed"])
+    names = sorted({k for p in raw.values() for k in p} - set(TRIAL_COLUMNS))
+    if names:
+        params = pd.DataFrame([{k: raw[t].get(k) for k in names} for t in trials["trial"]], columns=names)
+        params = params.apply(typed_column)
+        trials = pd.concat([trials, params], axis=1)
+    return trials, raw
+
+
+def _final_best(c: pd.DataFrame, metric: str, mode: str) -> tuple[float, float, float]:
+    """(value at the last epoch, best value over epochs, the epoch of the best)."""
+    if metric not in c or not len(c):
+        return math.nan, math.nan, math.nan
+    values, epochs = c[metric].to_numpy(dtype=float), c["epoch"].to_numpy()
+    ok = np.isfinite(values)
+    if not ok.any():
+        return float(values[-1]), math.nan, math.nan
+    i = int(np.argmax(np.where(ok, values, -np.inf)) if mode == "max" else np.argmin(np.where(ok, values, np.inf)))
+    return float(values[-1]), float(values[i]), float(epochs[i])
+
+
+def _last(c: pd.DataFrame, key: str) -> float:
+    if key not in c or not len(c):
+        return math.nan
+    return float(c[key].iloc[-1])
+
+
+def _number(text, default=math.nan) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return default
+
+
+def typed_column(col: pd.Series) -> pd.Series:
+    """MLflow strings -> numbers or booleans when every value of the column is one."""
+    values = col.dropna()
+    if len(values) and values.isin(["True", "False"]).all():
+        return col.map({"True": True, "False": False})
+    numbers = pd.to_numeric(col, errors="coerce")
+    if len(values) and numbers[col.notna()].notna().all():
+        return numbers
+    return col

@@ -1,0 +1,82 @@
+"""Facts about one sweep, as plain values: counts, compute, the best trial and how to rerun it."""
+from __future__ import annotations
+
+import math
+import shlex
+
+import pandas as pd
+
+from reports.load import STATUSES, Sweep
+from reports.stats import rank_trials
+
+
+def status_counts(sweep: Sweep) -> dict[str, int]:
+    counts = sweep.trials["status"].value_counts()
+    out = {s: int(counts.get(s, 0)) for s in STATUSES}
+    for other in sorted(set(counts.index) - set(STATUSES)):
+        out[str(other)] = int(counts[other])
+    return out
+
+
+def trial_hours(sweep: Sweep) -> float:
+    return float(sweep.trials["compute_s"].sum()) / 3600
+
+
+def gpu_hours(sweep: Sweep) -> float | None:
+    """Sum over trials of compute time x GPUs held, or None when no trial held a GPU."""
+    t = sweep.trials
+    gpu = t["resources_gpu"].fillna(0.0)
+    if not (gpu > 0).any():
+        return None
+    return float((t["compute_s"] * gpu).sum()) / 3600
+
+
+def config_value(sweep: Sweep, name: str) -> str:
+    """A TrainConfig field's value across the trials (comma-joined if it varies), else the base."""
+    if name in sweep.trials:
+        values = sorted({str(v) for v in sweep.trials[name].dropna()})
+        if values:
+            return ", ".join(values)
+    return sweep.params.get(f"base.{name}", "?")
+
+
+def ranked(sweep: Sweep) -> pd.DataFrame:
+    return rank_trials(sweep.finished, sweep.mode)
+
+
+def best_trial(sweep: Sweep) -> pd.Series | None:
+    r = ranked(sweep)
+    return None if r.empty else r.iloc[0]
+
+
+def train_command(sweep: Sweep, trial: str) -> str:
+    """`byol-sweep train --set name=value ...` with every TrainConfig param the trial's run holds."""
+    params = sweep.raw_params.get(trial, {})
+    parts = ["byol-sweep train"] + [f"--set {shlex.quote(f'{k}={v}')}" for k, v in sorted(params.items())]
+    return " \\\n  ".join(parts)
+
+
+def varied_columns(sweep: Sweep) -> list[str]:
+    """The swept fields, plus policy and seed when they vary, in a stable order."""
+    cols = [c for c in sweep.swept if c in sweep.trials]
+    for extra in ("policy", "seed"):
+        if extra not in cols and sweep.trials[extra].nunique(dropna=True) > 1:
+            cols.append(extra)
+    return cols
+
+
+def policies(sweep: Sweep) -> list[str]:
+    return sorted({str(p) for p in sweep.trials["policy"].dropna() if str(p)})
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "unknown"
+    s = int(round(seconds))
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h} h {m:02d} min"
+    if m:
+        return f"{m} min {s:02d} s"
+    return f"{s} s"

@@ -1,0 +1,216 @@
+"""The `byol-sweep` command: thin shells over library calls."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from trainer.config import ConfigError, TrainConfig
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _add_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train one configuration (flags, --set or a YAML file)",
+                       description="Train one BYOL configuration; prints one line per epoch and writes "
+                                   "metrics.json and checkpoint.pt to --out.")
+    p.add_argument("--config", help="YAML file of TrainConfig fields")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="set one field (repeatable)")
+    p.add_argument("--out", help="output folder (default byol-runs/train-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    fields = p.add_argument_group("configuration fields")
+    for name, f in TrainConfig.fields().items():
+        kind = {"int": int, "float": float, "bool": _parse_bool, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+        fields.add_argument(f"--{name.replace('_', '-')}", dest=f"field_{name}", type=kind, default=None,
+                            help=f"{f.metadata['help']} (default {f.default})")
+
+
+def _train_config(args) -> TrainConfig:
+    values: dict = {}
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {getattr(err, 'problem', err)}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of TrainConfig fields")
+        values.update(loaded)
+    for item in args.set:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE")
+        key, raw = item.split("=", 1)
+        values[key.strip()] = yaml.safe_load(raw) if raw else ""
+    for name in TrainConfig.fields():
+        value = getattr(args, f"field_{name}")
+        if value is not None:
+            values[name] = value
+    if isinstance(values.get("dataset"), str) is False and "dataset" in values:
+        values["dataset"] = str(values["dataset"])
+    return TrainConfig.from_dict(values, source=args.config or "command line")
+
+
+def cmd_train(args) -> int:
+    from trainer.standalone import train_to_folder
+
+    config = _train_config(args)
+    out = args.out or f"byol-runs/train-{time.strftime('%Y%m%d-%H%M%S')}"
+    final = train_to_folder(config, out, resume=args.resume)
+    return 0 if final else 1
+
+
+def _add_sweep_options(p) -> None:
+    p.add_argument("--storage", default="byol-runs", help="folder or URI for results and checkpoints (default ./byol-runs)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
+    p.add_argument("--address", help="an existing Ray cluster: auto or ray://host:10001 (default: a local instance)")
+
+
+def cmd_run(args) -> int:
+    from .runner import SweepOptions, run_sweep
+
+    options = SweepOptions(
+        name=args.name, storage=args.storage, address=args.address, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent, num_samples=args.num_samples,
+        tracking_uri=args.tracking_uri, experiment=args.experiment, max_failures=args.max_failures,
+        checkpoint_every=args.checkpoint_every, seed=args.seed,
+    )
+    outcome = run_sweep(args.space, options)
+    return _after_sweep(outcome, args.report)
+
+
+def cmd_resume(args) -> int:
+    from .runner import resume_sweep
+
+    outcome = resume_sweep(args.name, storage=args.storage, tracking_uri=args.tracking_uri, address=args.address)
+    return _after_sweep(outcome, args.report)
+
+
+def _after_sweep(outcome, report: bool) -> int:
+    if outcome.interrupted:
+        return 1
+    if report and outcome.best_metric is not None and "://" not in outcome.path:
+        from reports import build_report
+
+        html = build_report([outcome.experiment], outcome.tracking_uri, Path(outcome.path) / "report")
+        print(f"report written: {html}", flush=True)
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from .space import load_space
+
+    spec = load_space(args.file)
+    print(f"{spec.source}: valid. {spec.total_trials} trials ({spec.algorithm}) over {', '.join(spec.swept) or 'nothing'}; "
+          f"metric {spec.metric} ({spec.mode}); "
+          + (f"ASHA grace {spec.asha.grace_period}, reduction {spec.asha.reduction_factor}, max {spec.asha.max_epochs} epochs"
+             if spec.asha else f"no early stopping, {spec.max_epochs} epochs"))
+    return 0
+
+
+def cmd_spaces(args) -> int:
+    from .space import load_space, shipped_spaces
+
+    for name, path in sorted(shipped_spaces().items()):
+        spec = load_space(str(path))
+        summary = " ".join(spec.description.split())
+        print(f"{name:10s} {spec.total_trials:4d} trials  {spec.base.get('backbone', '?')} on {spec.base.get('dataset', '?')}  "
+              f"{path}\n           {summary}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from reports import build_report
+
+    from .tracking import resolve_tracking_uri
+
+    out = args.out or str(Path("byol-reports") / "-vs-".join(args.experiment))
+    html = build_report(args.experiment, resolve_tracking_uri(args.tracking_uri), out)
+    print(f"report written: {html}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="byol-sweep", description="Sweep BYOL self-supervised training with Ray Tune, Optuna and MLflow.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_train_parser(sub)
+
+    run = sub.add_parser("run", help="run a sweep over a search space (default: quick)")
+    run.add_argument("space", nargs="?", default="quick", help="a shipped space name (see `byol-sweep spaces`) or a YAML file")
+    run.add_argument("--name", help="sweep name (default <space>-<time>)")
+    _add_sweep_options(run)
+    run.add_argument("--experiment", help="MLflow experiment (default: the sweep name)")
+    run.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default 1, or CPUs/GPUs when GPUs are present)")
+    run.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (default 1 if GPUs are present)")
+    run.add_argument("--max-concurrent", type=int, help="at most this many trials at once (default: what the resources allow)")
+    run.add_argument("--num-samples", type=int, help="override the space's num_samples")
+    run.add_argument("--max-failures", type=int, default=2, help="retries of a trial whose worker failed (default 2)")
+    run.add_argument("--checkpoint-every", type=int, default=1, help="checkpoint every N epochs (and at ASHA rungs)")
+    run.add_argument("--seed", type=int, default=0, help="seed of the search algorithm")
+    run.add_argument("--no-report", dest="report", action="store_false", help="do not write the report at the end")
+
+    resume = sub.add_parser("resume", help="continue a sweep whose driver stopped")
+    resume.add_argument("name")
+    _add_sweep_options(resume)
+    resume.add_argument("--no-report", dest="report", action="store_false", help="do not write the report at the end")
+
+    validate = sub.add_parser("validate", help="check a search space file without running it")
+    validate.add_argument("file")
+    sub.add_parser("spaces", help="list the shipped search spaces")
+
+    report = sub.add_parser("report", help="write the results report of one sweep (or two side by side)")
+    report.add_argument("--experiment", action="append", required=True, help="MLflow experiment; twice to compare two")
+    report.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
+    report.add_argument("--out", help="output folder (default byol-reports/<experiment>)")
+    return parser
+
+
+COMMANDS = {"train": cmd_train, "run": cmd_run, "resume": cmd_resume, "validate": cmd_validate,
+            "spaces": cmd_spaces, "report": cmd_report}
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    from trainer.data import DataError
+
+    from .runner import SweepError
+    from .space import SpaceError
+    from .tracking import TrackingError
+
+    errors: list[type[Exception]] = [ConfigError, DataError, SpaceError, SweepError, TrackingError]
+    try:
+        from reports import ReportError
+
+        errors.append(ReportError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except user_errors() as err:
+        print(f"byol-sweep {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"byol-sweep {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

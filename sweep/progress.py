@@ -1,0 +1,84 @@
+"""A compact console view of a running sweep, instead of Ray's full tables."""
+from __future__ import annotations
+
+import sys
+import time
+
+from ray.tune import Callback
+
+from .space import SweepSpec
+
+
+def trial_outcome(trial, max_epochs: int, ended: bool = False) -> str:
+    """running | pending | completed | stopped_early | diverged | failed (ended: it just ended)."""
+    if trial.status == "ERROR":
+        return "failed"
+    if trial.status == "TERMINATED" or ended:
+        result = trial.last_result or {}
+        if result.get("diverged"):
+            return "diverged"
+        return "stopped_early" if int(result.get("epoch", 0)) < max_epochs else "completed"
+    return "running" if trial.status == "RUNNING" else "pending"
+
+
+def format_config(config: dict, keys: list[str]) -> str:
+    parts = []
+    for key in keys:
+        value = config.get(key)
+        parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
+    return " ".join(parts)
+
+
+class ConsoleProgress(Callback):
+    """One line on each trial event (at most every `every_s` seconds for epoch results)."""
+
+    def __init__(self, spec: SweepSpec, every_s: float = 10.0, stream=None):
+        self.spec = spec
+        self.every_s = every_s
+        self.stream = stream
+        self._last = 0.0
+        self._best: tuple[float, str, str] | None = None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["stream"] = None
+        return state
+
+    def _print(self, trials, event: str = "", ended=None) -> None:
+        counts: dict[str, int] = {}
+        for t in trials:
+            outcome = trial_outcome(t, self.spec.max_epochs, ended=t is ended)
+            if t is ended and event.endswith("failed"):
+                outcome = "failed"
+            counts[outcome] = counts.get(outcome, 0) + 1
+        order = ("running", "pending", "completed", "stopped_early", "diverged", "failed")
+        status = " | ".join(f"{counts[k]} {k.replace('_', ' ')}" for k in order if counts.get(k))
+        best = ""
+        if self._best:
+            value, name, config = self._best
+            best = f" | best {self.spec.metric} {value:.4f} ({name}: {config})"
+        stamp = time.strftime("%H:%M:%S")
+        print(f"[{stamp}] {status}{best}{(' | ' + event) if event else ''}", file=self.stream or sys.stdout, flush=True)
+        self._last = time.monotonic()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        value = result.get(self.spec.metric)
+        if value is not None and value == value:
+            better = self._best is None or (value > self._best[0] if self.spec.mode == "max" else value < self._best[0])
+            if better:
+                config = self.spec.train_config(trial.config).to_dict()
+                self._best = (float(value), _short(trial), format_config(config, self.spec.swept))
+        if time.monotonic() - self._last >= self.every_s:
+            self._print(trials)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        outcome = trial_outcome(trial, self.spec.max_epochs, ended=True)
+        epoch = (trial.last_result or {}).get("epoch", 0)
+        self._print(trials, f"{_short(trial)} {outcome.replace('_', ' ')} at epoch {epoch}", ended=trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._print(trials, f"{_short(trial)} failed", ended=trial)
+
+
+def _short(trial) -> str:
+    return f"trial_{trial.trial_id}"

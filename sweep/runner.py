@@ -1,0 +1,277 @@
+"""Run or resume a sweep: Ray, the Tuner, the callbacks, and where everything is stored."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .space import SweepSpec, load_space, parse_space
+from .tracking import MlflowTracking, check_store, client_for, mask_uri, resolve_tracking_uri, start_sweep
+
+STATE_FILE = "sweep.json"
+# Unix socket paths (inside Ray's temp dir) must stay under 108 bytes.
+MAX_RAY_TEMP_DIR = 50
+
+
+class SweepError(RuntimeError):
+    """A sweep cannot start or resume; the message says why and what to do."""
+
+
+@dataclass
+class SweepOptions:
+    name: str | None = None
+    storage: str = "byol-runs"
+    address: str | None = None
+    cpus_per_trial: float | None = None
+    gpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+    num_samples: int | None = None
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    max_failures: int = 2
+    checkpoint_every: int = 1
+    seed: int = 0
+    object_store_memory: int = 200 * 1024 * 1024
+
+
+@dataclass
+class SweepOutcome:
+    name: str
+    path: str
+    tracking_uri: str
+    experiment: str
+    parent_run_id: str
+    best_config: dict[str, Any] | None
+    best_metric: float | None
+    best_trial: str | None
+    counts: dict[str, int] = field(default_factory=dict)
+    interrupted: bool = False
+
+
+def _is_uri(storage: str) -> bool:
+    return "://" in storage
+
+
+def storage_root(storage: str) -> str:
+    return storage if _is_uri(storage) else str(Path(storage).expanduser().resolve())
+
+
+def local_state_dir(storage: str, name: str) -> Path:
+    """Where sweep.json and Ray's temp files live: under the storage dir when it is local."""
+    if _is_uri(storage):
+        return Path("~/.cache/byol-sweep/sweeps").expanduser() / name
+    return Path(storage_root(storage)) / name
+
+
+def _ray_temp_dir(state_dir: Path) -> str:
+    preferred = state_dir / "ray"
+    if len(str(preferred)) <= MAX_RAY_TEMP_DIR:
+        return str(preferred)
+    # Ray's socket paths would be too long under this folder; use a short one and say so.
+    import hashlib
+
+    short = Path("/tmp") / f"byol-ray-{hashlib.sha1(str(preferred).encode()).hexdigest()[:10]}"
+    return str(short)
+
+
+def start_ray(address: str | None, state_dir: Path, object_store_memory: int, num_cpus: int | None = None):
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except Exception as err:
+            raise SweepError(f"cannot connect to the Ray cluster at {address}: {str(err).strip().splitlines()[-1]}") from None
+        return
+    state_dir.mkdir(parents=True, exist_ok=True)
+    ray.init(address="local", num_cpus=num_cpus, object_store_memory=object_store_memory,
+             _temp_dir=_ray_temp_dir(state_dir), include_dashboard=False, log_to_driver=False)
+
+
+def quiet_ray() -> None:
+    """Our progress view replaces Ray's tables; a diverged trial's last result has no metric."""
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def trial_resources(options: SweepOptions) -> tuple[dict[str, float], int]:
+    """(resources per trial, concurrency) from the options and what the cluster has."""
+    import ray
+
+    total = ray.cluster_resources()
+    cpus, gpus = float(total.get("CPU", 1)), float(total.get("GPU", 0))
+    gpu = options.gpus_per_trial if options.gpus_per_trial is not None else (1.0 if gpus else 0.0)
+    cpu = options.cpus_per_trial if options.cpus_per_trial is not None else (max(1.0, cpus // gpus) if gpu and gpus else 1.0)
+    if cpu > cpus:
+        raise SweepError(f"--cpus-per-trial {cpu:g} is more than the cluster's {cpus:g} CPUs")
+    if gpu > 0 and gpu > gpus:
+        raise SweepError(f"--gpus-per-trial {gpu:g} is more than the cluster's {gpus:g} GPUs")
+    fits = int(cpus // cpu) if cpu else 10**6
+    if gpu:
+        fits = min(fits, int(gpus // gpu))
+    concurrency = max(1, min(fits, options.max_concurrent or fits))
+    return {"cpu": cpu, "gpu": gpu}, concurrency
+
+
+def _trainable(spec: SweepSpec, resources: dict[str, float], checkpoint_every: int):
+    from ray import tune
+
+    from .trainable import train_byol
+
+    return tune.with_resources(tune.with_parameters(train_byol, spec=spec, checkpoint_every=checkpoint_every), resources)
+
+
+def _callbacks(spec, uri, experiment_id, parent_run_id, resources):
+    from .progress import ConsoleProgress
+
+    return [MlflowTracking(uri, experiment_id, parent_run_id, spec, resources), ConsoleProgress(spec)]
+
+
+def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
+    from ray import tune
+
+    from .search import build_scheduler, build_searcher
+
+    spec = load_space(space) if isinstance(space, str) else space
+    if options.num_samples:
+        spec.num_samples = options.num_samples
+    name = options.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    root = storage_root(options.storage)
+    state_dir = local_state_dir(options.storage, name)
+    if (state_dir / STATE_FILE).exists():
+        raise SweepError(f"a sweep named {name!r} already exists in {root}; continue it with "
+                         f"`byol-sweep resume {name} --storage {options.storage}` or choose another --name")
+    uri = resolve_tracking_uri(options.tracking_uri)
+    experiment = options.experiment or name
+    check_store(uri)  # before any trial starts
+
+    start_ray(options.address, state_dir, options.object_store_memory)
+    resources, concurrency = trial_resources(options)
+    quiet_ray()
+    parent_run_id = start_sweep(uri, experiment, spec, name, {
+        "cpus_per_trial": resources["cpu"], "gpus_per_trial": resources["gpu"], "max_concurrent": concurrency,
+        "storage": root, "sweep_name": name,
+    })
+    experiment_id = client_for(uri).get_run(parent_run_id).info.experiment_id
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / STATE_FILE).write_text(json.dumps({
+        "name": name, "space_source": spec.source, "space_text": spec.text, "num_samples": spec.num_samples,
+        "options": {**asdict(options), "tracking_uri": mask_uri(uri)}, "storage": root,
+        "tracking_uri": mask_uri(uri), "experiment": experiment, "experiment_id": experiment_id,
+        "parent_run_id": parent_run_id, "resources": resources, "concurrency": concurrency,
+    }, indent=2))
+    print(f"sweep {name}: {spec.total_trials} trials of space {spec.name} ({spec.algorithm}"
+          f"{', ASHA' if spec.asha else ''}), {concurrency} at a time with {resources['cpu']:g} CPU"
+          f"{' and %g GPU' % resources['gpu'] if resources['gpu'] else ''} each", flush=True)
+    print(f"  results: {root}/{name}   MLflow: {mask_uri(uri)} (experiment {experiment})", flush=True)
+
+    tuner = tune.Tuner(
+        _trainable(spec, resources, options.checkpoint_every),
+        param_space=spec.param_space(),
+        tune_config=tune.TuneConfig(
+            metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
+            search_alg=build_searcher(spec, concurrency, options.seed, state_dir),
+            scheduler=build_scheduler(spec), max_concurrent_trials=concurrency,
+        ),
+        run_config=tune.RunConfig(
+            name=name, storage_path=root, verbose=0,
+            callbacks=_callbacks(spec, uri, experiment_id, parent_run_id, resources),
+            failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    return _finish(tuner.fit(), spec, name, root, uri, experiment, parent_run_id)
+
+
+def read_state(name: str, storage: str) -> dict:
+    path = local_state_dir(storage, name) / STATE_FILE
+    if not path.exists():
+        root = storage_root(storage)
+        known = sorted(p.parent.name for p in Path(root).glob(f"*/{STATE_FILE}")) if not _is_uri(storage) else []
+        listing = f"; sweeps there: {', '.join(known)}" if known else "; there are no sweeps there"
+        raise SweepError(f"no sweep named {name!r} in {root}{listing}")
+    return json.loads(path.read_text())
+
+
+def resume_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | None = None,
+                 address: str | None = None, object_store_memory: int = 200 * 1024 * 1024) -> SweepOutcome:
+    """Continue a sweep whose driver stopped: finished trials stay finished, unfinished ones
+    continue from their last checkpoint, failed ones stay failed."""
+    from ray import tune
+
+    state = read_state(name, storage)
+    spec = parse_space(__import__("yaml").safe_load(state["space_text"]), state["space_source"], state["space_text"])
+    spec.num_samples = state["num_samples"]
+    stored_uri = state["tracking_uri"]
+    if tracking_uri is None and "***" in stored_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
+        raise SweepError(f"sweep {name} logs to {stored_uri}, whose secret is not stored; pass --tracking-uri "
+                         "(or set MLFLOW_TRACKING_URI) with the credentials")
+    uri = resolve_tracking_uri(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or stored_uri)
+    check_store(uri)
+    path = f"{state['storage']}/{name}"
+    if not tune.Tuner.can_restore(path):
+        raise SweepError(f"sweep {name} has no Tune state at {path} (it stopped before its first trial); start it again with `byol-sweep run`")
+    start_ray(address, local_state_dir(storage, name), object_store_memory)
+    quiet_ray()
+    parent_run_id = start_sweep(uri, state["experiment"], spec, name, {})  # finds the parent, marks it running
+    print(f"resuming sweep {name} from {path}", flush=True)
+    tuner = tune.Tuner.restore(
+        path, trainable=_trainable(spec, state["resources"], state["options"]["checkpoint_every"]),
+        resume_unfinished=True, resume_errored=False, restart_errored=False,
+    )
+    return _finish(tuner.fit(), spec, name, state["storage"], uri, state["experiment"], parent_run_id)
+
+
+def _finish(results, spec: SweepSpec, name: str, root: str, uri: str, experiment: str, parent_run_id: str) -> SweepOutcome:
+    from .progress import trial_outcome
+
+    counts: dict[str, int] = {}
+    best = None
+    for result in results:
+        metrics = result.metrics or {}
+        diverged = bool(metrics.get("diverged"))
+        status = "failed" if result.error else ("diverged" if diverged else
+                 ("stopped_early" if int(metrics.get("epoch", 0)) < spec.max_epochs else "completed"))
+        counts[status] = counts.get(status, 0) + 1
+        history = result.metrics_dataframe
+        if history is None or spec.metric not in history:
+            continue
+        values = history[spec.metric].dropna()
+        if values.empty:
+            continue
+        value = float(values.max() if spec.mode == "max" else values.min())
+        if best is None or (value > best[0] if spec.mode == "max" else value < best[0]):
+            best = (value, result, metrics.get("trial_id"))
+    interrupted = sum(counts.values()) < spec.total_trials or any(
+        r.metrics is None or (not r.error and "epoch" not in (r.metrics or {})) for r in results)
+    outcome = SweepOutcome(
+        name=name, path=f"{root}/{name}", tracking_uri=uri, experiment=experiment, parent_run_id=parent_run_id,
+        best_config=spec.train_config(best[1].config).to_dict() if best else None,
+        best_metric=best[0] if best else None, best_trial=best[2] if best else None, counts=counts,
+        interrupted=interrupted,
+    )
+    _print_summary(outcome, spec)
+    return outcome
+
+
+def _print_summary(outcome: SweepOutcome, spec: SweepSpec) -> None:
+    out = sys.stdout
+    counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(outcome.counts.items()))
+    print(f"\nsweep {outcome.name} {'stopped before the end' if outcome.interrupted else 'finished'}: {counts}", file=out)
+    if outcome.best_config:
+        swept = " ".join(f"{k}={outcome.best_config[k]}" for k in spec.swept)
+        print(f"best {spec.metric}: {outcome.best_metric:.4f} (trial {outcome.best_trial}) with {swept}", file=out)
+    if outcome.interrupted:
+        print(f"continue it with: byol-sweep resume {outcome.name}", file=out)
+    print(f"results: {outcome.path}", file=out)
+    print(f"MLflow: {mask_uri(outcome.tracking_uri)} (experiment {outcome.experiment}); browse with "
+          f"`mlflow ui --backend-store-uri {mask_uri(outcome.tracking_uri)}`", file=out)
+    print(f"report: byol-sweep report --experiment {outcome.experiment} --tracking-uri {mask_uri(outcome.tracking_uri)}",
+          file=out, flush=True)

@@ -1,0 +1,337 @@
+"""MLflow from the Tune driver: one parent run per sweep, one child run per trial, exactly once.
+
+The layout is documented in docs/mlflow-layout.md; reports/ reads exactly that.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ray.tune import Callback
+
+from .space import SweepSpec
+
+EPOCH_METRICS = ("loss", "knn_acc", "z_std", "lr", "tau", "images_per_s", "epoch_s")
+FINAL_METRICS = ("linear_probe_acc",)
+SECRET_QUERY_KEYS = re.compile(r"(token|password|secret|key|auth)", re.I)
+
+
+class TrackingError(RuntimeError):
+    """The MLflow store cannot be used; the message says which and why."""
+
+
+def mask_uri(uri: str) -> str:
+    """The URI with any password or token replaced by ***."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc and not any(SECRET_QUERY_KEYS.search(k) for k, _ in parse_qsl(parts.query)):
+        return uri
+    netloc = parts.netloc
+    if "@" in netloc:
+        creds, host = netloc.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in creds else f"***@{host}"
+    query = urlencode([(k, "***" if SECRET_QUERY_KEYS.search(k) else v) for k, v in parse_qsl(parts.query)])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def mask_text(text: str, uri: str) -> str:
+    return text.replace(uri, mask_uri(uri)) if uri else text
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db; local paths made absolute."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///"):]
+        if not path.startswith("/"):
+            path = str(Path(path).resolve())
+        return f"sqlite:///{path}"
+    if uri.startswith("file:"):
+        return Path(uri[len("file:"):]).resolve().as_uri()
+    if "://" not in uri:
+        return Path(uri).resolve().as_uri()
+    return uri
+
+
+@contextlib.contextmanager
+def _fail_fast_http():
+    """MLflow retries an unreachable server for minutes by default; a connectivity check must not."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def client_for(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def check_store(uri: str) -> None:
+    """Raise TrackingError unless the tracking store answers and can be written."""
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            raise TrackingError(f"MLflow store {mask_uri(uri)} cannot be created: folder {folder} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise TrackingError(f"MLflow store {mask_uri(uri)} is not writable: no write permission on {folder}")
+    try:
+        with _fail_fast_http():
+            client_for(uri).search_experiments(max_results=1)
+    except Exception as err:
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        reason = mask_text(reason, uri)
+        raise TrackingError(f"MLflow tracking server {mask_uri(uri)} is unreachable or refused the request: {reason}") from None
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _param_value(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict, tuple)) else str(value)
+
+
+def start_sweep(uri: str, experiment: str, spec: SweepSpec, sweep_name: str, extra_params: dict[str, Any]) -> str:
+    """Create (or find, for a resumed sweep) the parent run; returns its id."""
+    from mlflow.entities import Param, RunTag
+
+    client = client_for(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        artifact_location = None
+        if uri.startswith("sqlite:///"):
+            artifact_location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+        experiment_id = client.create_experiment(experiment, artifact_location=artifact_location)
+    else:
+        experiment_id = exp.experiment_id
+    existing = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`byol_sweep.role` = 'sweep' and tags.`byol_sweep.sweep_name` = '{sweep_name}'",
+        max_results=1,
+    )
+    if existing:
+        run_id = existing[0].info.run_id
+        client.set_tag(run_id, "byol_sweep.state", "running")
+        return run_id
+    tags = {
+        "byol_sweep.role": "sweep",
+        "byol_sweep.sweep_name": sweep_name,
+        "byol_sweep.state": "running",
+        "byol_sweep.version": _version("byol-sweep"),
+        "byol_sweep.ray_version": _version("ray"),
+        "byol_sweep.torch_version": _version("torch"),
+        "byol_sweep.mlflow_version": _version("mlflow"),
+        "byol_sweep.command": mask_text(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), uri),
+        "byol_sweep.host": platform.node(),
+    }
+    commit = _git_commit()
+    if commit:
+        tags["byol_sweep.git_commit"] = commit
+    run = client.create_run(experiment_id, run_name=sweep_name, tags=tags)
+    params = {
+        "metric": spec.metric,
+        "mode": spec.mode,
+        "search": spec.algorithm,
+        "num_samples": spec.num_samples,
+        "space_file": Path(spec.source).name,
+        "swept": ",".join(spec.swept),
+        **{f"space.{k}": d.to_json() for k, d in spec.search.items()},
+        **{f"space.{k}": json.dumps({"type": "grid", "values": v}) for k, v in spec.grid.items()},
+        **{f"base.{k}": _param_value(v) for k, v in spec.base.items()},
+        **extra_params,
+    }
+    if spec.asha:
+        params.update({"asha.grace_period": spec.asha.grace_period, "asha.reduction_factor": spec.asha.reduction_factor,
+                       "asha.max_epochs": spec.asha.max_epochs})
+    client.log_batch(run.info.run_id, params=[Param(k, _param_value(v)) for k, v in params.items()])
+    if spec.text:
+        client.log_text(run.info.run_id, spec.text, "search_space.yaml")
+    return run.info.run_id
+
+
+def error_line(trial) -> str:
+    """The last non-empty line of a failed trial's error."""
+    path = trial.error_file
+    if path and os.path.exists(path):
+        text = Path(path).read_text(errors="replace")
+    else:
+        text = str(trial.get_error() or "")
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip()[:500] if lines else "unknown error"
+
+
+class MlflowTracking(Callback):
+    """Driver-side Tune callback: the one process that writes the sweep to MLflow."""
+
+    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, spec: SweepSpec, resources: dict[str, float]):
+        self.uri = uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.spec = spec
+        self.resources = resources
+        self._client = None
+        self._runs: dict[str, str] = {}  # trial id -> run id
+        self._last_epoch: dict[str, int] = {}
+        self.best: tuple[float, str, dict] | None = None  # (metric, trial id, config)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_client"] = None
+        return state
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = client_for(self.uri)
+        return self._client
+
+    def setup(self, **info):
+        """Pick up the best trial so far from MLflow: after a resume this object is a stale copy."""
+        tags = self.client.get_run(self.parent_run_id).data.tags
+        if "byol_sweep.best_metric" in tags:
+            self.best = (float(tags["byol_sweep.best_metric"]), tags["byol_sweep.best_trial_id"],
+                         json.loads(tags["byol_sweep.best_config"]))
+
+    def _run_for(self, trial) -> str:
+        """The child run of a trial: found by its trial-id tag (after a resume) or created."""
+        trial_id = trial.trial_id
+        if trial_id in self._runs:
+            return self._runs[trial_id]
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`byol_sweep.trial_id` = '{trial_id}' and tags.`mlflow.parentRunId` = '{self.parent_run_id}'",
+            max_results=1,
+        )
+        if found:
+            run_id = found[0].info.run_id
+            history = self.client.get_metric_history(run_id, "epoch_s")
+            self._last_epoch[trial_id] = max((m.step for m in history), default=0)
+        else:
+            run_id = self._create_run(trial)
+            self._last_epoch[trial_id] = 0
+        self._runs[trial_id] = run_id
+        return run_id
+
+    def _create_run(self, trial) -> str:
+        from mlflow.entities import Param
+
+        config = self.spec.train_config(trial.config)
+        swept = {name: getattr(config, name) for name in self.spec.swept}
+        tags = {
+            "mlflow.parentRunId": self.parent_run_id,
+            "byol_sweep.role": "trial",
+            "byol_sweep.trial_id": trial.trial_id,
+            "status": "running",
+            "policy": config.policy,
+            "seed": str(config.seed),
+            "resources.cpu": str(self.resources.get("cpu", 1)),
+            "resources.gpu": str(self.resources.get("gpu", 0)),
+            **{f"swept.{k}": str(v) for k, v in swept.items()},
+        }
+        run = self.client.create_run(self.experiment_id, run_name=f"trial_{trial.trial_id}", tags=tags)
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in config.to_dict().items()])
+        return run.info.run_id
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        run_id = self._run_for(trial)
+        self.client.set_tag(run_id, "status", "running")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        from mlflow.entities import Metric
+
+        run_id = self._run_for(trial)
+        epoch = int(result.get("epoch", 0))
+        if result.get("diverged") or epoch <= self._last_epoch.get(trial.trial_id, 0):
+            return  # a marker result, or an epoch repeated after a restore: already logged
+        now = int(time.time() * 1000)
+        keys = [k for k in (*EPOCH_METRICS, *FINAL_METRICS) if k in result]
+        self.client.log_batch(run_id, metrics=[Metric(k, float(result[k]), now, epoch) for k in keys])
+        self._last_epoch[trial.trial_id] = epoch
+        value = result.get(self.spec.metric)
+        if value is not None and self._is_better(float(value)):
+            self.best = (float(value), trial.trial_id, self.spec.train_config(trial.config).to_dict())
+
+    def _is_better(self, value: float) -> bool:
+        if value != value:  # NaN
+            return False
+        if self.best is None:
+            return True
+        return value > self.best[0] if self.spec.mode == "max" else value < self.best[0]
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        run_id = self._run_for(trial)
+        self.client.set_tag(run_id, "restarts", str(trial.num_failures))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        run_id = self._run_for(trial)
+        result = trial.last_result or {}
+        epoch = int(result.get("epoch", 0))
+        tags = {}
+        if result.get("diverged"):
+            tags = {"status": "diverged", "error": str(result.get("error", "loss diverged"))[:500]}
+        elif epoch < self.spec.train_config(trial.config).epochs:
+            tags = {"status": "stopped_early", "stopped_epoch": str(epoch)}
+        else:
+            tags = {"status": "completed"}
+        self._finish(run_id, tags, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run_id = self._run_for(trial)
+        self._finish(run_id, {"status": "failed", "error": error_line(trial)}, "FAILED")
+
+    def _finish(self, run_id: str, tags: dict[str, str], state: str) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self.client.set_terminated(run_id, state)
+        self._write_best()
+
+    def _write_best(self) -> None:
+        from mlflow.entities import RunTag
+
+        if self.best is None:
+            return
+        value, trial_id, config = self.best
+        self.client.log_batch(self.parent_run_id, tags=[
+            RunTag("byol_sweep.best_trial_id", trial_id),
+            RunTag("byol_sweep.best_metric", repr(value)),
+            RunTag("byol_sweep.best_config", json.dumps(config)),
+        ])
+
+    def on_experiment_end(self, trials, **info):
+        self._write_best()
+        unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
+        state = "interrupted" if unfinished else "finished"
+        self.client.set_tag(self.parent_run_id, "byol_sweep.state", state)
+        if not unfinished:
+            self.client.set_terminated(self.parent_run_id, "FINISHED")

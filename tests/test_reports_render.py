@@ -1,0 +1,293 @@
+"""reports.build_report on fake sweeps written into a real SQLite MLflow store per docs/mlflow-layout.md."""
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from reports import ReportError, build_report
+
+T0 = 1_700_000_000_000  # ms
+EPOCH_S = 10.0
+MAX_EPOCHS, GRACE, RF = 9, 1, 3
+SECTIONS = ("Summary", "Best configurations", "Learning curves", "Sensitivity", "Augmentation policies", "Health")
+BASE = {
+    "dataset": "digits", "backbone": "small_cnn", "epochs": MAX_EPOCHS, "batch_size": 256, "optimizer": "lars",
+    "base_lr": 0.2, "tau_base": 0.996, "aug_strength": 1.0, "policy": "byol", "seed": 0, "linear_probe": True,
+    "image_size": 32, "weight_decay": 1.5e-06,
+}
+SPACE_A = {
+    "base_lr": {"type": "loguniform", "low": 0.05, "high": 2.0},
+    "tau_base": {"type": "one_minus_loguniform", "low": 0.9, "high": 0.999},
+    "policy": {"type": "grid", "values": ["byol", "simclr", "crop_only"]},
+    "seed": {"type": "grid", "values": [0, 1, 2]},
+}
+# (policy, seed, status, epochs run) of sweep-a's nine trials
+TRIALS_A = [
+    ("byol", 0, "completed", 9), ("byol", 1, "completed", 9), ("byol", 2, "completed", 9),
+    ("simclr", 0, "completed", 9), ("simclr", 1, "stopped_early", 3), ("simclr", 2, "completed", 9),
+    ("crop_only", 0, "stopped_early", 1), ("crop_only", 1, "diverged", 4), ("crop_only", 2, "failed", 0),
+]
+LEVEL = {"byol": 0.80, "simclr": 0.70, "crop_only": 0.45, "no_color": 0.6}
+
+
+def _parent(client, exp_id, name, state, space, start, end, extra_params=None):
+    params = {"metric": "knn_acc", "mode": "max", "search": "optuna", "num_samples": 3,
+              "asha.grace_period": GRACE, "asha.reduction_factor": RF, "asha.max_epochs": MAX_EPOCHS,
+              "space_file": f"{name}.yaml", "swept": ",".join(space)}
+    params.update({f"space.{k}": json.dumps(v) for k, v in space.items()})
+    params.update({f"base.{k}": v for k, v in BASE.items()})
+    params.update(extra_params or {})
+    tags = {"byol_sweep.role": "sweep", "byol_sweep.sweep_name": name, "byol_sweep.state": state,
+            "byol_sweep.version": "0.1.0", "byol_sweep.git_commit": "abc", "byol_sweep.command": "byol-sweep run",
+            "byol_sweep.host": "test", "byol_sweep.ray_version": "2", "byol_sweep.torch_version": "2",
+            "byol_sweep.mlflow_version": "3"}
+    run = client.create_run(exp_id, start_time=start, tags=tags, run_name=name)
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    if end is not None:
+        client.set_terminated(run.info.run_id, "FINISHED", end_time=end)
+    return run.info.run_id
+
+
+def _trial(client, exp_id, parent_id, index, config, status, epochs, swept, rng, gpu=0.5):
+    start = T0 + 1000 * (index + 1)
+    tags = {"mlflow.parentRunId": parent_id, "byol_sweep.role": "trial", "byol_sweep.trial_id": f"t{index:03d}",
+            "status": status, "policy": config["policy"], "seed": str(config["seed"]),
+            "resources.cpu": "1", "resources.gpu": str(gpu)}
+    tags.update({f"swept.{k}": str(config[k]) for k in swept})
+    if status == "stopped_early":
+        tags["stopped_epoch"] = str(epochs)
+    if status == "failed":
+        tags["error"] = "RuntimeError: CUDA out of memory"
+    if status == "diverged":
+        tags["error"] = f"Diverged: loss is nan at epoch {epochs}"
+    run = client.create_run(exp_id, start_time=start, tags=tags, run_name=f"trial_{index:05d}")
+    run_id = run.info.run_id
+    plateau = LEVEL[config["policy"]] + 0.05 * math.log10(config["base_lr"] / 0.2) + rng.normal(0, 0.01)
+    metrics, history = [], []
+    for e in range(1, epochs + 1):
+        knn = plateau * (1 - math.exp(-e / 2.5))
+        z, loss = 0.06, 1.0 / e
+        if status == "diverged" and e == epochs:
+            knn, z, loss = 0.1, 0.001, float("nan")
+        values = {"loss": loss, "knn_acc": knn, "z_std": z, "lr": 0.1, "tau": 0.99, "images_per_s": 1000.0,
+                  "epoch_s": EPOCH_S}
+        history.append(values)
+        metrics += [Metric(k, v, start + e * 10_000, e) for k, v in values.items()]
+    if status == "completed":
+        metrics.append(Metric("linear_probe_acc", history[-1]["knn_acc"] + 0.02, start + 100_000, epochs))
+    client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in config.items()])
+    if status != "running":
+        client.set_terminated(run_id, "FAILED" if status == "failed" else "FINISHED", end_time=start + 200_000)
+    return history
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """sweep-a: finished, 3 policies x 3 seeds; sweep-b: running, 2 policies x 1 seed;
+    empty-sweep: a parent with one running and one failed trial; not-a-sweep: a plain run."""
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    rng = np.random.default_rng(0)
+    histories = {}
+
+    exp = client.create_experiment("sweep-a")
+    parent = _parent(client, exp, "sweep-a", "finished", SPACE_A, T0, T0 + 3_600_000)
+    for i, (policy, seed, status, epochs) in enumerate(TRIALS_A):
+        config = dict(BASE, policy=policy, seed=seed, base_lr=float(f"{0.1 * (1.3 ** i):.4f}"),
+                      tau_base=float(f"{1 - 0.01 / (1.5 ** i):.6f}"))
+        histories[f"trial_{i:05d}"] = (status, _trial(client, exp, parent, i, config, status, epochs, SPACE_A, rng))
+
+    space_b = {"base_lr": SPACE_A["base_lr"], "policy": {"type": "grid", "values": ["byol", "no_color"]}}
+    exp = client.create_experiment("sweep-b")
+    parent = _parent(client, exp, "sweep-b", "running", space_b, T0, None)
+    for i, (policy, status, epochs) in enumerate([("byol", "completed", 9), ("no_color", "completed", 9),
+                                                  ("byol", "running", 2)]):
+        config = dict(BASE, policy=policy, base_lr=0.1 * (i + 1))
+        _trial(client, exp, parent, i, config, status, epochs, space_b, rng, gpu=0)
+
+    exp = client.create_experiment("empty-sweep")
+    parent = _parent(client, exp, "empty-sweep", "finished", SPACE_A, T0, T0 + 60_000)
+    _trial(client, exp, parent, 0, dict(BASE), "running", 2, SPACE_A, rng)
+    _trial(client, exp, parent, 1, dict(BASE, seed=1), "failed", 0, SPACE_A, rng)
+
+    exp = client.create_experiment("not-a-sweep")
+    client.create_run(exp, run_name="plain")
+    return {"uri": uri, "client": client, "histories": histories}
+
+
+@pytest.fixture(scope="module")
+def report_a(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report-a")
+    html = build_report(["sweep-a"], store["uri"], out)
+    return out, html
+
+
+def _summary_value(md: str, label: str) -> str:
+    m = re.search(rf"^\| {re.escape(label)} \| (.*?) \|$", md, re.M)
+    assert m, f"summary row {label!r} missing"
+    return m.group(1)
+
+
+def test_report_files_and_sections(report_a):
+    out, html_path = report_a
+    assert html_path == out / "report.html"
+    md = (out / "report.md").read_text()
+    html = html_path.read_text()
+    for title in SECTIONS:
+        assert f"## {title}" in md
+        assert f"<h2>{title}</h2>" in html
+    pngs = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)
+    assert {"curves.png", "sensitivity.png", "importances.png", "policies.png", "z_std.png"} <= set(pngs)
+    for name in pngs:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert html.count('src="data:image/png;base64,') == len(pngs)
+    assert not re.search(r'(src|href)="(?!data:)', html), "the HTML must not load anything from outside"
+
+
+def test_numbers_match_csv_and_mlflow(report_a, store):
+    out, _ = report_a
+    md = (out / "report.md").read_text()
+    trials = pd.read_csv(out / "trials.csv")
+    curves = pd.read_csv(out / "curves.csv")
+    assert len(trials) == len(TRIALS_A)
+    for status in ("completed", "stopped_early", "diverged", "failed", "running"):
+        expected = sum(1 for t in TRIALS_A if t[2] == status)
+        assert int(_summary_value(md, status)) == expected == (trials["status"] == status).sum()
+    # best metric: from MLflow's own histories of the finished trials
+    client = store["client"]
+    exp = client.get_experiment_by_name("sweep-a")
+    best = -1.0
+    for run in client.search_runs([exp.experiment_id], "tags.`byol_sweep.role` = 'trial'"):
+        if run.data.tags["status"] in ("completed", "stopped_early"):
+            best = max(best, max(m.value for m in client.get_metric_history(run.info.run_id, "knn_acc")))
+    finished = trials[trials["status"].isin(["completed", "stopped_early"])]
+    assert finished["best_metric"].max() == pytest.approx(best, abs=1e-12)
+    best_row = finished.loc[finished["best_metric"].idxmax()]
+    assert _summary_value(md, "Best metric") == f"{best:.4f} ({best_row['trial']})"
+    # compute: sum of epoch_s; GPU-hours: x 0.5 GPU
+    epochs = sum(t[3] for t in TRIALS_A)
+    assert trials["compute_s"].sum() == pytest.approx(epochs * EPOCH_S)
+    assert _summary_value(md, "Compute (trial-hours)") == f"{epochs * EPOCH_S / 3600:.2f}"
+    assert _summary_value(md, "GPU-hours") == f"{epochs * EPOCH_S * 0.5 / 3600:.2f}"
+    assert _summary_value(md, "Wall time") == "1 h 00 min"
+    assert len(curves) == epochs and (curves.groupby("trial")["epoch"].max() <= MAX_EPOCHS).all()
+    # final = last knn_acc value, epochs run per trial
+    for trial, (status, history) in store["histories"].items():
+        row = trials.set_index("trial").loc[trial]
+        assert row["epochs_run"] == len(history) and row["status"] == status
+        if history:
+            assert row["final_metric"] == pytest.approx(history[-1]["knn_acc"])
+    # the reproduce command lists every param of the best trial's run
+    run = client.get_run(best_row["run_id"])
+    for k, v in run.data.params.items():
+        assert f"--set {k}={v}" in md
+
+
+def test_rungs_policies_and_health(report_a):
+    out, _ = report_a
+    md = (out / "report.md").read_text()
+    # every trial reaches epoch 1 except the failed one; epoch 3: 7 (two stopped at 1 and ... ); 9: 5 completed
+    assert re.search(r"^\| 1 \| 8 \| [0-9.]+ \|$", md, re.M)
+    assert re.search(r"^\| 3 \| 7 \| [0-9.]+ \|$", md, re.M)
+    assert re.search(r"^\| 9 \(max\) \| 5 \| [0-9.]+ \|$", md, re.M)
+    # policies ranked byol > simclr > crop_only; crop_only has one finished trial: no interval
+    policy_rows = re.findall(r"^\| (\d) \| (byol|simclr|crop_only) \| (\d) \| (.*?) \|", md, re.M)
+    assert [(r[0], r[1], r[2]) for r in policy_rows] == [("1", "byol", "3"), ("2", "simclr", "3"),
+                                                          ("3", "crop_only", "1")]
+    assert "no interval, n = 1" in policy_rows[2][3]
+    assert "CUDA out of memory" in md and "Diverged: loss is nan at epoch 4" in md
+    assert "below 0.01" in md
+    assert "1 - tau_base" not in md  # an axis label, inside the PNG only
+
+
+def test_unknown_experiment_lists_existing(store, tmp_path):
+    with pytest.raises(ReportError) as err:
+        build_report(["nope"], store["uri"], tmp_path)
+    message = str(err.value)
+    for name in ("sweep-a", "sweep-b", "empty-sweep"):
+        assert name in message
+    assert "nope" in message and "\n" not in message
+    with pytest.raises(ReportError, match="no sweep"):
+        build_report(["not-a-sweep"], store["uri"], tmp_path)
+    with pytest.raises(ReportError, match="No MLflow store"):
+        build_report(["sweep-a"], f"sqlite:///{tmp_path / 'missing.db'}", tmp_path / "out")
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_no_finished_trial_still_reports(store, tmp_path):
+    build_report(["empty-sweep"], store["uri"], tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "No trial has finished yet" in md and "No finished trial: nothing to rank." in md
+    for title in SECTIONS:
+        assert f"## {title}" in md
+    assert len(pd.read_csv(tmp_path / "trials.csv")) == 2
+
+
+def test_running_sweep_and_comparison(store, tmp_path):
+    build_report(["sweep-a", "sweep-b"], store["uri"], tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert md.startswith("# Sweep comparison: sweep-a vs sweep-b (still running)")
+    assert "## Comparison" in md and "### Best of each" in md and "### Policies side by side" in md
+    assert "| State | finished | still running |" in md
+    assert re.search(r"^\| byol \| 1\. .* \| 1\. .* \|$", md, re.M)  # aligned on policy name
+    assert re.search(r"^\| no_color \| – \| 2\. .* \|$", md, re.M)
+    assert "One seed per policy: no interval can be given" in md
+    for exp in ("sweep-a", "sweep-b"):
+        assert f"## {exp}" in md
+        for title in SECTIONS:
+            assert f"### {title}" in md
+        assert (tmp_path / f"{exp}_curves.png").exists()
+    trials = pd.read_csv(tmp_path / "trials.csv")
+    assert trials.groupby("experiment").size().to_dict() == {"sweep-a": 9, "sweep-b": 3}
+    assert (tmp_path / "report.html").read_text().count('class="cols"') == 1
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHECK_SCRIPT = """<script>
+var __errors = 0;
+window.addEventListener('error', function () { __errors++; }, true);
+(function () { var e = console.error; console.error = function () { __errors++; e.apply(console, arguments); }; })();
+window.addEventListener('load', function () {
+  var imgs = document.images, broken = 0;
+  for (var i = 0; i < imgs.length; i++) if (!imgs[i].complete || imgs[i].naturalWidth === 0) broken++;
+  document.title = 'CHECK images=' + imgs.length + ' broken=' + broken + ' errors=' + __errors;
+});
+</script>"""
+
+
+def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}"]
+    return subprocess.run([str(CHROMIUM), *flags, *args], capture_output=True, text=True, timeout=90)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+def test_html_renders_in_headless_chromium(report_a, tmp_path):
+    from PIL import Image
+
+    _, html_path = report_a
+    shot = tmp_path / "shot.png"
+    _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", html_path.as_uri())
+    assert shot.exists(), "chromium wrote no screenshot"
+    colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50, "the screenshot is blank"
+
+    checked = tmp_path / "checked.html"
+    checked.write_text(html_path.read_text().replace("<head>", "<head>" + CHECK_SCRIPT, 1))
+    dom = _chromium(tmp_path, "--dump-dom", "--virtual-time-budget=5000", checked.as_uri()).stdout
+    m = re.search(r"<title>CHECK images=(\d+) broken=(\d+) errors=(\d+)</title>", dom)
+    assert m, f"the check script did not run: {dom[:300]!r}"
+    images, broken, errors = map(int, m.groups())
+    assert images >= 5 and broken == 0 and errors == 0

@@ -1,0 +1,248 @@
+"""Batched, per-sample augmentation on the device (uint8 NCHW in, normalised float views out).
+
+`aug_strength` s scales a policy as follows (1.0 is exactly the policy's recipe, 0 the identity
+apart from the resize):
+- crop: minimum area = 1 - s * (1 - min_area), clamped to [0.01, 1]; the aspect-ratio range is
+  exp(+-s * ln(4/3)), clamped to [1/3, 3];
+- probabilities (jitter, grayscale, blur, solarize) = min(1, p * s); flip = min(0.5, 0.5 * s);
+- jitter magnitudes scale by s, brightness/contrast/saturation clamped at 1, hue at 0.5;
+- blur sigma range [0.1, 2.0 * s] (no blur when s = 0).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ViewParams:
+    crop_min_area: float = 0.08
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur_p: float = 1.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: float = 0.0
+
+    def scaled(self, s: float) -> "ViewParams":
+        log_r = math.log(4 / 3) * s
+        b, c, sat, hue = self.jitter
+        return ViewParams(
+            crop_min_area=min(1.0, max(0.01, 1 - s * (1 - self.crop_min_area))),
+            crop_ratio=(max(1 / 3, math.exp(-log_r)), min(3.0, math.exp(log_r))),
+            flip_p=min(0.5, self.flip_p * s),
+            jitter=(min(1.0, b * s), min(1.0, c * s), min(1.0, sat * s), min(0.5, hue * s)),
+            jitter_p=min(1.0, self.jitter_p * s),
+            grayscale_p=min(1.0, self.grayscale_p * s),
+            blur_p=min(1.0, self.blur_p * s),
+            blur_sigma=(self.blur_sigma[0], max(self.blur_sigma[0], self.blur_sigma[1] * s)),
+            solarize_p=min(1.0, self.solarize_p * s),
+        )
+
+
+BYOL_T = ViewParams(blur_p=1.0, solarize_p=0.0)
+BYOL_T_PRIME = ViewParams(blur_p=0.1, solarize_p=0.2)
+SIMCLR = ViewParams(jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.5, solarize_p=0.0)
+
+POLICIES: dict[str, tuple[ViewParams, ViewParams]] = {
+    "byol": (BYOL_T, BYOL_T_PRIME),
+    "simclr": (SIMCLR, SIMCLR),
+    "crop_only": (
+        ViewParams(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0),
+        ViewParams(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0),
+    ),
+    "no_color": (
+        replace(BYOL_T, jitter_p=0.0, grayscale_p=0.0),
+        replace(BYOL_T_PRIME, jitter_p=0.0, grayscale_p=0.0),
+    ),
+    "no_blur": (replace(BYOL_T, blur_p=0.0), replace(BYOL_T_PRIME, blur_p=0.0)),
+}
+
+
+def policy_views(policy: str, strength: float) -> tuple[ViewParams, ViewParams]:
+    if policy not in POLICIES:
+        raise ValueError(f"augmentation policy {policy!r} is unknown; allowed: {', '.join(POLICIES)}")
+    t1, t2 = POLICIES[policy]
+    return t1.scaled(strength), t2.scaled(strength)
+
+
+def _uniform(n: int, low: float, high: float, gen: torch.Generator, device) -> torch.Tensor:
+    return torch.rand(n, generator=gen, device=device) * (high - low) + low
+
+
+def _bernoulli(n: int, p: float, gen: torch.Generator, device) -> torch.Tensor:
+    return torch.rand(n, generator=gen, device=device) < p
+
+
+def crop_and_flip(images: torch.Tensor, p: ViewParams, size: int, gen: torch.Generator) -> torch.Tensor:
+    """Random resized crop + horizontal flip, one affine grid_sample for the whole batch.
+
+    images: float (B, C, H, W) in [0, 1]. Crop boxes are sampled per image in normalised
+    coordinates (area fraction and aspect ratio as torchvision's RandomResizedCrop, with the box
+    clamped into the image instead of torchvision's retry loop).
+    """
+    b, _, h, w = images.shape
+    dev = images.device
+    area = _uniform(b, p.crop_min_area, 1.0, gen, dev)
+    log_ratio = _uniform(b, math.log(p.crop_ratio[0]), math.log(p.crop_ratio[1]), gen, dev)
+    ratio = torch.exp(log_ratio) * (h / w)  # aspect in normalised units
+    cw = torch.sqrt(area * ratio).clamp(max=1.0)
+    ch = torch.sqrt(area / ratio).clamp(max=1.0)
+    cx = (torch.rand(b, generator=gen, device=dev) * (1 - cw)) + cw / 2
+    cy = (torch.rand(b, generator=gen, device=dev) * (1 - ch)) + ch / 2
+    flip = _bernoulli(b, p.flip_p, gen, dev)
+    sx = torch.where(flip, -cw, cw)
+    theta = torch.zeros(b, 2, 3, device=dev, dtype=images.dtype)
+    theta[:, 0, 0] = sx
+    theta[:, 0, 2] = cx * 2 - 1
+    theta[:, 1, 1] = ch
+    theta[:, 1, 2] = cy * 2 - 1
+    grid = F.affine_grid(theta, [b, images.shape[1], size, size], align_corners=False)
+    # antialias a large downscale (e.g. 96 -> 32) by pre-shrinking; grid_sample itself does not
+    if min(h, w) >= 2 * size:
+        factor = min(h, w) // size
+        images = F.avg_pool2d(images, factor)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+
+
+def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    maxc, _ = x.max(dim=1)
+    minc, _ = x.min(dim=1)
+    delta = maxc - minc
+    s = delta / maxc.clamp(min=1e-8)
+    d = delta.clamp(min=1e-8)
+    rc, gc, bc = (maxc - r) / d, (maxc - g) / d, (maxc - b) / d
+    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = torch.where(delta > 0, (h / 6.0) % 1.0, torch.zeros_like(h))
+    return torch.stack([h, s, maxc], dim=1)
+
+
+def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    h, s, v = x[:, 0], x[:, 1], x[:, 2]
+    i = torch.floor(h * 6.0)
+    f = h * 6.0 - i
+    i = i.long() % 6
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    r = torch.stack([v, q, p, p, t, v], 1).gather(1, i.unsqueeze(1))
+    g = torch.stack([t, v, v, q, p, p], 1).gather(1, i.unsqueeze(1))
+    b = torch.stack([p, p, t, v, v, q], 1).gather(1, i.unsqueeze(1))
+    return torch.cat([r, g, b], dim=1)
+
+
+def color_jitter(x: torch.Tensor, p: ViewParams, gen: torch.Generator) -> torch.Tensor:
+    """Brightness, contrast, saturation, hue with per-image factors, applied to a random subset.
+
+    The four operations run in a fixed order (torchvision draws the order per image); a drawn
+    order would cost a device-to-host sync per batch.
+    """
+    n = x.shape[0]
+    dev = x.device
+    apply = _bernoulli(n, p.jitter_p, gen, dev)
+    if max(p.jitter) == 0:
+        return x
+    b, c, s, h = p.jitter
+    factors = {
+        "brightness": _uniform(n, max(0.0, 1 - b), 1 + b, gen, dev),
+        "contrast": _uniform(n, max(0.0, 1 - c), 1 + c, gen, dev),
+        "saturation": _uniform(n, max(0.0, 1 - s), 1 + s, gen, dev),
+        "hue": _uniform(n, -h, h, gen, dev),
+    }
+    y = x
+    for name, factor in factors.items():
+        f = factor.view(-1, 1, 1, 1)
+        if name == "brightness" and b > 0:
+            y = (y * f).clamp(0, 1)
+        elif name == "contrast" and c > 0:
+            mean = _gray(y).mean(dim=(1, 2, 3), keepdim=True)
+            y = (mean + f * (y - mean)).clamp(0, 1)
+        elif name == "saturation" and s > 0:
+            y = (_gray(y) + f * (y - _gray(y))).clamp(0, 1)
+        elif name == "hue" and h > 0:
+            hsv = _rgb_to_hsv(y)
+            hsv = torch.cat([((hsv[:, 0:1] + f) % 1.0), hsv[:, 1:]], dim=1)
+            y = _hsv_to_rgb(hsv)
+    return torch.where(apply.view(-1, 1, 1, 1), y, x)
+
+
+def grayscale(x: torch.Tensor, p: ViewParams, gen: torch.Generator) -> torch.Tensor:
+    apply = _bernoulli(x.shape[0], p.grayscale_p, gen, x.device).view(-1, 1, 1, 1)
+    return torch.where(apply, _gray(x).expand_as(x), x)
+
+
+def blur_kernel_size(size: int) -> int:
+    """Odd kernel of about 10% of the image side, as in SimCLR/BYOL (23 px at 224)."""
+    k = max(3, int(round(size * 0.1)))
+    return k if k % 2 == 1 else k + 1
+
+
+def gaussian_blur(x: torch.Tensor, p: ViewParams, gen: torch.Generator) -> torch.Tensor:
+    """Separable Gaussian blur with a per-image sigma on the images chosen with blur_p."""
+    n, ch, h, w = x.shape
+    dev = x.device
+    apply = _bernoulli(n, p.blur_p, gen, dev)
+    sigma = _uniform(n, p.blur_sigma[0], p.blur_sigma[1], gen, dev)
+    if p.blur_p == 0:
+        return x
+    k = blur_kernel_size(h)
+    offsets = torch.arange(k, device=dev, dtype=x.dtype) - k // 2
+    kernel = torch.exp(-(offsets.view(1, -1) ** 2) / (2 * sigma.view(-1, 1).to(x.dtype) ** 2))
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)  # (n, k)
+    kernel = kernel.repeat_interleave(ch, dim=0)  # (n*ch, k)
+    flat = x.reshape(1, n * ch, h, w)
+    flat = F.pad(flat, (k // 2, k // 2, 0, 0), mode="reflect")
+    flat = F.conv2d(flat, kernel.view(n * ch, 1, 1, k), groups=n * ch)
+    flat = F.pad(flat, (0, 0, k // 2, k // 2), mode="reflect")
+    flat = F.conv2d(flat, kernel.view(n * ch, 1, k, 1), groups=n * ch)
+    return torch.where(apply.view(-1, 1, 1, 1), flat.view(n, ch, h, w), x)
+
+
+def solarize(x: torch.Tensor, p: ViewParams, gen: torch.Generator) -> torch.Tensor:
+    apply = _bernoulli(x.shape[0], p.solarize_p, gen, x.device).view(-1, 1, 1, 1)
+    return torch.where(apply & (x >= 0.5), 1.0 - x, x)
+
+
+def augment(
+    images: torch.Tensor,
+    p: ViewParams,
+    size: int,
+    gen: torch.Generator,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+) -> torch.Tensor:
+    """One view of a uint8 (B, C, H, W) batch: crop+flip, jitter, grayscale, blur, solarize, normalise."""
+    x = images.float().div_(255.0)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    x = crop_and_flip(x, p, size, gen).clamp_(0, 1)
+    if p.jitter_p > 0:
+        x = color_jitter(x, p, gen)
+    if p.grayscale_p > 0:
+        x = grayscale(x, p, gen)
+    if p.blur_p > 0:
+        x = gaussian_blur(x, p, gen)
+    if p.solarize_p > 0:
+        x = solarize(x, p, gen)
+    return (x - mean) / std
+
+
+def resize_only(images: torch.Tensor, size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """The evaluation view: the whole image resized to size, normalised."""
+    x = images.float().div_(255.0)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return (x - mean) / std

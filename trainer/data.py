@@ -1,0 +1,181 @@
+"""Datasets as uint8 tensors: a training split and a labelled evaluation split.
+
+`digits` (scikit-learn's handwritten digits, the embedded default), `cifar10`, `cifar100`,
+`stl10` (torchvision, from a local root, downloaded only when allowed) and
+`imagefolder:<path>` (any ImageFolder tree, decoded once and cached).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class DataError(ValueError):
+    """A dataset cannot be loaded; the message names the file or folder."""
+
+
+@dataclass
+class ImageData:
+    train_images: torch.Tensor  # uint8 (N, 3, H, W)
+    train_labels: torch.Tensor  # int64 (N,), -1 for unlabelled images
+    eval_images: torch.Tensor
+    eval_labels: torch.Tensor
+    classes: list[str]
+
+    def to(self, device) -> "ImageData":
+        return ImageData(
+            self.train_images.to(device), self.train_labels.to(device),
+            self.eval_images.to(device), self.eval_labels.to(device), self.classes,
+        )
+
+
+def load(dataset: str, *, data_root: str = "~/.cache/byol-sweep/data", download: bool = False,
+         cache_dir: str = "~/.cache/byol-sweep/cache", image_size: int = 32) -> ImageData:
+    if dataset == "digits":
+        return load_digits(image_size)
+    if dataset in ("cifar10", "cifar100", "stl10"):
+        return load_torchvision(dataset, Path(data_root).expanduser(), download)
+    if dataset.startswith("imagefolder:"):
+        return load_imagefolder(Path(dataset[len("imagefolder:"):]).expanduser(), Path(cache_dir).expanduser(), image_size)
+    raise DataError(f"dataset {dataset!r} is unknown; allowed: digits, cifar10, cifar100, stl10, imagefolder:<path>")
+
+
+def _stratified_split(labels: np.ndarray, eval_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, eval); fixed seed so every trial is evaluated on the same images."""
+    rng = np.random.default_rng(seed)
+    train, held = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_eval = max(1, int(round(len(idx) * eval_fraction)))
+        held.append(idx[:n_eval])
+        train.append(idx[n_eval:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
+
+
+def load_digits(image_size: int) -> ImageData:
+    """scikit-learn's 1,797 real 8x8 handwritten digits, upscaled to image_size, 3 channels."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    x = torch.from_numpy(bunch.images).float().div(16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
+    x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    x = (x.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    labels = np.asarray(bunch.target, dtype=np.int64)
+    train, held = _stratified_split(labels, 0.2)
+    y = torch.from_numpy(labels)
+    return ImageData(x[train], y[train], x[held], y[held], [str(i) for i in range(10)])
+
+
+def _from_torchvision(ds) -> tuple[torch.Tensor, torch.Tensor]:
+    data = np.asarray(ds.data)
+    if data.ndim == 4 and data.shape[-1] == 3:  # CIFAR: NHWC
+        data = data.transpose(0, 3, 1, 2)
+    labels = np.asarray(getattr(ds, "targets", getattr(ds, "labels", None)), dtype=np.int64)
+    return torch.from_numpy(np.ascontiguousarray(data)), torch.from_numpy(labels)
+
+
+def load_torchvision(name: str, root: Path, download: bool) -> ImageData:
+    import torchvision.datasets as tvd
+
+    try:
+        if name == "stl10":
+            train = tvd.STL10(str(root), split="train+unlabeled", download=download)
+            test = tvd.STL10(str(root), split="test", download=download)
+            classes = list(train.classes)
+        else:
+            cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+            train = cls(str(root), train=True, download=download)
+            test = cls(str(root), train=False, download=download)
+            classes = list(train.classes)
+    except RuntimeError as err:
+        hint = "" if download else " (pass download=true / --download to fetch it)"
+        raise DataError(f"dataset {name} was not found under {root}{hint}: {err}") from None
+    (xt, yt), (xe, ye) = _from_torchvision(train), _from_torchvision(test)
+    return ImageData(xt, yt, xe, ye, classes)
+
+
+def _list_tree(root: Path) -> tuple[list[Path], list[int], list[str]]:
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist or is not a directory")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if not classes:
+        raise DataError(f"image folder {root} has no class subfolders (expected {root}/<class>/<image>)")
+    files, labels = [], []
+    for i, c in enumerate(classes):
+        images = sorted(p for p in (root / c).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise DataError(f"class folder {root / c} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        files += images
+        labels += [i] * len(images)
+    return files, labels, classes
+
+
+def _decode(files: list[Path], side: int) -> torch.Tensor:
+    """Decode files to uint8 (N, 3, side, side): shorter side resized to side, centre crop."""
+    from PIL import Image
+
+    out = np.empty((len(files), side, side, 3), dtype=np.uint8)
+    for i, path in enumerate(files):
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                w, h = im.size
+                scale = side / min(w, h)
+                if (w, h) != (side, side):
+                    im = im.resize((max(side, round(w * scale)), max(side, round(h * scale))), Image.BILINEAR)
+                    w, h = im.size
+                    left, top = (w - side) // 2, (h - side) // 2
+                    im = im.crop((left, top, left + side, top + side))
+                out[i] = np.asarray(im)
+        except Exception as err:  # PIL raises many types for a bad file
+            raise DataError(f"cannot read image {path}: {err}") from None
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def _cached_decode(files: list[Path], side: int, cache_dir: Path) -> torch.Tensor:
+    key = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        key.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    key.update(str(side).encode())
+    path = cache_dir / f"imagefolder-{key.hexdigest()[:20]}.pt"
+    if path.exists():
+        return torch.load(path)
+    images = _decode(files, side)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(images, tmp)
+    os.replace(tmp, path)
+    return images
+
+
+def load_imagefolder(root: Path, cache_dir: Path, image_size: int) -> ImageData:
+    """An ImageFolder tree. With train/ and test/ (or val/) subfolders those are the splits;
+    otherwise a fixed, stratified 80/20 split. Images are stored at max(image_size, 32) pixels."""
+    if not root.exists():
+        raise DataError(f"image folder {root} does not exist")
+    side = max(image_size, 32)
+    eval_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
+    if (root / "train").is_dir() and eval_dir is not None:
+        tf, tl, classes = _list_tree(root / "train")
+        ef, el, eval_classes = _list_tree(eval_dir)
+        if eval_classes != classes:
+            raise DataError(f"{eval_dir} has classes {eval_classes}, but {root / 'train'} has {classes}")
+        return ImageData(
+            _cached_decode(tf, side, cache_dir), torch.tensor(tl),
+            _cached_decode(ef, side, cache_dir), torch.tensor(el), classes,
+        )
+    files, labels, classes = _list_tree(root)
+    images = _cached_decode(files, side, cache_dir)
+    y = np.asarray(labels, dtype=np.int64)
+    train, held = _stratified_split(y, 0.2)
+    yt = torch.from_numpy(y)
+    return ImageData(images[train], yt[train], images[held], yt[held], classes)

@@ -1,0 +1,214 @@
+"""The training loop: one Trainer, one readable epoch, exact checkpoints."""
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from . import augment, data as datasets
+from .byol import BYOL, ema_update, tau_at
+from .config import TrainConfig
+from .evaluation import extract_features, knn_accuracy, linear_probe, projection_std
+from .optim import build_optimizer, lr_at
+
+
+class Diverged(RuntimeError):
+    """The BYOL loss became NaN or infinite: the trial diverged."""
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    loss: float
+    knn_acc: float
+    z_std: float
+    lr: float
+    tau: float
+    images_per_s: float
+    epoch_s: float
+    linear_probe_acc: float | None = None
+
+    def metrics(self) -> dict[str, float]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"config: device {name!r} was asked for, but CUDA is not available here; use cpu or auto")
+    return device
+
+
+def _fixed_subset(n: int, size: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """A fixed (seed 0) random subset of indices, so every trial is evaluated on the same images."""
+    idx = torch.arange(n) if mask is None else torch.nonzero(mask.cpu()).flatten()
+    if size and size < len(idx):
+        idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(0))[:size]].sort().values
+    return idx
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, data: datasets.ImageData | None = None,
+                 log: Callable[[str], None] | None = None):
+        config.validate()
+        self.config = config
+        self.log = log or (lambda message: None)
+        self.device = resolve_device(config.device)
+        cuda = self.device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if config.precision == "bf16" or (config.precision == "auto" and cuda) else None
+        self.channels_last = config.channels_last and cuda
+
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        if data is None:
+            data = datasets.load(config.dataset, data_root=config.data_root, download=config.download,
+                                 cache_dir=config.cache_dir, image_size=config.image_size)
+        if config.train_limit:
+            data = datasets.ImageData(data.train_images[: config.train_limit], data.train_labels[: config.train_limit],
+                                      data.eval_images, data.eval_labels, data.classes)
+        self.data = data.to(self.device)
+        stats = self.data.train_images[:10000].float().div(255)
+        self.mean = stats.mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
+        self.std = stats.std(dim=(0, 2, 3)).clamp(min=1e-3).view(1, -1, 1, 1)
+        del stats
+        self.bank_idx = _fixed_subset(len(data.train_images), config.knn_bank_size, data.train_labels >= 0).to(self.device)
+        self.query_idx = _fixed_subset(len(data.eval_images), config.knn_queries).to(self.device)
+        self.views = augment.policy_views(config.policy, config.aug_strength)
+
+        self.model = BYOL(config.backbone, config.projector_hidden, config.projector_out, config.image_size).to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.batch_size = min(config.batch_size, len(data.train_images))
+        self.steps_per_epoch = len(data.train_images) // self.batch_size
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.peak_lr = config.base_lr * self.batch_size / 256
+        self.optimizer = build_optimizer(
+            config.optimizer, [self.model.encoder, self.model.projector, self.model.predictor],
+            self.peak_lr, config.weight_decay, config.momentum,
+        )
+        self.ema_target, self.ema_online = self.model.ema_pairs()
+        self.gen = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.epoch = 0
+        self.step = 0
+
+    # -- training -----------------------------------------------------------------------------
+    def fit(self) -> Iterator[EpochResult]:
+        """Train the remaining epochs, yielding one EpochResult each; the last has the probe."""
+        while self.epoch < self.config.epochs:
+            result = self.train_epoch()
+            if self.epoch == self.config.epochs and self.config.linear_probe:
+                result.linear_probe_acc = self.probe()
+            yield result
+
+    def _view(self, batch: torch.Tensor, params: augment.ViewParams) -> torch.Tensor:
+        x = augment.augment(batch, params, self.config.image_size, self.gen, self.mean, self.std)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def train_epoch(self) -> EpochResult:
+        cfg = self.config
+        self.model.train()
+        start = time.perf_counter()
+        order = torch.randperm(len(self.data.train_images), generator=self.gen, device=self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        z_std_sum = torch.zeros((), device=self.device)
+        warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
+        for i in range(self.steps_per_epoch):
+            lr = lr_at(self.step, self.total_steps, warmup, self.peak_lr)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            batch = self.data.train_images[order[i * self.batch_size : (i + 1) * self.batch_size]]
+            v1, v2 = self._view(batch, self.views[0]), self._view(batch, self.views[1])
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                loss, z1, _ = self.forward(v1, v2, cfg.concat_views)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            tau = tau_at(self.step, self.total_steps, cfg.tau_base)
+            ema_update(self.ema_target, self.ema_online, tau)
+            loss_sum += loss.detach().float()
+            z_std_sum += projection_std(z1.detach())
+            self.step += 1
+        mean_loss = float(loss_sum) / self.steps_per_epoch  # the epoch's one host sync
+        train_s = time.perf_counter() - start
+        self.epoch += 1
+        if not np.isfinite(mean_loss):
+            raise Diverged(f"loss became {mean_loss} in epoch {self.epoch} (step {self.step}); training stopped")
+        knn = self.knn()
+        return EpochResult(
+            epoch=self.epoch, loss=mean_loss, knn_acc=knn,
+            z_std=float(z_std_sum) / self.steps_per_epoch, lr=lr, tau=tau,
+            images_per_s=self.steps_per_epoch * self.batch_size / train_s,
+            epoch_s=time.perf_counter() - start,
+        )
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def _eval_view(self, batch: torch.Tensor) -> torch.Tensor:
+        x = augment.resize_only(batch, self.config.image_size, self.mean, self.std)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def features(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(bank features, bank labels, query features, query labels) from the online encoder."""
+        d = self.data
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            bank = extract_features(self.model.encoder, d.train_images[self.bank_idx], self._eval_view)
+            queries = extract_features(self.model.encoder, d.eval_images[self.query_idx], self._eval_view)
+        return bank, d.train_labels[self.bank_idx], queries, d.eval_labels[self.query_idx]
+
+    def knn(self) -> float:
+        bank, bank_y, queries, query_y = self.features()
+        return float(knn_accuracy(bank, bank_y, queries, query_y, self.config.knn_k,
+                                  self.config.knn_temperature, len(self.data.classes)))
+
+    def probe(self) -> float:
+        bank, bank_y, queries, query_y = self.features()
+        return linear_probe(bank, bank_y, queries, query_y, seed=self.config.seed)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "rng": {
+                "generator": self.gen.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+            },
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        rng = state["rng"]
+        self.gen.set_state(rng["generator"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a checkpoint atomically (a crash mid-write leaves the previous one intact)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+
+    def load(self, path: str | os.PathLike) -> None:
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
