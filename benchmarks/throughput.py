@@ -66,6 +66,17 @@ def time_steps(step, finish, warmup: int, steps: int, device: torch.device) -> f
     return time.perf_counter() - start
 
 
+def sync_checked(step):
+    """step wrapped so that CUDA warns about any host synchronisation inside it."""
+    def run() -> None:
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return run
+
+
 # -- byol-sweep ---------------------------------------------------------------------------------
 class CoreSteps:
     """Trainer.train_epoch's loop body, one step per call (a new epoch order when one runs out).
@@ -315,6 +326,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--lightly-optimizer", default="lars", choices=("lars", "sgd"),
                     help="lightly.utils.lars.LARS or torch SGD on the lightly side")
     ap.add_argument("--no-lightly", action="store_true", help="measure the core only")
+    ap.add_argument("--sync-debug", action="store_true",
+                    help="on CUDA, warn about every host sync inside a byol_sweep step (slows it down)")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch's default)")
     ap.add_argument("--data-root", default=TrainConfig.data_root)
     ap.add_argument("--cache-dir", default=TrainConfig.cache_dir, help="where decoded imagefolder trees are cached")
@@ -349,6 +362,8 @@ def main(argv=None) -> int:
 
     with_lightly = lightly_version() is not None and not args.no_lightly
     core = CoreSteps(trainer)
+    if args.sync_debug and trainer.device.type == "cuda":
+        core.step = sync_checked(core.step)
     other = LightlySteps(args, trainer, data.train_images) if with_lightly else None
     core_rounds, lightly_rounds = [], []
     for _ in range(args.repeats):

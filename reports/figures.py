@@ -58,7 +58,7 @@ def learning_curves(sweep: Sweep, rungs: list[int], best_trial: str | None) -> b
         if "color" not in style:
             style["color"] = colours[policy[trial]] if colours else PALETTE[i % len(PALETTE)]
         if trial == best_trial:
-            style.update(lw=2.8, alpha=1.0, zorder=5)
+            style.update(lw=2.6, alpha=1.0, zorder=5, color="#111111")
         ax.plot(c["epoch"], c[metric], **style)
         if st == "stopped_early":  # mark where ASHA stopped it (a one-epoch trial is only this mark)
             ax.plot(c["epoch"].iloc[-1:], c[metric].iloc[-1:], "x", color=style["color"], ms=6)
@@ -71,7 +71,7 @@ def learning_curves(sweep: Sweep, rungs: list[int], best_trial: str | None) -> b
     ax.grid(alpha=0.25)
     ax.xaxis.get_major_locator().set_params(integer=True)
     handles = [Line2D([], [], color="#333333" if colours else PALETTE[0], **_no_colour(STYLE["completed"]), label="completed")]
-    present = set(status.values())
+    present = {status.get(t, "running") for t in sweep.curves["trial"].unique()}
     for st in ("stopped_early", "diverged", "failed", "running"):
         if st in present:
             s = dict(STYLE[st])
@@ -79,7 +79,7 @@ def learning_curves(sweep: Sweep, rungs: list[int], best_trial: str | None) -> b
             handles.append(Line2D([], [], color=s.pop("color", "#333333"), marker=marker, **s,
                                   label=st.replace("_", " ")))
     if best_trial:
-        handles.append(Line2D([], [], color="#333333", lw=2.8, label=f"best ({best_trial})"))
+        handles.append(Line2D([], [], color="#111111", lw=2.6, label=f"best ({best_trial})"))
     if colours:
         handles += [Line2D([], [], color=c, lw=3, label=p) for p, c in colours.items()]
     ax.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)

@@ -9,7 +9,7 @@ import pandas as pd
 
 from reports import figures, summary
 from reports.importance import param_importances
-from reports.load import STATUSES, Sweep
+from reports.load import Sweep
 from reports.render import Code, Columns, Heading, Image, Para, Table
 from reports.stats import asha_rungs, policy_table, rung_table
 
@@ -197,10 +197,11 @@ def health_section(s: Sweep, level: int, prefix: str) -> list:
     out = [Heading("Health", level)]
     t = s.trials
     diverged = t[t["status"] == "diverged"]
-    collapsed = t[(t["status"] != "failed") & (t["final_z_std"] < COLLAPSE_Z_STD)]
+    collapsed = t[~t["status"].isin(["diverged", "failed"]) & (t["final_z_std"] < COLLAPSE_Z_STD)]
     failed = t[t["status"] == "failed"]
-    out.append(Para(f"Collapse: final z_std below {COLLAPSE_Z_STD:g} (the std of the normalised projections; "
-                    f"about 1/sqrt(dim) when healthy, 0 when every image maps to one point)."))
+    out.append(Para(f"Collapsed: a trial that did not diverge but ended with z_std below {COLLAPSE_Z_STD:g} "
+                    "(z_std: mean per-dimension std of the L2-normalised projections; about 1/sqrt(dim) when "
+                    "spread, 0 when every image maps to one point)."))
     if diverged.empty and collapsed.empty and failed.empty:
         out.append(Para("No trial diverged, collapsed or failed."))
     for label, rows in (("Diverged", diverged), ("Collapsed", collapsed), ("Failed", failed)):

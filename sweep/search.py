@@ -39,6 +39,8 @@ class PruningOptunaSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
+        if result:  # Tune hands the last result to on_trial_complete only
+            self.on_trial_result(trial_id, result)
         ot_trial = self._ot_trials[trial_id]
         value = None if result is None else result.get(self.metric)
         if error or value is None or (result or {}).get("diverged"):

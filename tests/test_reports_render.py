@@ -58,7 +58,7 @@ def _parent(client, exp_id, name, state, space, start, end, extra_params=None):
     return run.info.run_id
 
 
-def _trial(client, exp_id, parent_id, index, config, status, epochs, swept, rng, gpu=0.5):
+def _trial(client, exp_id, parent_id, index, config, status, epochs, swept, rng, gpu=0.5, collapse=False):
     start = T0 + 1000 * (index + 1)
     tags = {"mlflow.parentRunId": parent_id, "byol_sweep.role": "trial", "byol_sweep.trial_id": f"t{index:03d}",
             "status": status, "policy": config["policy"], "seed": str(config["seed"]),
@@ -76,7 +76,7 @@ def _trial(client, exp_id, parent_id, index, config, status, epochs, swept, rng,
     metrics, history = [], []
     for e in range(1, epochs + 1):
         knn = plateau * (1 - math.exp(-e / 2.5))
-        z, loss = 0.06, 1.0 / e
+        z, loss = (0.004 if collapse and e > 5 else 0.06), 1.0 / e
         if status == "diverged" and e == epochs:
             knn, z, loss = 0.1, 0.001, float("nan")
         values = {"loss": loss, "knn_acc": knn, "z_std": z, "lr": 0.1, "tau": 0.99, "images_per_s": 1000.0,
@@ -114,7 +114,7 @@ def store(tmp_path_factory):
     for i, (policy, status, epochs) in enumerate([("byol", "completed", 9), ("no_color", "completed", 9),
                                                   ("byol", "running", 2)]):
         config = dict(BASE, policy=policy, base_lr=0.1 * (i + 1))
-        _trial(client, exp, parent, i, config, status, epochs, space_b, rng, gpu=0)
+        _trial(client, exp, parent, i, config, status, epochs, space_b, rng, gpu=0, collapse=policy == "no_color")
 
     exp = client.create_experiment("empty-sweep")
     parent = _parent(client, exp, "empty-sweep", "finished", SPACE_A, T0, T0 + 60_000)
@@ -207,7 +207,7 @@ def test_rungs_policies_and_health(report_a):
                                                           ("3", "crop_only", "1")]
     assert "no interval, n = 1" in policy_rows[2][3]
     assert "CUDA out of memory" in md and "Diverged: loss is nan at epoch 4" in md
-    assert "below 0.01" in md
+    assert "below 0.01" in md and "Collapsed: 1 trial" not in md  # the diverged one is listed once
     assert "1 - tau_base" not in md  # an axis label, inside the PNG only
 
 
@@ -243,6 +243,7 @@ def test_running_sweep_and_comparison(store, tmp_path):
     assert re.search(r"^\| byol \| 1\. .* \| 1\. .* \|$", md, re.M)  # aligned on policy name
     assert re.search(r"^\| no_color \| – \| 2\. .* \|$", md, re.M)
     assert "One seed per policy: no interval can be given" in md
+    assert "Collapsed: 1 trial." in md and "| trial_00001 | completed | 9 | 0.1111 | 0.0040 | – |" in md
     for exp in ("sweep-a", "sweep-b"):
         assert f"## {exp}" in md
         for title in SECTIONS:

@@ -1,0 +1,190 @@
+"""Real sweeps on a real local Ray instance (one per module) with a real SQLite MLflow store."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from sweep.runner import SweepOptions, run_sweep
+from sweep.space import load_space
+
+from .conftest import write_space
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+def child_runs(client: MlflowClient, experiment: str):
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`byol_sweep.role` = 'trial'")
+    parents = client.search_runs([exp.experiment_id], filter_string="tags.`byol_sweep.role` = 'sweep'")
+    return parents, runs
+
+
+def epochs_logged(client: MlflowClient, run_id: str, key: str = "knn_acc") -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+@pytest.fixture(scope="module")
+def asha_sweep(tmp_path_factory):
+    """Six Optuna trials, ASHA with rungs at epochs 1 and 2 of 4."""
+    folder = tmp_path_factory.mktemp("asha")
+    space = write_space(
+        folder, "asha",
+        base={"epochs": 4},
+        search={"base_lr": {"loguniform": [0.05, 2.0]}, "tau_base": {"one_minus_loguniform": [0.9, 0.999]},
+                "aug_strength": {"uniform": [0.2, 1.5]}},
+        algorithm="optuna", num_samples=6,
+        asha={"grace_period": 1, "reduction_factor": 2, "max_epochs": 4},
+    )
+    uri = f"sqlite:///{folder}/mlflow.db"
+    outcome = run_sweep(str(space), SweepOptions(name="asha", storage=str(folder / "runs"), tracking_uri=uri,
+                                                 max_failures=0))
+    return outcome, folder, uri
+
+
+def test_asha_stops_trials_early_and_every_epoch_is_recorded(asha_sweep):
+    outcome, folder, uri = asha_sweep
+    client = MlflowClient(uri)
+    parents, runs = child_runs(client, "asha")
+    assert len(parents) == 1 and len(runs) == 6
+    statuses = [r.data.tags["status"] for r in runs]
+    assert statuses.count("stopped_early") >= 1
+    assert set(statuses) <= {"completed", "stopped_early"}
+    assert outcome.counts.get("stopped_early", 0) == statuses.count("stopped_early")
+    for run in runs:
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        epochs = epochs_logged(client, run.info.run_id)
+        last = int(run.data.tags.get("stopped_epoch", 4))
+        assert epochs == list(range(1, last + 1)), (run.info.run_name, epochs)
+        for key in ("loss", "z_std", "lr", "tau", "images_per_s", "epoch_s"):
+            assert epochs_logged(client, run.info.run_id, key) == epochs
+        if run.data.tags["status"] == "stopped_early":
+            assert last in (1, 2)  # ASHA's rungs
+        else:
+            assert "linear_probe_acc" in run.data.metrics
+        # the trial's full config as params, swept values as tags
+        assert run.data.params["dataset"] == "digits" and run.data.params["epochs"] == "4"
+        assert float(run.data.tags["swept.base_lr"]) == pytest.approx(float(run.data.params["base_lr"]))
+        assert 0.9 <= float(run.data.params["tau_base"]) <= 0.999
+        assert run.data.tags["policy"] == "byol" and run.data.tags["seed"] == "0"
+
+
+def test_best_trial_is_the_one_with_the_highest_metric(asha_sweep):
+    outcome, folder, uri = asha_sweep
+    client = MlflowClient(uri)
+    parents, runs = child_runs(client, "asha")
+    best_per_run = {
+        r.data.tags["byol_sweep.trial_id"]: max(m.value for m in client.get_metric_history(r.info.run_id, "knn_acc"))
+        for r in runs
+    }
+    best_id = max(best_per_run, key=best_per_run.get)
+    assert outcome.best_metric == pytest.approx(best_per_run[best_id])
+    tags = parents[0].data.tags
+    assert float(tags["byol_sweep.best_metric"]) == pytest.approx(best_per_run[best_id])
+    assert json.loads(tags["byol_sweep.best_config"]) == outcome.best_config
+    assert tags["byol_sweep.state"] == "finished"
+    params = parents[0].data.params
+    assert params["asha.grace_period"] == "1" and params["search"] == "optuna"
+    assert json.loads(params["space.tau_base"]) == {"type": "one_minus_loguniform", "low": 0.9, "high": 0.999}
+
+
+def test_optuna_sees_stopped_trials_as_pruned(asha_sweep):
+    outcome, folder, uri = asha_sweep
+    study = optuna.load_study(study_name="asha", storage=f"sqlite:///{folder}/runs/asha/optuna.db")
+    states = [t.state for t in study.trials]
+    client = MlflowClient(uri)
+    _, runs = child_runs(client, "asha")
+    n_stopped = sum(r.data.tags["status"] == "stopped_early" for r in runs)
+    assert states.count(optuna.trial.TrialState.PRUNED) == n_stopped >= 1
+    assert states.count(optuna.trial.TrialState.COMPLETE) == len(runs) - n_stopped
+    for t in study.trials:
+        assert sorted(t.intermediate_values) == list(range(1, len(t.intermediate_values) + 1))
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert t.value == t.intermediate_values[4]
+
+
+def test_failed_and_diverged_trials_get_their_status(tmp_path):
+    space = write_space(
+        tmp_path, "health",
+        base={"epochs": 2, "optimizer": "sgd"},
+        grid={"dataset": ["digits", "imagefolder:/nonexistent/images"], "base_lr": [0.5, 1.0e12]},
+        algorithm="grid", asha=False,
+    )
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    outcome = run_sweep(str(space), SweepOptions(name="health", storage=str(tmp_path / "runs"), tracking_uri=uri,
+                                                 max_failures=0))
+    client = MlflowClient(uri)
+    _, runs = child_runs(client, "health")
+    by_config = {(r.data.params["dataset"], float(r.data.params["base_lr"])): r for r in runs}
+    assert len(by_config) == 4
+    assert by_config[("digits", 0.5)].data.tags["status"] == "completed"
+    diverged = by_config[("digits", 1e12)]
+    assert diverged.data.tags["status"] == "diverged" and "nan" in diverged.data.tags["error"]
+    for lr in (0.5, 1e12):
+        failed = by_config[("imagefolder:/nonexistent/images", lr)]
+        assert failed.data.tags["status"] == "failed"
+        assert "/nonexistent/images does not exist" in failed.data.tags["error"]
+        assert failed.info.status == "FAILED"
+    assert outcome.counts == {"completed": 1, "diverged": 1, "failed": 2}
+
+
+class KillWorkerOnce(tune.Callback):
+    """Kills the trial's worker process (SIGKILL) right after it reports epoch 2, once."""
+
+    def __init__(self):
+        self.killed = False
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if not self.killed and result.get("epoch") == 2:
+            self.killed = True
+            os.kill(result["pid"], signal.SIGKILL)
+
+
+def test_a_killed_trial_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    import sweep.runner as runner
+
+    space = write_space(tmp_path, "crash", base={"epochs": 4}, grid={"seed": [0]}, algorithm="grid", asha=False)
+    killer = KillWorkerOnce()
+    original = runner._callbacks
+    monkeypatch.setattr(runner, "_callbacks", lambda *a: [*original(*a), killer])
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    outcome = run_sweep(str(space), SweepOptions(name="crash", storage=str(tmp_path / "runs"), tracking_uri=uri,
+                                                 max_failures=2))
+    assert killer.killed
+    assert outcome.counts == {"completed": 1}
+    client = MlflowClient(uri)
+    _, runs = child_runs(client, "crash")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.tags["status"] == "completed" and run.data.tags["restarts"] == "1"
+    assert epochs_logged(client, run.info.run_id) == [1, 2, 3, 4]
+    # Tune's own record of the trial: epochs 3 and 4 came after the restore, none repeated
+    trial_dir = next((tmp_path / "runs" / "crash").glob("train_byol_*"))
+    reported = [json.loads(line)["epoch"] for line in (trial_dir / "result.json").read_text().splitlines()]
+    assert reported == [1, 2, 3, 4]
+
+
+def test_the_same_sweep_lands_on_a_real_mlflow_server(tmp_path, mlflow_server):
+    space = write_space(tmp_path, "remote", base={"epochs": 2}, grid={"seed": [0, 1]}, algorithm="grid", asha=False)
+    outcome = run_sweep(str(space), SweepOptions(name="remote", storage=str(tmp_path / "runs"),
+                                                 tracking_uri=mlflow_server, max_failures=0))
+    client = MlflowClient(mlflow_server)
+    parents, runs = child_runs(client, "remote")
+    assert len(parents) == 1 and len(runs) == 2
+    assert {r.data.tags["status"] for r in runs} == {"completed"}
+    assert sorted(r.data.params["seed"] for r in runs) == ["0", "1"]
+    for run in runs:
+        assert epochs_logged(client, run.info.run_id) == [1, 2]
+    assert parents[0].data.tags["byol_sweep.best_trial_id"] == outcome.best_trial
+
+
+def test_the_quick_space_is_what_the_readme_promises():
+    spec = load_space("quick")
+    assert spec.base["dataset"] == "digits" and spec.base["backbone"] == "small_cnn"
+    assert spec.algorithm == "optuna" and spec.asha is not None
+    assert set(spec.swept) == {"base_lr", "tau_base", "aug_strength"}

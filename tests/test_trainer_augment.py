@@ -1,0 +1,331 @@
+"""Batched augmentation: per-image randomness, identity at strength 0, the paper's recipe, clamps."""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import fields
+
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+
+from trainer import augment as A
+from trainer.augment import ViewParams
+
+ZERO = torch.zeros(1, 3, 1, 1)
+ONE = torch.ones(1, 3, 1, 1)
+
+
+def colourful(h: int, w: int | None = None, square: bool = True) -> torch.Tensor:
+    """A uint8 (3, H, W) image with structure in every channel: gradients, waves, a square."""
+    w = w or h
+    y, x = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    r = x
+    g = 0.5 + 0.5 * torch.sin(7 * y + 3 * x)
+    b = 0.5 + 0.5 * torch.cos(5 * x * y + 1)
+    img = torch.stack([r, g, b])
+    if square:
+        img[:, h // 4 : h // 2, w // 4 : w // 2] = torch.tensor([0.9, 0.1, 0.3]).view(3, 1, 1)
+    return (img * 255).round().to(torch.uint8)
+
+
+def batch_of_identical(n: int = 8, size: int = 32) -> torch.Tensor:
+    return colourful(size).unsqueeze(0).repeat(n, 1, 1, 1)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def all_pairs_differ(x: torch.Tensor, atol: float = 1e-3) -> bool:
+    return all(not torch.allclose(x[i], x[j], atol=atol) for i, j in itertools.combinations(range(len(x)), 2))
+
+
+NO_COLOUR = dict(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
+
+
+# -- per-image randomness ------------------------------------------------------------------------
+
+def test_identical_images_get_different_crops():
+    x = batch_of_identical().float() / 255
+    out = A.crop_and_flip(x, ViewParams(**NO_COLOUR), 32, gen())
+    assert out.shape == (8, 3, 32, 32)
+    assert all_pairs_differ(out)
+
+
+def test_identical_images_get_different_colours():
+    x = batch_of_identical().float() / 255
+    p = ViewParams(jitter_p=1.0, grayscale_p=0.0, blur_p=0.0)
+    out = A.color_jitter(x, p, gen())
+    assert all_pairs_differ(out)
+    # per-image mean colour differs, not only the geometry
+    means = out.mean(dim=(2, 3))
+    assert all(not torch.allclose(means[i], means[j], atol=1e-3) for i, j in itertools.combinations(range(8), 2))
+    assert out.min() >= 0 and out.max() <= 1
+
+
+@pytest.mark.parametrize("policy", sorted(A.POLICIES))
+def test_full_augment_differs_per_image(policy):
+    t, t_prime = A.policy_views(policy, 1.0)
+    images = batch_of_identical()
+    for view in (t, t_prime):
+        out = A.augment(images, view, 32, gen(), ZERO, ONE)
+        assert all_pairs_differ(out)
+
+
+def test_same_seed_same_views_other_seed_other_views():
+    images = batch_of_identical(4)
+    t, _ = A.policy_views("byol", 1.0)
+    a = A.augment(images, t, 32, gen(5), ZERO, ONE)
+    b = A.augment(images, t, 32, gen(5), ZERO, ONE)
+    c = A.augment(images, t, 32, gen(6), ZERO, ONE)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_per_sample_probabilities_are_per_image():
+    x = batch_of_identical(200, 16).float() / 255
+    gray = A.grayscale(x, ViewParams(grayscale_p=0.5), gen(1))
+    is_gray = (gray[:, 0] == gray[:, 1]).flatten(1).all(1) & (gray[:, 1] == gray[:, 2]).flatten(1).all(1)
+    assert 0.3 < is_gray.float().mean() < 0.7
+    flipped = A.crop_and_flip(x, ViewParams(crop_min_area=1.0, crop_ratio=(1.0, 1.0), flip_p=0.5), 16, gen(2))
+    is_flipped = torch.tensor([torch.allclose(f, x[0].flip(-1), atol=1e-5) for f in flipped])
+    is_same = torch.tensor([torch.allclose(f, x[0], atol=1e-5) for f in flipped])
+    assert bool((is_flipped | is_same).all())
+    assert 0.3 < is_flipped.float().mean() < 0.7
+
+
+# -- identity at strength 0 ----------------------------------------------------------------------
+
+def test_full_crop_is_the_identity_and_flip_is_exact():
+    x = colourful(32).unsqueeze(0).float() / 255
+    keep = ViewParams(crop_min_area=1.0, crop_ratio=(1.0, 1.0), flip_p=0.0, **NO_COLOUR)
+    torch.testing.assert_close(A.crop_and_flip(x, keep, 32, gen()), x, rtol=0, atol=1e-5)
+    flip = ViewParams(crop_min_area=1.0, crop_ratio=(1.0, 1.0), flip_p=1.0, **NO_COLOUR)
+    torch.testing.assert_close(A.crop_and_flip(x, flip, 32, gen()), x.flip(-1), rtol=0, atol=1e-5)
+
+
+def test_non_square_full_crop_keeps_the_image():
+    x = colourful(24, 40).unsqueeze(0).float() / 255
+    keep = ViewParams(crop_min_area=1.0, crop_ratio=(40 / 24, 40 / 24), flip_p=0.0, **NO_COLOUR)
+    out = A.crop_and_flip(x, keep, 32, gen())
+    expected = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", sorted(A.POLICIES))
+def test_strength_zero_is_resize_only_at_input_size(policy):
+    images = batch_of_identical(4, 32)
+    mean = torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1)
+    std = torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+    for view in A.policy_views(policy, 0.0):
+        out = A.augment(images, view, 32, gen(), mean, std)
+        torch.testing.assert_close(out, A.resize_only(images, 32, mean, std), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("side", [40, 64, 96])
+def test_strength_zero_is_resize_only_up_to_interpolation(side):
+    images = colourful(side, square=False).unsqueeze(0).repeat(3, 1, 1, 1)  # smooth: filters agree
+    for view in A.policy_views("byol", 0.0):
+        out = A.augment(images, view, 32, gen(), ZERO, ONE)
+        ref = A.resize_only(images, 32, ZERO, ONE)
+        assert out.shape == ref.shape == (3, 3, 32, 32)
+        assert (out - ref).abs().max() < 0.03
+        assert (out - ref).abs().mean() < 0.005
+
+
+def test_resize_only_is_normalised_identity_at_size_and_handles_one_channel():
+    images = batch_of_identical(2, 32)
+    mean, std = torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), torch.tensor([0.25, 0.5, 1.0]).view(1, 3, 1, 1)
+    torch.testing.assert_close(A.resize_only(images, 32, mean, std), (images.float() / 255 - mean) / std)
+    gray = images[:, :1]
+    out = A.resize_only(gray, 16, ZERO, ONE)
+    assert out.shape == (2, 3, 16, 16)
+    assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 1], out[:, 2])
+    out = A.augment(gray, A.policy_views("byol", 1.0)[0], 16, gen(), ZERO, ONE)
+    assert out.shape == (2, 3, 16, 16)
+
+
+def test_augment_does_not_modify_its_input():
+    images = batch_of_identical(4)
+    before = images.clone()
+    A.augment(images, A.policy_views("byol", 1.0)[1], 32, gen(), ZERO, ONE)
+    A.resize_only(images, 32, ZERO, ONE)
+    assert torch.equal(images, before)
+
+
+# -- the paper's recipe --------------------------------------------------------------------------
+
+def _assert_byol_view(v: ViewParams, blur_p: float, solarize_p: float, exact: bool):
+    eq = (lambda a, b: a == b) if exact else (lambda a, b: a == pytest.approx(b, rel=1e-12))
+    assert eq(v.crop_min_area, 0.08)
+    assert eq(v.crop_ratio[0], 3 / 4) and eq(v.crop_ratio[1], 4 / 3)
+    assert v.flip_p == 0.5
+    assert v.jitter == (0.4, 0.4, 0.2, 0.1)
+    assert v.jitter_p == 0.8
+    assert v.grayscale_p == 0.2
+    assert v.blur_p == blur_p
+    assert v.blur_sigma == (0.1, 2.0)
+    assert v.solarize_p == solarize_p
+
+
+def test_byol_recipe_is_the_papers():
+    t, t_prime = A.POLICIES["byol"]
+    _assert_byol_view(t, blur_p=1.0, solarize_p=0.0, exact=True)
+    _assert_byol_view(t_prime, blur_p=0.1, solarize_p=0.2, exact=True)
+
+
+def test_byol_policy_at_strength_one_is_the_papers_recipe_exactly():
+    """design.md: 'Augmentation strength 1.0 means exactly this.'"""
+    t, t_prime = A.policy_views("byol", 1.0)
+    _assert_byol_view(t, blur_p=1.0, solarize_p=0.0, exact=False)
+    _assert_byol_view(t_prime, blur_p=0.1, solarize_p=0.2, exact=False)
+    # bit-for-bit: what a run logs as its parameters is the paper's numbers, not 0.07999999999999996
+    assert (t, t_prime) == A.POLICIES["byol"]
+    for policy, views in A.POLICIES.items():
+        assert A.policy_views(policy, 1.0) == views, policy
+
+
+def test_policy_variants_differ_from_byol_only_where_named():
+    byol_t, byol_tp = A.POLICIES["byol"]
+    for (v, ref) in zip(A.POLICIES["no_color"], (byol_t, byol_tp)):
+        assert v.jitter_p == 0 and v.grayscale_p == 0
+        assert (v.blur_p, v.solarize_p, v.crop_min_area) == (ref.blur_p, ref.solarize_p, ref.crop_min_area)
+    for (v, ref) in zip(A.POLICIES["no_blur"], (byol_t, byol_tp)):
+        assert v.blur_p == 0
+        assert (v.jitter_p, v.grayscale_p, v.solarize_p) == (ref.jitter_p, ref.grayscale_p, ref.solarize_p)
+    for v in A.POLICIES["crop_only"]:
+        assert v.jitter_p == v.grayscale_p == v.blur_p == v.solarize_p == 0
+        assert v.crop_min_area == 0.08 and v.flip_p == 0.5
+
+
+# -- scaling rules -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("policy", sorted(A.POLICIES))
+@pytest.mark.parametrize("strength", [0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0])
+def test_scaling_clamps_to_valid_ranges(policy, strength):
+    for v in A.policy_views(policy, strength):
+        for p in (v.flip_p, v.jitter_p, v.grayscale_p, v.blur_p, v.solarize_p):
+            assert 0.0 <= p <= 1.0
+        assert v.flip_p <= 0.5
+        assert 0.01 <= v.crop_min_area <= 1.0
+        lo, hi = v.crop_ratio
+        assert 1 / 3 - 1e-12 <= lo <= 1.0 <= hi <= 3.0 + 1e-12
+        b, c, s, h = v.jitter
+        assert 0 <= b <= 1 and 0 <= c <= 1 and 0 <= s <= 1 and 0 <= h <= 0.5
+        assert 0 < v.blur_sigma[0] <= v.blur_sigma[1]
+
+
+def test_strength_four_saturates():
+    t, t_prime = A.policy_views("byol", 4.0)
+    assert t.crop_min_area == 0.01
+    assert t.crop_ratio == pytest.approx((1 / 3, 3.0))
+    assert t.flip_p == 0.5
+    assert t.jitter_p == 1.0 and t.jitter == (1.0, 1.0, 0.8, 0.4)
+    assert t.grayscale_p == pytest.approx(0.8)
+    assert t.blur_p == 1.0 and t_prime.blur_p == pytest.approx(0.4)
+    assert t_prime.solarize_p == pytest.approx(0.8)
+    assert t.blur_sigma == (0.1, 8.0)
+    out = A.augment(batch_of_identical(4), t_prime, 32, gen(), ZERO, ONE)
+    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+
+
+def test_strength_half_is_between():
+    t = A.policy_views("byol", 0.5)[0]
+    assert t.crop_min_area == pytest.approx(0.54)
+    assert t.crop_ratio == pytest.approx((math.exp(-0.5 * math.log(4 / 3)), math.exp(0.5 * math.log(4 / 3))))
+    assert t.flip_p == 0.25 and t.jitter_p == pytest.approx(0.4) and t.grayscale_p == pytest.approx(0.1)
+    assert t.jitter == pytest.approx((0.2, 0.2, 0.1, 0.05))
+
+
+def test_strength_zero_turns_everything_off():
+    for policy in A.POLICIES:
+        for v in A.policy_views(policy, 0.0):
+            assert v.crop_min_area == 1.0 and v.crop_ratio == (1.0, 1.0)
+            assert v.flip_p == v.jitter_p == v.grayscale_p == v.blur_p == v.solarize_p == 0.0
+
+
+def test_unknown_policy_is_refused_with_its_name():
+    with pytest.raises(ValueError, match="autoaugment"):
+        A.policy_views("autoaugment", 1.0)
+
+
+# -- the individual operations -------------------------------------------------------------------
+
+def test_blur_changes_the_image_and_matches_torchvision():
+    x = batch_of_identical(2, 32).float() / 255
+    sigma = 1.5
+    p = ViewParams(blur_p=1.0, blur_sigma=(sigma, sigma))
+    out = A.gaussian_blur(x, p, gen())
+    assert not torch.allclose(out, x, atol=1e-2)
+    assert out.std() < x.std()
+    k = A.blur_kernel_size(32)
+    assert k % 2 == 1 and k >= 3
+    ref = TF.gaussian_blur(x, kernel_size=[k, k], sigma=[sigma, sigma])
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    # a constant image stays constant (normalised kernel)
+    flat = torch.full((2, 3, 16, 16), 0.37)
+    torch.testing.assert_close(A.gaussian_blur(flat, p, gen()), flat)
+    assert A.blur_kernel_size(224) == 23
+
+
+def test_blur_sigma_is_per_image():
+    x = batch_of_identical(6, 32).float() / 255
+    out = A.gaussian_blur(x, ViewParams(blur_p=1.0, blur_sigma=(0.1, 2.0)), gen())
+    assert all_pairs_differ(out, atol=1e-4)
+
+
+def test_blur_probability_zero_leaves_image():
+    x = batch_of_identical(2, 16).float() / 255
+    assert torch.equal(A.gaussian_blur(x, ViewParams(blur_p=0.0), gen()), x)
+
+
+def test_solarize_inverts_pixels_at_or_above_half():
+    values = torch.tensor([0.0, 0.2, 0.49, 0.5, 0.51, 0.8, 1.0])
+    x = values.view(1, 1, 1, -1).expand(2, 3, 4, -1).contiguous()
+    out = A.solarize(x, ViewParams(solarize_p=1.0), gen())
+    expected = torch.where(values >= 0.5, 1 - values, values)
+    assert torch.equal(out[0, 0, 0], expected)
+    assert torch.equal(out, expected.view(1, 1, 1, -1).expand_as(x))
+    assert torch.equal(A.solarize(x, ViewParams(solarize_p=0.0), gen()), x)
+
+
+def test_grayscale_gives_equal_channels_with_luma_weights():
+    x = batch_of_identical(3, 16).float() / 255
+    out = A.grayscale(x, ViewParams(grayscale_p=1.0), gen())
+    assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 1], out[:, 2])
+    luma = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    torch.testing.assert_close(out[:, 0], luma)
+
+
+def test_hsv_round_trip():
+    x = torch.rand(4, 3, 8, 8, generator=gen(3))
+    torch.testing.assert_close(A._hsv_to_rgb(A._rgb_to_hsv(x)), x, rtol=0, atol=1e-5)
+
+
+def test_jitter_with_probability_zero_or_zero_magnitude_is_identity():
+    x = batch_of_identical(3, 16).float() / 255
+    assert torch.equal(A.color_jitter(x, ViewParams(jitter_p=0.0), gen()), x)
+    assert torch.equal(A.color_jitter(x, ViewParams(jitter_p=1.0, jitter=(0.0, 0.0, 0.0, 0.0)), gen()), x)
+
+
+def test_gray_images_stay_gray_under_jitter():
+    x = batch_of_identical(4, 16).float() / 255
+    x = A.grayscale(x, ViewParams(grayscale_p=1.0), gen())
+    out = A.color_jitter(x, ViewParams(jitter_p=1.0), gen())
+    torch.testing.assert_close(out[:, 0], out[:, 1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(out[:, 1], out[:, 2], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", sorted(A.POLICIES))
+@pytest.mark.parametrize("strength", [0.0, 0.5, 1.0, 4.0])
+def test_every_policy_produces_valid_views(policy, strength):
+    images = batch_of_identical(4, 48)
+    mean, std = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1), torch.tensor([0.2, 0.2, 0.2]).view(1, 3, 1, 1)
+    for view in A.policy_views(policy, strength):
+        assert {f.name for f in fields(view)} == {f.name for f in fields(ViewParams)}
+        out = A.augment(images, view, 24, gen(), mean, std)
+        assert out.shape == (4, 3, 24, 24) and out.dtype == torch.float32
+        assert torch.isfinite(out).all()
+        raw = out * std + mean
+        assert raw.min() >= -1e-5 and raw.max() <= 1 + 1e-5

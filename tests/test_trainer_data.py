@@ -1,0 +1,298 @@
+"""Datasets: digits (embedded) and imagefolder trees of real PNG/JPEG files; errors name the path."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from trainer import DataError, TrainConfig, Trainer
+from trainer import data as D
+
+
+# -- digits --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def digits():
+    return D.load("digits")
+
+
+def test_digits_are_uint8_rgb_32px_with_ten_classes(digits):
+    assert digits.train_images.dtype == torch.uint8 and digits.eval_images.dtype == torch.uint8
+    assert digits.train_images.shape[1:] == (3, 32, 32) and digits.eval_images.shape[1:] == (3, 32, 32)
+    assert len(digits.train_images) + len(digits.eval_images) == 1797
+    assert len(digits.train_labels) == len(digits.train_images)
+    assert len(digits.eval_labels) == len(digits.eval_images)
+    assert digits.classes == [str(i) for i in range(10)]
+    assert digits.train_labels.dtype == torch.int64
+    assert set(digits.train_labels.tolist()) == set(range(10)) == set(digits.eval_labels.tolist())
+    # about 20% held out, stratified: every class has roughly a fifth of its images held out
+    assert 0.18 < len(digits.eval_images) / 1797 < 0.22
+    for c in range(10):
+        n_train = int((digits.train_labels == c).sum())
+        n_eval = int((digits.eval_labels == c).sum())
+        assert 0.15 < n_eval / (n_train + n_eval) < 0.25
+    # real pictures: grey (equal channels), dark background, bright strokes
+    x = digits.train_images
+    assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2])
+    assert x.min() == 0 and x.max() >= 250
+
+
+def test_digits_split_is_fixed_and_disjoint(digits):
+    again = D.load("digits")
+    assert torch.equal(again.train_images, digits.train_images)
+    assert torch.equal(again.eval_images, digits.eval_images)
+    assert torch.equal(again.train_labels, digits.train_labels)
+    # no held-out image is also a training image (sklearn's digits hold no exact duplicates)
+    train = {bytes(img.numpy()) for img in digits.train_images}
+    assert not any(bytes(img.numpy()) in train for img in digits.eval_images)
+
+
+def test_digits_other_size():
+    small = D.load("digits", image_size=16)
+    assert small.train_images.shape[1:] == (3, 16, 16) and small.train_images.dtype == torch.uint8
+
+
+def test_image_data_to_device(digits):
+    moved = digits.to("cpu")
+    assert torch.equal(moved.train_images, digits.train_images) and moved.classes == digits.classes
+
+
+def test_unknown_dataset_is_refused():
+    with pytest.raises(DataError, match="mnist"):
+        D.load("mnist")
+
+
+def test_missing_torchvision_dataset_names_the_root(tmp_path):
+    root = tmp_path / "nothing-here"
+    with pytest.raises(DataError, match="cifar10") as err:
+        D.load("cifar10", data_root=str(root), download=False)
+    assert str(root) in str(err.value)
+    assert "download" in str(err.value)
+
+
+# -- imagefolder ---------------------------------------------------------------------------------
+
+COLOURS = {"cat": (200, 40, 30), "dog": (20, 180, 60), "owl": (30, 60, 220)}
+
+
+def _write(path: Path, size: tuple[int, int], colour, fmt: str, seed: int) -> None:
+    """A real image file: a flat colour with a noisy band, saved by PIL."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    arr = np.empty((h, w, 3), dtype=np.uint8)
+    arr[:] = colour
+    arr[: h // 5] = rng.integers(0, 256, size=(h // 5, w, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, format=fmt)
+
+
+def make_tree(root: Path, per_class: int = 5) -> Path:
+    sizes = [(32, 32), (48, 40), (40, 64), (100, 80), (20, 24)]
+    for c, colour in COLOURS.items():
+        for i in range(per_class):
+            fmt, ext = (("PNG", "png"), ("JPEG", "jpg"))[i % 2]
+            _write(root / c / f"img{i}.{ext}", sizes[i % len(sizes)], colour, fmt, seed=i)
+    return root
+
+
+def count_decodes(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    real = D._decode
+
+    def wrapped(files, side):
+        calls.append(len(files))
+        return real(files, side)
+
+    monkeypatch.setattr(D, "_decode", wrapped)
+    return calls
+
+
+def test_imagefolder_loads_real_png_and_jpeg(tmp_path, monkeypatch):
+    root = make_tree(tmp_path / "pets")
+    cache = tmp_path / "cache"
+    calls = count_decodes(monkeypatch)
+    data = D.load(f"imagefolder:{root}", cache_dir=str(cache), image_size=32)
+    assert calls == [15]
+    assert data.classes == ["cat", "dog", "owl"]
+    assert data.train_images.dtype == torch.uint8
+    assert data.train_images.shape == (12, 3, 32, 32) and data.eval_images.shape == (3, 3, 32, 32)
+    assert sorted(data.eval_labels.tolist()) == [0, 1, 2]  # stratified: one of five per class
+    assert sorted(data.train_labels.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
+    # pixels are the files' pixels: the bottom of every image is its class colour (JPEG: nearly)
+    for images, labels in ((data.train_images, data.train_labels), (data.eval_images, data.eval_labels)):
+        for img, label in zip(images, labels):
+            colour = torch.tensor(COLOURS[data.classes[label]], dtype=torch.float32)
+            bottom = img[:, -8:, :].float().mean(dim=(1, 2))
+            assert (bottom - colour).abs().max() < 12
+
+
+def test_imagefolder_png_pixels_are_exact(tmp_path):
+    root = tmp_path / "tree"
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for c in ("a", "b"):
+        for i in range(5):
+            arr = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+            arrays[(c, i)] = arr
+            (root / c).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(root / c / f"{i}.png")
+    data = D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "cache"))
+    everything = torch.cat([data.train_images, data.eval_images])
+    expected = {bytes(torch.from_numpy(a).permute(2, 0, 1).contiguous().numpy()) for a in arrays.values()}
+    assert {bytes(img.numpy()) for img in everything} == expected
+
+
+def test_imagefolder_grey_and_rgba_become_rgb(tmp_path):
+    root = tmp_path / "modes"
+    (root / "grey").mkdir(parents=True)
+    (root / "alpha").mkdir(parents=True)
+    Image.fromarray(np.full((40, 40), 77, dtype=np.uint8), mode="L").save(root / "grey" / "g.png")
+    Image.fromarray(np.full((36, 36, 4), 150, dtype=np.uint8), mode="RGBA").save(root / "alpha" / "a.png")
+    data = D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "cache"))
+    everything = torch.cat([data.train_images, data.eval_images])
+    assert everything.shape == (2, 3, 32, 32)
+    grey = everything[torch.cat([data.train_labels, data.eval_labels]) == data.classes.index("grey")][0]
+    assert bool((grey == 77).all())
+
+
+def test_imagefolder_second_load_reads_the_cache(tmp_path, monkeypatch):
+    root = make_tree(tmp_path / "pets")
+    cache = tmp_path / "cache"
+    first = D.load(f"imagefolder:{root}", cache_dir=str(cache))
+    cached = list(cache.glob("*.pt"))
+    assert len(cached) == 1
+    assert not [p for p in cache.iterdir() if ".tmp" in p.name]
+
+    def no_decoding(files, side):
+        raise AssertionError("decoded again although the cache is valid")
+
+    monkeypatch.setattr(D, "_decode", no_decoding)
+    second = D.load(f"imagefolder:{root}", cache_dir=str(cache))
+    assert torch.equal(first.train_images, second.train_images)
+    assert torch.equal(first.eval_images, second.eval_images)
+    assert torch.equal(first.train_labels, second.train_labels)
+
+
+def test_imagefolder_cache_is_invalidated_by_a_changed_file(tmp_path, monkeypatch):
+    root = make_tree(tmp_path / "pets")
+    cache = tmp_path / "cache"
+    D.load(f"imagefolder:{root}", cache_dir=str(cache))
+    calls = count_decodes(monkeypatch)
+    target = root / "dog" / "img0.png"
+    _write(target, (32, 32), (255, 255, 255), "PNG", seed=99)
+    stat = target.stat()
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    data = D.load(f"imagefolder:{root}", cache_dir=str(cache))
+    assert calls == [15]
+    everything = torch.cat([data.train_images, data.eval_images])
+    assert any(bool((img[:, -8:] == 255).all()) for img in everything)
+    # another image size is another cache entry
+    D.load(f"imagefolder:{root}", cache_dir=str(cache), image_size=48)
+    assert calls == [15, 15]
+    assert len(list(cache.glob("*.pt"))) == 3
+
+
+def test_imagefolder_train_and_test_subfolders_are_the_splits(tmp_path):
+    root = tmp_path / "split"
+    make_tree(root / "train", per_class=3)
+    make_tree(root / "test", per_class=2)
+    data = D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "cache"))
+    assert data.classes == ["cat", "dog", "owl"]
+    assert len(data.train_images) == 9 and len(data.eval_images) == 6
+    assert sorted(data.eval_labels.tolist()) == [0, 0, 1, 1, 2, 2]
+
+
+def test_imagefolder_val_subfolder_is_the_eval_split(tmp_path):
+    root = tmp_path / "split"
+    make_tree(root / "train", per_class=3)
+    make_tree(root / "val", per_class=1)
+    data = D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "cache"))
+    assert len(data.train_images) == 9 and len(data.eval_images) == 3
+
+
+def test_imagefolder_mismatched_split_classes_are_refused(tmp_path):
+    root = tmp_path / "split"
+    make_tree(root / "train", per_class=2)
+    make_tree(root / "test", per_class=2)
+    for f in (root / "test" / "owl").iterdir():
+        f.unlink()
+    (root / "test" / "owl").rmdir()
+    with pytest.raises(DataError, match="classes") as err:
+        D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "cache"))
+    assert str(root / "test") in str(err.value)
+
+
+def test_imagefolder_with_only_a_train_subfolder_keeps_its_classes(tmp_path):
+    """root/train/<class>/... without test/ or val/: the classes are train's subfolders, not 'train'.
+
+    Today the tree is read as one class called 'train' (every label 0, kNN accuracy trivially 1.0).
+    """
+    root = tmp_path / "only-train"
+    make_tree(root / "train", per_class=5)
+    try:
+        data = D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "cache"))
+    except DataError:
+        return  # refusing the layout with a clear message is also acceptable
+    assert data.classes == ["cat", "dog", "owl"]
+
+
+def test_missing_imagefolder_is_refused_naming_the_path(tmp_path):
+    missing = tmp_path / "no" / "such" / "tree"
+    with pytest.raises(DataError) as err:
+        D.load(f"imagefolder:{missing}", cache_dir=str(tmp_path / "cache"))
+    assert str(missing) in str(err.value)
+    # and the same through the public entry point
+    with pytest.raises(DataError) as err:
+        Trainer(TrainConfig(dataset=f"imagefolder:{missing}", cache_dir=str(tmp_path / "cache"), device="cpu"))
+    assert str(missing) in str(err.value)
+
+
+def test_a_file_instead_of_a_folder_is_refused(tmp_path):
+    f = tmp_path / "file.txt"
+    f.write_text("not a tree")
+    with pytest.raises(DataError) as err:
+        D.load(f"imagefolder:{f}", cache_dir=str(tmp_path / "cache"))
+    assert str(f) in str(err.value)
+
+
+def test_unreadable_image_is_refused_naming_the_file(tmp_path):
+    root = make_tree(tmp_path / "pets", per_class=2)
+    bad = root / "dog" / "x.jpg"
+    bad.write_bytes(b"\x00\x01garbage, not a JPEG at all" * 10)
+    with pytest.raises(DataError) as err:
+        D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "cache"))
+    assert str(bad) in str(err.value)
+    assert not list((tmp_path / "cache").glob("*.pt")) if (tmp_path / "cache").exists() else True
+
+
+def test_empty_class_folder_is_refused_naming_it(tmp_path):
+    root = make_tree(tmp_path / "pets", per_class=2)
+    empty = root / "zebra"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    with pytest.raises(DataError) as err:
+        D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "cache"))
+    assert str(empty) in str(err.value)
+
+
+def test_folder_without_class_subfolders_is_refused(tmp_path):
+    root = tmp_path / "flat"
+    _write(root / "a.png", (32, 32), (1, 2, 3), "PNG", seed=0)
+    with pytest.raises(DataError) as err:
+        D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "cache"))
+    assert str(root) in str(err.value)
+
+
+def test_trainer_trains_on_an_imagefolder(tmp_path):
+    root = make_tree(tmp_path / "pets", per_class=6)
+    cfg = TrainConfig(dataset=f"imagefolder:{root}", cache_dir=str(tmp_path / "cache"), device="cpu",
+                      epochs=1, batch_size=8, projector_hidden=16, projector_out=8, linear_probe=False,
+                      image_size=16)
+    trainer = Trainer(cfg)
+    assert trainer.data.train_images.shape[1:] == (3, 32, 32)  # stored at >= 32 px, viewed at 16
+    (result,) = list(trainer.fit())
+    assert np.isfinite(result.loss) and 0.0 <= result.knn_acc <= 1.0

@@ -1,0 +1,142 @@
+"""Exact resume: 2 epochs straight == 1 epoch, save, load in a new process, 1 more epoch."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from trainer import TrainConfig, Trainer
+
+TINY = dict(dataset="digits", backbone="small_cnn", epochs=2, batch_size=64, train_limit=256,
+            projector_hidden=64, projector_out=32, knn_bank_size=200, knn_queries=100, linear_probe=False,
+            device="cpu")
+
+TIMING = {"images_per_s", "epoch_s"}
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import torch
+    from trainer import TrainConfig, Trainer
+
+    config, checkpoint, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+    trainer = Trainer(TrainConfig.from_dict(config))
+    trainer.load(checkpoint)
+    assert trainer.epoch == 1, trainer.epoch
+    results = [r.metrics() for r in trainer.fit()]
+    torch.save({"model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
+                "results": results, "epoch": trainer.epoch, "step": trainer.step,
+                "generator": trainer.gen.get_state()}, out)
+""")
+
+
+def _without_timing(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in TIMING}
+
+
+def _assert_same_tensors(a: dict, b: dict, what: str) -> None:
+    assert a.keys() == b.keys(), what
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{what}: {key} differs"
+
+
+def _assert_same_optimizer(a: dict, b: dict) -> None:
+    assert a["param_groups"] == b["param_groups"]
+    assert a["state"].keys() == b["state"].keys()
+    assert len(a["state"]) > 0
+    for index in a["state"]:
+        for name, value in a["state"][index].items():
+            other = b["state"][index][name]
+            assert torch.equal(value, other) if torch.is_tensor(value) else value == other
+
+
+@pytest.fixture(scope="module")
+def straight():
+    trainer = Trainer(TrainConfig(**TINY))
+    results = [r.metrics() for r in trainer.fit()]
+    return trainer, results
+
+
+def test_resume_in_a_new_process_is_exact(straight, tmp_path):
+    trainer, results = straight
+    assert len(results) == 2
+
+    first = Trainer(TrainConfig(**TINY))
+    for result in first.fit():  # one epoch, then stop as a preempted trial would
+        first_result = result.metrics()
+        break
+    assert first.epoch == 1
+    assert _without_timing(first_result) == _without_timing(results[0])
+    checkpoint = tmp_path / "ckpt" / "epoch1.pt"
+    first.save(checkpoint)
+    assert checkpoint.exists()
+    assert [p.name for p in checkpoint.parent.iterdir()] == ["epoch1.pt"]  # no temporary left behind
+    del first
+
+    script = tmp_path / "resume.py"
+    script.write_text(RESUME_SCRIPT)
+    out = tmp_path / "resumed.pt"
+    proc = subprocess.run(
+        [sys.executable, str(script), json.dumps(TINY), str(checkpoint), str(out)],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed = torch.load(out, weights_only=False)
+
+    assert resumed["epoch"] == 2 and resumed["step"] == trainer.step == 8
+    _assert_same_tensors(trainer.model.state_dict(), resumed["model"], "model")
+    _assert_same_optimizer(trainer.optimizer.state_dict(), resumed["optimizer"])
+    assert torch.equal(trainer.gen.get_state(), resumed["generator"])
+    assert len(resumed["results"]) == 1
+    assert _without_timing(resumed["results"][0]) == _without_timing(results[1])
+
+
+def test_training_changed_the_weights(straight):
+    trainer, _ = straight
+    fresh = Trainer(TrainConfig(**TINY))
+    changed = [k for k, v in fresh.model.state_dict().items()
+               if v.is_floating_point() and not torch.equal(v, trainer.model.state_dict()[k])]
+    assert any(k.startswith("encoder.") for k in changed)
+    assert any(k.startswith("target_encoder.") for k in changed)
+    assert any(k.startswith("predictor.") for k in changed)
+
+
+def test_same_seed_same_run_other_seed_other_run(straight):
+    trainer, results = straight
+    again = Trainer(TrainConfig(**{**TINY, "epochs": 2}))
+    again_results = [r.metrics() for r in again.fit()]
+    assert [_without_timing(r) for r in again_results] == [_without_timing(r) for r in results]
+    _assert_same_tensors(trainer.model.state_dict(), again.model.state_dict(), "model")
+    other = Trainer(TrainConfig(**{**TINY, "seed": 1, "epochs": 1}))
+    assert not torch.equal(other.model.encoder[0].weight, Trainer(TrainConfig(**TINY)).model.encoder[0].weight)
+
+
+def test_checkpoint_holds_config_and_round_trips_in_process(straight, tmp_path):
+    trainer, _ = straight
+    path = tmp_path / "final.pt"
+    trainer.save(path)
+    state = torch.load(path, weights_only=False)
+    assert TrainConfig.from_dict(state["config"]) == trainer.config
+    assert state["epoch"] == 2 and state["step"] == 8
+    loaded = Trainer(TrainConfig(**TINY))
+    loaded.load(path)
+    _assert_same_tensors(trainer.model.state_dict(), loaded.model.state_dict(), "model")
+    assert loaded.epoch == 2
+    assert list(loaded.fit()) == []  # nothing left to train
+    # the EMA pairs still point at the live parameters after loading
+    targets, online = loaded.model.ema_pairs()
+    assert [t.data_ptr() for t in loaded.ema_target] == [t.data_ptr() for t in targets]
+    assert [o.data_ptr() for o in loaded.ema_online] == [o.data_ptr() for o in online]
+
+
+def test_save_overwrites_atomically(straight, tmp_path):
+    trainer, _ = straight
+    path = tmp_path / "ckpt.pt"
+    path.write_bytes(b"an older checkpoint")
+    trainer.save(path)
+    assert torch.load(path, weights_only=False)["epoch"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
