@@ -105,14 +105,13 @@ def test_training_changed_the_weights(straight):
     assert any(k.startswith("predictor.") for k in changed)
 
 
-def test_same_seed_same_run_other_seed_other_run(straight):
-    trainer, results = straight
-    again = Trainer(TrainConfig(**{**TINY, "epochs": 2}))
-    again_results = [r.metrics() for r in again.fit()]
-    assert [_without_timing(r) for r in again_results] == [_without_timing(r) for r in results]
-    _assert_same_tensors(trainer.model.state_dict(), again.model.state_dict(), "model")
-    other = Trainer(TrainConfig(**{**TINY, "seed": 1, "epochs": 1}))
-    assert not torch.equal(other.model.encoder[0].weight, Trainer(TrainConfig(**TINY)).model.encoder[0].weight)
+def test_other_seed_other_initialisation():
+    # same seed, same run is shown by the resume test (its first epoch equals the straight run's)
+    a = Trainer(TrainConfig(**TINY)).model.state_dict()
+    b = Trainer(TrainConfig(**TINY)).model.state_dict()
+    c = Trainer(TrainConfig(**{**TINY, "seed": 1})).model.state_dict()
+    _assert_same_tensors(a, b, "model")
+    assert not torch.equal(a["encoder.0.weight"], c["encoder.0.weight"])
 
 
 def test_checkpoint_holds_config_and_round_trips_in_process(straight, tmp_path):

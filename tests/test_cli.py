@@ -1,0 +1,115 @@
+"""The byol-sweep command as a user runs it: subprocesses, real files, real stores."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from .conftest import write_space
+
+CLI = [sys.executable, "-m", "sweep.cli"]
+
+
+def byol_sweep(*args, cwd, timeout=600, check=True):
+    proc = subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--base-lr", "-1"], "base_lr is -1.0; allowed: > 0.0"),
+    (["train", "--set", "learning_rate=0.1"], "unknown field 'learning_rate'"),
+    (["train", "--dataset", "mnist"], "dataset 'mnist' is unknown"),
+    (["train", "--dataset", "imagefolder:/no/such/folder", "--epochs", "1"], "/no/such/folder does not exist"),
+    (["train", "--config", "missing.yaml"], "config file missing.yaml does not exist"),
+    (["validate", "nothing.yaml"], "neither a file nor a shipped space"),
+    (["run", "quick", "--tracking-uri", "http://u:pw@127.0.0.1:9", "--storage", "s"], "u:***@127.0.0.1:9 is unreachable"),
+    (["resume", "never-ran", "--storage", "s"], "no sweep named 'never-ran'"),
+])
+def test_user_mistakes_get_one_sentence_and_no_traceback(tmp_path, args, message):
+    proc = byol_sweep(*args, cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "pw@" not in proc.stderr + proc.stdout
+
+
+def test_validate_and_spaces(tmp_path):
+    assert "valid. 10 trials (optuna)" in byol_sweep("validate", "quick", cwd=tmp_path).stdout
+    listing = byol_sweep("spaces", cwd=tmp_path).stdout
+    for name in ("default", "policies", "quick"):
+        assert name in listing
+
+
+def test_train_writes_metrics_and_checkpoint_and_resumes(tmp_path):
+    config = tmp_path / "train.yaml"
+    config.write_text("dataset: digits\nbackbone: small_cnn\ntrain_limit: 256\nbatch_size: 64\n"
+                      "projector_hidden: 64\nprojector_out: 32\nknn_bank_size: 256\nknn_queries: 100\n")
+    out = tmp_path / "out"
+    proc = byol_sweep("train", "--config", str(config), "--epochs", "2", "--set", "base_lr=0.5", "--out", str(out), cwd=tmp_path)
+    assert proc.stdout.count("knn_acc") == 2 and "linear_probe_acc" in proc.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert set(metrics["final"]) >= {"epoch", "loss", "knn_acc", "z_std", "lr", "tau", "images_per_s", "epoch_s",
+                                    "linear_probe_acc"}
+    assert (out / "checkpoint.pt").exists()
+    # one more epoch on top of the checkpoint
+    proc = byol_sweep("train", "--config", str(config), "--epochs", "3", "--set", "base_lr=0.5", "--out", str(out),
+                      "--resume", cwd=tmp_path)
+    assert "resumed from" in proc.stdout and proc.stdout.count("knn_acc") == 1
+    assert [h["epoch"] for h in json.loads((out / "metrics.json").read_text())["history"]] == [1, 2, 3]
+
+
+def statuses(uri: str, experiment: str) -> dict[str, str]:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return {}
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`byol_sweep.role` = 'trial'")
+    return {r.data.tags["byol_sweep.trial_id"]: r.data.tags.get("status") for r in runs}
+
+
+def test_a_killed_driver_resumes_and_every_trial_finishes_exactly_once(tmp_path):
+    space = write_space(tmp_path, "killme", base={"epochs": 4}, grid={"seed": [0, 1, 2, 3]}, algorithm="grid", asha=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["run", str(space), "--name", "killme", "--storage", "runs", "--tracking-uri", uri, "--no-report"]
+    driver = subprocess.Popen([*CLI, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)
+    deadline = time.time() + 300
+    while True:  # kill the driver once one trial has finished and others are under way
+        done = [s for s in statuses(uri, "killme").values() if s == "completed"]
+        if done or driver.poll() is not None or time.time() > deadline:
+            break
+        time.sleep(1)
+    assert driver.poll() is None, driver.stdout.read()
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    driver.wait()
+    before = statuses(uri, "killme")
+    assert 0 < list(before.values()).count("completed") < 4
+
+    # `run` on the same name refuses and points to `resume`
+    again = byol_sweep(*args, cwd=tmp_path, check=False)
+    assert again.returncode == 2 and "byol-sweep resume killme" in again.stderr
+
+    resumed = byol_sweep("resume", "killme", "--storage", "runs", "--tracking-uri", uri, "--no-report", cwd=tmp_path)
+    assert "sweep killme finished" in resumed.stdout
+    after = statuses(uri, "killme")
+    assert len(after) == 4 and set(after.values()) == {"completed"}
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("killme")
+    assert len(client.search_runs([exp.experiment_id], filter_string="tags.`byol_sweep.role` = 'sweep'")) == 1
+    for run in client.search_runs([exp.experiment_id], filter_string="tags.`byol_sweep.role` = 'trial'"):
+        for key in ("knn_acc", "loss", "epoch_s"):
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+            assert sorted(steps) == [1, 2, 3, 4], (run.info.run_name, key, steps)
+    # Tune's records: each trial reported each epoch once across both drivers
+    for trial_dir in (tmp_path / "runs" / "killme").glob("train_byol_*"):
+        epochs = [json.loads(line)["epoch"] for line in (trial_dir / "result.json").read_text().splitlines()]
+        assert sorted(set(epochs)) == [1, 2, 3, 4]

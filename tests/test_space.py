@@ -1,0 +1,95 @@
+"""Search space validation: every class of bad file gets a message naming the file and key."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from sweep.space import SpaceError, load_space, shipped_spaces
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+VALID = """
+base: {dataset: digits, backbone: small_cnn, epochs: 4}
+search:
+  base_lr: {loguniform: [0.01, 1.0]}
+  tau_base: {one_minus_loguniform: [0.9, 0.9999]}
+asha: {grace_period: 1, reduction_factor: 2, max_epochs: 4}
+"""
+
+
+@pytest.mark.parametrize("text, key, allowed", [
+    ("bogus: 1\n" + VALID, "bogus", "allowed: name, description, base"),
+    ("base: {learning_rate: 0.1}\nsearch: {base_lr: {uniform: [0.1, 1]}}", "base.learning_rate", "allowed: dataset"),
+    ("search: {lr: {uniform: [0.1, 1]}}", "search.lr", "allowed: dataset"),
+    ("base: {epochs: ten}\nsearch: {base_lr: {uniform: [0.1, 1]}}", "base.epochs", "must be an integer"),
+    ("base: {batch_size: 1}\nsearch: {base_lr: {uniform: [0.1, 1]}}", "base.batch_size", ">= 2"),
+    ("search: {base_lr: {uniform: [1.0, 0.1]}}", "search.base_lr", "empty or inverted"),
+    ("search: {base_lr: {uniform: [0.5, 0.5]}}", "search.base_lr", "empty or inverted"),
+    ("search: {base_lr: {normal: [0, 1]}}", "search.base_lr", "allowed: uniform, loguniform"),
+    ("search: {base_lr: {loguniform: [0, 1]}}", "search.base_lr", "low > 0"),
+    ("search: {base_lr: {uniform: [0.1]}}", "search.base_lr", "[low, high]"),
+    ("search: {tau_base: {one_minus_loguniform: [0.9, 1.0]}}", "search.tau_base", "high < 1"),
+    ("search: {tau_base: {uniform: [0.5, 1.5]}}", "search.tau_base", "[0.0, 1.0]"),
+    ("search: {policy: {choice: [byol, fancy]}}", "search.policy", "allowed: byol, simclr"),
+    ("search: {policy: {uniform: [0, 1]}}", "search.policy", "not numeric"),
+    ("grid: {seed: []}\nalgorithm: grid", "grid.seed", "non-empty list"),
+    ("grid: {seed: [0, 1]}\nsearch: {base_lr: {uniform: [0.1, 1]}}", "grid", "Optuna cannot search a grid"),
+    ("search: {base_lr: {uniform: [0.1, 1]}}\nmetric: accuracy", "metric", "allowed: knn_acc"),
+    ("search: {base_lr: {uniform: [0.1, 1]}}\nmode: up", "mode", "allowed: max, min"),
+    ("search: {base_lr: {uniform: [0.1, 1]}}\nalgorithm: bayes", "algorithm", "allowed: optuna, random, grid"),
+    ("search: {base_lr: {uniform: [0.1, 1]}}\nnum_samples: 0", "num_samples", "integer >= 1"),
+    ("search: {base_lr: {uniform: [0.1, 1]}}\nasha: {grace: 1}", "asha.grace", "allowed: grace_period"),
+    ("base: {epochs: 4}\nsearch: {base_lr: {uniform: [0.1, 1]}}\nasha: {grace_period: 4}", "asha.grace_period", "below max_epochs"),
+    ("base: {epochs: 4}\nsearch: {base_lr: {uniform: [0.1, 1]}}\nasha: {max_epochs: 8}", "asha.max_epochs", "must agree"),
+    ("search: {base_lr: {uniform: [0.1, 1]}}\nasha: {reduction_factor: 1}", "asha.reduction_factor", ">= 2"),
+    ("base: {dataset: mnist}\nsearch: {base_lr: {uniform: [0.1, 1]}}", "base.dataset", "imagefolder:<path>"),
+    ("base: {base_lr: 0.1}\nsearch: {base_lr: {uniform: [0.1, 1]}}", "base.base_lr", "also swept"),
+])
+def test_each_bad_space_is_refused_with_file_key_and_what_is_allowed(tmp_path, text, key, allowed):
+    path = write(tmp_path, text)
+    with pytest.raises(SpaceError) as err:
+        load_space(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: {key}"), message
+    assert allowed in message, message
+
+
+def test_broken_yaml_names_the_line(tmp_path):
+    path = write(tmp_path, "search:\n  base_lr: {uniform: [0.1, 1]\n")
+    with pytest.raises(SpaceError, match=r"not valid YAML at line \d+"):
+        load_space(path)
+
+
+def test_missing_file_or_unknown_name_lists_shipped_spaces():
+    with pytest.raises(SpaceError, match="shipped: default, policies, quick"):
+        load_space("no-such-space")
+
+
+def test_a_valid_space_becomes_tune_params_and_train_configs(tmp_path):
+    spec = load_space(write(tmp_path, VALID))
+    space = spec.param_space()
+    assert set(space) == {"base_lr", "one_minus_tau_base"}
+    assert space["one_minus_tau_base"].lower == pytest.approx(1e-4)
+    assert space["one_minus_tau_base"].upper == pytest.approx(0.1)
+    config = spec.train_config({"base_lr": 0.3, "one_minus_tau_base": 0.01})
+    assert config.tau_base == pytest.approx(0.99) and config.base_lr == 0.3 and config.epochs == 4
+    assert spec.asha.rungs() == [1, 2]
+
+
+@pytest.mark.parametrize("name", sorted(shipped_spaces()))
+def test_every_shipped_space_is_valid(name):
+    spec = load_space(name)
+    assert spec.total_trials >= 1
+    yaml.safe_load(spec.text)
+
+
+def test_policies_space_is_a_policy_by_seed_grid_without_early_stopping():
+    spec = load_space("policies")
+    assert spec.algorithm == "grid" and spec.asha is None
+    assert set(spec.grid) == {"policy", "seed"} and len(spec.grid["seed"]) >= 2
+    assert spec.total_trials == len(spec.grid["policy"]) * len(spec.grid["seed"])
