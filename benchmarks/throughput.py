@@ -33,11 +33,8 @@ from torch import nn
 from trainer import ConfigError, DataError, TrainConfig, Trainer
 from trainer import data as datasets
 from trainer.augment import ViewParams
-from trainer.byol import ema_update, tau_at
 from trainer.config import BACKBONES, FIXED_DATASETS, PRECISIONS
-from trainer.evaluation import projection_std
 from trainer.models import build_encoder, feature_dim
-from trainer.optim import lr_at
 
 
 def dataset_name(data: str) -> str:
@@ -79,10 +76,7 @@ def sync_checked(step):
 
 # -- byol-sweep ---------------------------------------------------------------------------------
 class CoreSteps:
-    """Trainer.train_epoch's loop body, one step per call (a new epoch order when one runs out).
-
-    Keep in step with trainer/loop.py: this is the code whose throughput the benchmark reports.
-    """
+    """Trainer.train_epoch's loop: Trainer.train_step once per call, a new epoch order when one runs out."""
 
     def __init__(self, trainer: Trainer):
         self.t = trainer
@@ -94,25 +88,14 @@ class CoreSteps:
         self.steps = 0
 
     def step(self) -> None:
-        t, cfg = self.t, self.t.config
+        t = self.t
         if self.i == t.steps_per_epoch:
             self.order = torch.randperm(len(t.data.train_images), generator=t.gen, device=t.device)
             self.i = 0
-        lr = lr_at(t.step, t.total_steps, self.warmup, t.peak_lr)
-        for group in t.optimizer.param_groups:
-            group["lr"] = lr
         batch = t.data.train_images[self.order[self.i * t.batch_size : (self.i + 1) * t.batch_size]]
-        v1, v2 = t._view(batch, t.views[0]), t._view(batch, t.views[1])
-        with torch.autocast(t.device.type, dtype=t.amp_dtype, enabled=t.amp_dtype is not None):
-            loss, z1, _ = t.forward(v1, v2, cfg.concat_views)
-        t.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        t.optimizer.step()
-        tau = tau_at(t.step, t.total_steps, cfg.tau_base)
-        ema_update(t.ema_target, t.ema_online, tau)
-        self.loss_sum += loss.detach().float()
-        self.z_std_sum += projection_std(z1.detach())
-        t.step += 1
+        loss, z_std, _, _ = t.train_step(batch, self.warmup)
+        self.loss_sum += loss
+        self.z_std_sum += z_std
         self.i += 1
         self.steps += 1
 

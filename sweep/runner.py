@@ -230,7 +230,6 @@ def resume_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | None
 
 
 def _finish(results, spec: SweepSpec, name: str, root: str, uri: str, experiment: str, parent_run_id: str) -> SweepOutcome:
-    from .progress import trial_outcome
 
     counts: dict[str, int] = {}
     best = None

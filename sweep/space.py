@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from trainer.config import ConfigError, TrainConfig, check_range, coerce, describe_range
+from trainer.config import ConfigError, TrainConfig, check_range, coerce
 
 TOP_KEYS = ("name", "description", "base", "search", "grid", "metric", "mode", "algorithm", "num_samples", "asha")
 DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "one_minus_loguniform", "choice")

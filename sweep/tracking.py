@@ -123,7 +123,7 @@ def _param_value(value: Any) -> str:
 
 def start_sweep(uri: str, experiment: str, spec: SweepSpec, sweep_name: str, extra_params: dict[str, Any]) -> str:
     """Create (or find, for a resumed sweep) the parent run; returns its id."""
-    from mlflow.entities import Param, RunTag
+    from mlflow.entities import Param
 
     client = client_for(uri)
     exp = client.get_experiment_by_name(experiment)

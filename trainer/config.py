@@ -59,7 +59,7 @@ class TrainConfig:
     seed: int = _spec(0, "random seed", low=0)
     device: str = _spec("auto", "auto | cpu | cuda | cuda:N")
     precision: str = _spec("auto", "auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16", choices=PRECISIONS)
-    channels_last: bool = _spec(True, "channels_last memory format on CUDA")
+    channels_last: bool = _spec(True, "channels_last memory format for images and weights")
     compile: bool = _spec(False, "torch.compile the networks")
 
     def __post_init__(self):

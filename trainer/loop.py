@@ -64,7 +64,7 @@ class Trainer:
         self.device = resolve_device(config.device)
         cuda = self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if config.precision == "bf16" or (config.precision == "auto" and cuda) else None
-        self.channels_last = config.channels_last and cuda
+        self.channels_last = config.channels_last
 
         torch.manual_seed(config.seed)
         random.seed(config.seed)
@@ -114,6 +114,23 @@ class Trainer:
         x = augment.augment(batch, params, self.config.image_size, self.gen, self.mean, self.std)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
+    def train_step(self, batch: torch.Tensor, warmup_steps: int) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+        """One optimiser step on a uint8 batch: (loss, z_std) as device tensors (no host sync), lr, tau."""
+        cfg = self.config
+        lr = lr_at(self.step, self.total_steps, warmup_steps, self.peak_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        v1, v2 = self._view(batch, self.views[0]), self._view(batch, self.views[1])
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            loss, z1, _ = self.forward(v1, v2, cfg.concat_views)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        tau = tau_at(self.step, self.total_steps, cfg.tau_base)
+        ema_update(self.ema_target, self.ema_online, tau)
+        self.step += 1
+        return loss.detach().float(), projection_std(z1.detach()), lr, tau
+
     def train_epoch(self) -> EpochResult:
         cfg = self.config
         self.model.train()
@@ -123,21 +140,10 @@ class Trainer:
         z_std_sum = torch.zeros((), device=self.device)
         warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
         for i in range(self.steps_per_epoch):
-            lr = lr_at(self.step, self.total_steps, warmup, self.peak_lr)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
             batch = self.data.train_images[order[i * self.batch_size : (i + 1) * self.batch_size]]
-            v1, v2 = self._view(batch, self.views[0]), self._view(batch, self.views[1])
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                loss, z1, _ = self.forward(v1, v2, cfg.concat_views)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            tau = tau_at(self.step, self.total_steps, cfg.tau_base)
-            ema_update(self.ema_target, self.ema_online, tau)
-            loss_sum += loss.detach().float()
-            z_std_sum += projection_std(z1.detach())
-            self.step += 1
+            loss, z_std, lr, tau = self.train_step(batch, warmup)
+            loss_sum += loss
+            z_std_sum += z_std
         mean_loss = float(loss_sum) / self.steps_per_epoch  # the epoch's one host sync
         train_s = time.perf_counter() - start
         self.epoch += 1
