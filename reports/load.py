@@ -80,6 +80,10 @@ class Sweep:
 
 def open_client(tracking_uri: str | None) -> MlflowClient:
     """A client on an existing store; never creates an empty store where the user pointed by mistake."""
+    if not tracking_uri:
+        import mlflow
+
+        tracking_uri = mlflow.get_tracking_uri()  # MLFLOW_TRACKING_URI, else MLflow's default
     if tracking_uri:
         parsed = urlparse(tracking_uri)
         path = None

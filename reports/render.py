@@ -55,6 +55,7 @@ th{background:#f4f4f4}tr:nth-child(even) td{background:#fafafa}
 img{max-width:100%;height:auto;display:block;margin:.5em 0 1em}
 pre{background:#f6f8fa;padding:.8em;overflow-x:auto;font-size:.85em;border-radius:4px}
 .note{color:#8a5a00;background:#fff8e6;padding:.4em .7em;border-left:3px solid #e0a800}
+.tbl{overflow-x:auto;max-width:100%}
 .cols{display:grid;grid-template-columns:repeat(var(--n),minmax(0,1fr));gap:2em}
 """
 
@@ -76,7 +77,7 @@ def _html_block(b) -> str:
         head = "".join(f"<th>{html.escape(str(c))}</th>" for c in b.df.columns)
         rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>"
                        for r in b.df.itertuples(index=False))
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+        return f'<div class="tbl"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
     if isinstance(b, Image):
         data = base64.b64encode(b.png).decode("ascii")
         return f'<img src="data:image/png;base64,{data}" alt="{html.escape(b.alt)}">'

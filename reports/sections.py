@@ -91,9 +91,10 @@ def summary_rows(s: Sweep) -> list[tuple[str, str]]:
 def summary_section(s: Sweep, level: int) -> list:
     out = [Heading("Summary", level)]
     if s.running:
-        out.append(Para(f"This sweep is still running: reported as it stands at load time.", note=True))
+        out.append(Para("This sweep is still running: reported as it stands at load time.", note=True))
     elif s.state == "interrupted":
-        out.append(Para("This sweep was interrupted: its driver stopped before the end.", note=True))
+        out.append(Para("This sweep was interrupted: its driver stopped before the end; trials still marked "
+                        "running stopped with it.", note=True))
     if s.other_parents:
         out.append(Para(f"The experiment holds {s.other_parents + 1} sweeps; this report covers the latest.", note=True))
     out.append(Table(pd.DataFrame(summary_rows(s), columns=["", "value"])))
@@ -224,10 +225,11 @@ def comparison_blocks(sweeps: list[Sweep]) -> list:
     metrics = {f"{s.metric} ({s.mode})" for s in sweeps}
     if len(metrics) > 1:
         out.append(Para(f"The sweeps use different metrics ({', '.join(sorted(metrics))}): compare with care.", note=True))
-    rows = [summary_rows(s) for s in sweeps]
-    table = pd.DataFrame({"": [label for label, _ in rows[0]]})
-    for s, r in zip(sweeps, rows):
-        table[s.experiment] = [v for _, v in r]
+    rows = {s.experiment: dict(summary_rows(s)) for s in sweeps}
+    labels = list(dict.fromkeys(label for r in rows.values() for label in r))  # an odd status adds a row
+    table = pd.DataFrame({"": labels})
+    for exp, r in rows.items():
+        table[exp] = [r.get(label, "0") for label in labels]
     out.append(Table(table))
     out.append(Heading("Best of each", 3))
     best_rows = []
@@ -247,7 +249,8 @@ def comparison_blocks(sweeps: list[Sweep]) -> list:
         return out + [Para("No finished trial in any sweep: no policy to compare.", note=True)]
     aligned = pd.DataFrame({"policy": names})
     for exp, t in tables.items():
-        by = dict(zip(t["policy"], t["rank"].astype(str) + ". " + t["interval"] + " (n=" + t["n"].astype(str) + ")"))
+        by = {r["policy"]: f"{r['rank']}. {r['interval']}" + (f" (n = {r['n']})" if np.isfinite(r["ci_low"]) else "")
+              for _, r in t.iterrows()}
         aligned[exp] = [by.get(p, "–") for p in names]
     out.append(Para("Rank. mean best metric [95% bootstrap CI] (n trials) of each policy in each sweep."))
     return out + [Table(aligned)]

@@ -75,6 +75,8 @@ def duration(seconds: float | None) -> str:
     s = int(round(seconds))
     h, rest = divmod(s, 3600)
     m, s = divmod(rest, 60)
+    if h >= 48:
+        return f"{h // 24} d {h % 24} h"
     if h:
         return f"{h} h {m:02d} min"
     if m:

@@ -10,6 +10,8 @@ import yaml
 
 from trainer.config import ConfigError, TrainConfig
 
+from .space import read_yaml
+
 
 def _parse_bool(text: str) -> bool:
     if text.lower() in ("1", "true", "yes", "on"):
@@ -41,7 +43,7 @@ def _train_config(args) -> TrainConfig:
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = read_yaml(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {getattr(err, 'problem', err)}") from None
         if not isinstance(loaded, dict):
@@ -51,7 +53,10 @@ def _train_config(args) -> TrainConfig:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected FIELD=VALUE")
         key, raw = item.split("=", 1)
-        values[key.strip()] = yaml.safe_load(raw) if raw else ""
+        try:
+            values[key.strip()] = read_yaml(raw) if raw else ""
+        except yaml.YAMLError:
+            values[key.strip()] = raw
     for name in TrainConfig.fields():
         value = getattr(args, f"field_{name}")
         if value is not None:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .space import SweepSpec, load_space, parse_space
+from .space import SweepSpec, load_space, parse_space, read_yaml
 from .tracking import MlflowTracking, check_store, client_for, mask_uri, resolve_tracking_uri, start_sweep
 
 STATE_FILE = "sweep.json"
@@ -207,7 +207,7 @@ def resume_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | None
     from ray import tune
 
     state = read_state(name, storage)
-    spec = parse_space(__import__("yaml").safe_load(state["space_text"]), state["space_source"], state["space_text"])
+    spec = parse_space(read_yaml(state["space_text"]), state["space_source"], state["space_text"])
     spec.num_samples = state["num_samples"]
     stored_uri = state["tracking_uri"]
     if tracking_uri is None and "***" in stored_uri and not os.environ.get("MLFLOW_TRACKING_URI"):

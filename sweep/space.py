@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,6 +19,21 @@ ALGORITHMS = ("optuna", "random", "grid")
 METRICS = ("knn_acc", "loss", "z_std")
 ASHA_KEYS = ("grace_period", "reduction_factor", "max_epochs")
 ONE_MINUS = "one_minus_"
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as people write numbers: 1e-6 is a float (PyYAML's YAML 1.1 reads it as a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
 
 
 class SpaceError(ValueError):
@@ -292,7 +308,7 @@ def load_space(name_or_path: str) -> SweepSpec:
     path = resolve_space_path(name_or_path)
     text = path.read_text()
     try:
-        data = yaml.safe_load(text)
+        data = read_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -4,14 +4,13 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from reports import ReportError, build_report
@@ -23,7 +22,7 @@ SECTIONS = ("Summary", "Best configurations", "Learning curves", "Sensitivity", 
 BASE = {
     "dataset": "digits", "backbone": "small_cnn", "epochs": MAX_EPOCHS, "batch_size": 256, "optimizer": "lars",
     "base_lr": 0.2, "tau_base": 0.996, "aug_strength": 1.0, "policy": "byol", "seed": 0, "linear_probe": True,
-    "image_size": 32, "weight_decay": 1.5e-06,
+    "image_size": 32, "weight_decay": 1e-06,
 }
 SPACE_A = {
     "base_lr": {"type": "loguniform", "low": 0.05, "high": 2.0},

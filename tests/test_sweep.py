@@ -134,15 +134,17 @@ def test_failed_and_diverged_trials_get_their_status(tmp_path):
 
 
 class KillWorkerOnce(tune.Callback):
-    """Kills the trial's worker process (SIGKILL) right after it reports epoch 2, once."""
+    """Kills the trial's worker process (SIGKILL) once, as soon as Tune holds its epoch-2 checkpoint.
+
+    Killing at the epoch-2 *result* would race Tune's fetch of that checkpoint from the worker."""
 
     def __init__(self):
         self.killed = False
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        if not self.killed and result.get("epoch") == 2:
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        if not self.killed and trial.last_result.get("epoch") == 2:
             self.killed = True
-            os.kill(result["pid"], signal.SIGKILL)
+            os.kill(trial.last_result["pid"], signal.SIGKILL)
 
 
 def test_a_killed_trial_resumes_from_its_checkpoint(tmp_path, monkeypatch):

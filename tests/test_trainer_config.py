@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer import ConfigError, TrainConfig, Trainer
-from trainer import augment
+from trainer import ConfigError, TrainConfig, Trainer, augment
 from trainer.config import BACKBONES, FIXED_DATASETS, POLICIES, describe_range
 
 

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from trainer.byol import BYOL, ema_update, regression_loss, symmetric_loss, tau_at
 from trainer.optim import lr_at
 
-
 # -- loss ----------------------------------------------------------------------------------------
 
 def test_regression_loss_is_two_minus_two_cosine():
@@ -172,3 +171,79 @@ def test_lr_warmup_is_linear_then_cosine_to_zero():
 def test_lr_without_warmup_starts_at_peak():
     assert lr_at(0, 50, 0, 0.3) == pytest.approx(0.3)
     assert lr_at(49, 50, 0, 0.3) < 0.3 * 1e-2
+
+
+# -- evaluation maths ----------------------------------------------------------------------------
+
+from trainer.evaluation import knn_accuracy, linear_probe, projection_std  # noqa: E402
+
+
+def _clusters(n_bank=60, n_query=30, classes=3, dim=16, noise=0.1, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(classes, dim, generator=gen), dim=1)
+    bank_y, query_y = torch.arange(n_bank) % classes, torch.arange(n_query) % classes
+    bank = F.normalize(centres[bank_y] + noise * torch.randn(n_bank, dim, generator=gen), dim=1)
+    queries = F.normalize(centres[query_y] + noise * torch.randn(n_query, dim, generator=gen), dim=1)
+    return bank, bank_y, queries, query_y
+
+
+def test_knn_weighted_vote_by_hand():
+    angle = torch.tensor([0.0, 0.3, 0.5, 3.0])
+    bank = torch.stack([angle.cos(), angle.sin()], dim=1)
+    bank_y = torch.tensor([0, 1, 1, 0])
+    query = torch.tensor([[1.0, 0.0]])
+    # k=3: one vote for class 0 at cos 0 = 1 against two for class 1 at cos 0.3 and cos 0.5
+    w0 = math.exp(1.0 / 0.5)
+    w1 = math.exp(math.cos(0.3) / 0.5) + math.exp(math.cos(0.5) / 0.5)
+    assert w1 > w0
+    assert float(knn_accuracy(bank, bank_y, query, torch.tensor([1]), k=3, temperature=0.5)) == 1.0
+    # a sharper temperature lets the single nearest neighbour win
+    assert math.exp(1.0 / 0.05) > math.exp(math.cos(0.3) / 0.05) + math.exp(math.cos(0.5) / 0.05)
+    assert float(knn_accuracy(bank, bank_y, query, torch.tensor([0]), k=3, temperature=0.05)) == 1.0
+    # k is capped by the bank size
+    for label in (0, 1):
+        y = torch.tensor([label])
+        assert knn_accuracy(bank, bank_y, query, y, k=500, temperature=0.5) == knn_accuracy(
+            bank, bank_y, query, y, k=4, temperature=0.5)
+
+
+def test_knn_accuracy_on_separable_features():
+    bank, bank_y, queries, query_y = _clusters()
+    acc = knn_accuracy(bank, bank_y, queries, query_y, k=20, temperature=0.1)
+    assert acc.shape == () and float(acc) == 1.0
+    shuffled = query_y[torch.randperm(len(query_y), generator=torch.Generator().manual_seed(1))]
+    assert float(knn_accuracy(bank, bank_y, queries, shuffled, k=20, temperature=0.1)) < 0.7
+
+
+def _reference_knn(bank, bank_y, queries, query_y, k, temperature):
+    """Weighted kNN in float64 with the votes shifted by the best similarity (no overflow)."""
+    sims, idx = (queries.double() @ bank.double().T).topk(k, dim=1)
+    weights = ((sims - sims[:, :1]) / temperature).exp()
+    votes = torch.zeros(len(queries), int(bank_y.max()) + 1, dtype=torch.float64)
+    votes.scatter_add_(1, bank_y[idx], weights)
+    return float((votes.argmax(1) == query_y).double().mean())
+
+
+@pytest.mark.parametrize("temperature", [0.5, 0.1, 0.05, 0.01, 0.005, 0.001])
+def test_knn_small_temperature_does_not_overflow(temperature):
+    """Any temperature > 0 is a valid config value; exp(sim / T) must not overflow to inf
+    (float32 overflows past exp(88), i.e. T < ~0.0114), which turns the votes into ties."""
+    bank, bank_y, queries, query_y = _clusters(n_bank=300, n_query=300, classes=5, noise=0.4)
+    expected = _reference_knn(bank, bank_y, queries, query_y, 20, temperature)
+    assert 0.4 < expected < 1.0  # neighbours of mixed classes: the weights decide
+    got = float(knn_accuracy(bank, bank_y, queries, query_y, k=20, temperature=temperature))
+    assert got == pytest.approx(expected, abs=1e-6)
+
+
+def test_projection_std_spread_and_collapse():
+    gen = torch.Generator().manual_seed(0)
+    spread = projection_std(torch.randn(4096, 64, generator=gen))
+    assert float(spread) == pytest.approx(1 / math.sqrt(64), rel=0.05)
+    collapsed = projection_std(torch.ones(128, 64) + 1e-9 * torch.randn(128, 64, generator=gen))
+    assert float(collapsed) < 1e-6
+
+
+def test_linear_probe_separates_separable_features():
+    bank, bank_y, queries, query_y = _clusters(n_bank=90, n_query=30)
+    assert linear_probe(bank, bank_y, queries, query_y, epochs=100) == 1.0
+    assert linear_probe(bank, bank_y, queries, query_y, epochs=100, seed=3) == 1.0

@@ -6,10 +6,12 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 
+import trainer as trainer_package
 from trainer import TrainConfig, Trainer
 
 TINY = dict(dataset="digits", backbone="small_cnn", epochs=2, batch_size=64, train_limit=256,
@@ -19,11 +21,13 @@ TINY = dict(dataset="digits", backbone="small_cnn", epochs=2, batch_size=64, tra
 TIMING = {"images_per_s", "epoch_s"}
 
 RESUME_SCRIPT = textwrap.dedent("""
-    import json, sys
+    import json, os, sys
     import torch
+    import trainer as package
     from trainer import TrainConfig, Trainer
 
-    config, checkpoint, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+    config, checkpoint, out, parent_package = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+    assert os.path.realpath(package.__file__) == parent_package, (package.__file__, parent_package)
     trainer = Trainer(TrainConfig.from_dict(config))
     trainer.load(checkpoint)
     assert trainer.epoch == 1, trainer.epoch
@@ -80,9 +84,12 @@ def test_resume_in_a_new_process_is_exact(straight, tmp_path):
     script = tmp_path / "resume.py"
     script.write_text(RESUME_SCRIPT)
     out = tmp_path / "resumed.pt"
+    # the new process must import the very same trainer package as this one
+    package_root = str(Path(trainer_package.__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(
-        [sys.executable, str(script), json.dumps(TINY), str(checkpoint), str(out)],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ),
+        [sys.executable, str(script), json.dumps(TINY), str(checkpoint), str(out), os.path.realpath(trainer_package.__file__)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=package_root,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     resumed = torch.load(out, weights_only=False)

@@ -3,7 +3,7 @@
 `aug_strength` s scales a policy as follows (1.0 is exactly the policy's recipe, 0 the identity
 apart from the resize):
 - crop: minimum area = 1 - s * (1 - min_area), clamped to [0.01, 1]; the aspect-ratio range is
-  exp(+-s * ln(4/3)), clamped to [1/3, 3];
+  exp(+-s * ln(max_ratio)) (max_ratio 4/3 in every shipped policy), clamped to [1/3, 3];
 - probabilities (jitter, grayscale, blur, solarize) = min(1, p * s); flip = min(0.5, 0.5 * s);
 - jitter magnitudes scale by s, brightness/contrast/saturation clamped at 1, hue at 0.5;
 - blur sigma range [0.1, 2.0 * s] (no blur when s = 0).
@@ -33,7 +33,9 @@ class ViewParams:
     solarize_p: float = 0.0
 
     def scaled(self, s: float) -> "ViewParams":
-        log_r = math.log(4 / 3) * s
+        if s == 1.0:
+            return self  # exactly the recipe, bit for bit
+        log_r = math.log(self.crop_ratio[1]) * s
         b, c, sat, hue = self.jitter
         return ViewParams(
             crop_min_area=min(1.0, max(0.01, 1 - s * (1 - self.crop_min_area))),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,17 +102,21 @@ def coerce(name: str, value: Any, source: str) -> Any:
     """Return value converted to the field's type, or raise ConfigError naming the field."""
     f = TrainConfig.fields()[name]
     kind = f.type if isinstance(f.type, type) else {"int": int, "float": float, "bool": bool, "str": str}[f.type]
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        value = value.item()  # numpy scalars, as Ray Tune and Optuna hand them out
     if kind is bool:
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{source}: {name} must be true or false, got {value!r}")
+    if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ConfigError(f"{source}: {name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+    if kind in (int, float) and not math.isfinite(value):
+        raise ConfigError(f"{source}: {name} must be a finite number, got {value!r}")
     if kind is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        if int(value) != value:
             raise ConfigError(f"{source}: {name} must be an integer, got {value!r}")
         return int(value)
     if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{source}: {name} must be a number, got {value!r}")
         return float(value)
     if not isinstance(value, str):
         raise ConfigError(f"{source}: {name} must be a string, got {value!r}")

@@ -159,7 +159,7 @@ def _cached_decode(files: list[Path], side: int, cache_dir: Path) -> torch.Tenso
 
 def load_imagefolder(root: Path, cache_dir: Path, image_size: int) -> ImageData:
     """An ImageFolder tree. With train/ and test/ (or val/) subfolders those are the splits;
-    otherwise a fixed, stratified 80/20 split. Images are stored at max(image_size, 32) pixels."""
+    otherwise (a train/ folder alone, or the class folders themselves) a fixed, stratified 80/20 split. Images are stored at max(image_size, 32) pixels."""
     if not root.exists():
         raise DataError(f"image folder {root} does not exist")
     side = max(image_size, 32)
@@ -173,6 +173,8 @@ def load_imagefolder(root: Path, cache_dir: Path, image_size: int) -> ImageData:
             _cached_decode(tf, side, cache_dir), torch.tensor(tl),
             _cached_decode(ef, side, cache_dir), torch.tensor(el), classes,
         )
+    if root.is_dir() and [d.name for d in root.iterdir() if d.is_dir()] == ["train"]:
+        root = root / "train"  # a train split alone: its subfolders are the classes
     files, labels, classes = _list_tree(root)
     images = _cached_decode(files, side, cache_dir)
     y = np.asarray(labels, dtype=np.int64)

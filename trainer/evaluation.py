@@ -28,7 +28,7 @@ def knn_accuracy(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.T
     for i in range(0, len(queries), 1024):
         q = queries[i : i + 1024]
         sims, idx = (q @ bank.T).topk(k, dim=1)
-        weights = (sims / temperature).exp()
+        weights = ((sims - sims[:, :1]) / temperature).exp()  # shifted by the best: no overflow at small T
         votes = torch.zeros(len(q), num_classes, device=bank.device)
         votes.scatter_add_(1, bank_labels[idx], weights)
         correct += (votes.argmax(1) == query_labels[i : i + 1024]).sum()

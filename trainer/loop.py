@@ -11,7 +11,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from . import augment, data as datasets
+from . import augment
+from . import data as datasets
 from .byol import BYOL, ema_update, tau_at
 from .config import TrainConfig
 from .evaluation import extract_features, knn_accuracy, linear_probe, projection_std

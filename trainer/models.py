@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torchvision
+from torch import nn
 
 
 def small_cnn() -> nn.Sequential:
