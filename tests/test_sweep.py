@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 
 import optuna
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from ray import tune
@@ -190,3 +193,83 @@ def test_the_quick_space_is_what_the_readme_promises():
     assert spec.base["dataset"] == "digits" and spec.base["backbone"] == "small_cnn"
     assert spec.algorithm == "optuna" and spec.asha is not None
     assert set(spec.swept) == {"base_lr", "tau_base", "aug_strength"}
+
+
+# -- the report, end to end, from real sweeps ---------------------------------------------------
+
+REPORT_SECTIONS = ("Summary", "Best configurations", "Learning curves", "Sensitivity", "Augmentation policies",
+                   "Health")
+
+
+def summary_value(md: str, label: str) -> str:
+    match = re.search(rf"^\| {re.escape(label)} \| (.*?) \|$", md, re.M)
+    assert match, f"summary row {label!r} missing"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def policy_sweep(asha_sweep):
+    """Two policies x two seeds, in the same MLflow store as the ASHA sweep."""
+    _, folder, uri = asha_sweep
+    space = write_space(folder, "policies", base={"epochs": 2},
+                        grid={"policy": ["byol", "crop_only"], "seed": [0, 1]}, algorithm="grid", asha=False)
+    outcome = run_sweep(str(space), SweepOptions(name="policies", storage=str(folder / "runs"), tracking_uri=uri,
+                                                 max_failures=0))
+    return outcome, folder, uri
+
+
+def test_report_of_a_real_sweep_matches_mlflow(asha_sweep, tmp_path):
+    from reports import build_report
+
+    outcome, _, uri = asha_sweep
+    html = build_report(["asha"], uri, tmp_path / "report")
+    out = html.parent
+    md = (out / "report.md").read_text()
+    for title in REPORT_SECTIONS:
+        assert f"## {title}" in md and f"<h2>{title}</h2>" in html.read_text()
+    trials = pd.read_csv(out / "trials.csv").set_index("run_id")
+    curves = pd.read_csv(out / "curves.csv")
+    client = MlflowClient(uri)
+    _, runs = child_runs(client, "asha")
+    assert len(trials) == len(runs) == 6
+    for run in runs:
+        row = trials.loc[run.info.run_id]
+        history = sorted(client.get_metric_history(run.info.run_id, "knn_acc"), key=lambda m: m.step)
+        assert row["status"] == run.data.tags["status"]
+        assert row["epochs_run"] == len(history)
+        assert row["final_metric"] == pytest.approx(history[-1].value)
+        assert row["best_metric"] == pytest.approx(max(m.value for m in history))
+        mine = curves[curves["trial"] == row["trial"]]
+        assert list(mine["epoch"]) == [m.step for m in history]
+        assert list(mine["knn_acc"]) == pytest.approx([m.value for m in history])
+    counts = trials["status"].value_counts()
+    for status in ("completed", "stopped_early"):
+        assert int(summary_value(md, status)) == counts.get(status, 0) == outcome.counts.get(status, 0)
+    assert summary_value(md, "Best metric").startswith(f"{outcome.best_metric:.4f}")
+    assert summary_value(md, "Dataset") == "digits" and summary_value(md, "Backbone") == "small_cnn"
+    # the rung table: everyone reaches epoch 1; epoch 2 only those ASHA let through
+    assert re.search(r"^\| 1 \| 6 \| [0-9.]+ \|$", md, re.M)
+    assert re.search(rf"^\| 2 \| {(trials['epochs_run'] >= 2).sum()} \| [0-9.]+ \|$", md, re.M)
+    # the command that reproduces the best trial holds every param of its run
+    best = trials[trials["best_metric"] == trials["best_metric"].max()].index[0]
+    command = re.search(r"^byol-sweep train.*?(?=^```)", md, re.M | re.S).group(0)
+    words = shlex.split(command.replace("\\\n", " "))
+    assert words[:2] == ["byol-sweep", "train"] and words[2::2] == ["--set"] * (len(words) // 2 - 1)
+    assert dict(w.split("=", 1) for w in words[3::2]) == client.get_run(best).data.params
+    assert "one policy" in md.lower() or "single policy" in md.lower()
+
+
+def test_report_compares_policies_and_sweeps(policy_sweep, tmp_path):
+    from reports import build_report
+
+    outcome, _, uri = policy_sweep
+    assert outcome.counts == {"completed": 4}
+    out = build_report(["policies", "asha"], uri, tmp_path / "both").parent
+    md = (out / "report.md").read_text()
+    trials = pd.read_csv(out / "trials.csv")
+    assert sorted(trials["experiment"].value_counts().items()) == [("asha", 6), ("policies", 4)]
+    mine = trials[trials["experiment"] == "policies"]
+    means = mine.groupby("policy")["best_metric"].mean().sort_values(ascending=False)
+    ranked = re.findall(r"^\| (\d) \| (byol|crop_only) \| (\d) \|", md, re.M)
+    assert [(r[1], r[2]) for r in ranked[:2]] == [(p, "2") for p in means.index]
+    assert "## Comparison" in md
