@@ -159,7 +159,8 @@ def _sensitivity_panel(ax, done: pd.DataFrame, name: str, spec: dict, metric: st
             x, label = 1 - x, f"1 - {name}"
         if kind in ("loguniform", "one_minus_loguniform") and (x > 0).all():
             ax.set_xscale("log")
-            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            decades = math.log10(x.max() / x.min()) if len(x) else 0.0
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades < 2 else (1.0,)))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
     ax.scatter(x[~hollow], y[~hollow], c=[colour[i] for i in np.flatnonzero(~hollow)], s=28, zorder=3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,8 +14,8 @@ from .space import SweepSpec, load_space, parse_space, read_yaml
 from .tracking import MlflowTracking, check_store, client_for, mask_uri, resolve_tracking_uri, start_sweep
 
 STATE_FILE = "sweep.json"
-# Unix socket paths (inside Ray's temp dir) must stay under 108 bytes.
-MAX_RAY_TEMP_DIR = 50
+# Ray adds up to 64 bytes (/session_<date>_<time>_<pid>/sockets/plasma_store); Unix sockets allow 107.
+MAX_RAY_TEMP_DIR = 43
 
 
 class SweepError(RuntimeError):
@@ -68,14 +69,19 @@ def local_state_dir(storage: str, name: str) -> Path:
 
 
 def _ray_temp_dir(state_dir: Path) -> str:
-    preferred = state_dir / "ray"
-    if len(str(preferred)) <= MAX_RAY_TEMP_DIR:
-        return str(preferred)
-    # Ray's socket paths would be too long under this folder; use a short one and say so.
+    """Ray's temp dir: <state_dir>/ray. Ray puts Unix sockets in it, whose paths must stay under 108
+    bytes, so a long one is reached through a short symlink in /tmp; the files stay under state_dir."""
+    folder = state_dir / "ray"
+    folder.mkdir(parents=True, exist_ok=True)
+    if len(str(folder)) <= MAX_RAY_TEMP_DIR:
+        return str(folder)
     import hashlib
 
-    short = Path("/tmp") / f"byol-ray-{hashlib.sha1(str(preferred).encode()).hexdigest()[:10]}"
-    return str(short)
+    link = Path(tempfile.gettempdir()) / f"byol-ray-{hashlib.sha1(str(folder).encode()).hexdigest()[:10]}"
+    if not (link.is_symlink() and link.resolve() == folder.resolve()):
+        link.unlink(missing_ok=True)
+        link.symlink_to(folder, target_is_directory=True)
+    return str(link)
 
 
 def start_ray(address: str | None, state_dir: Path, object_store_memory: int, num_cpus: int | None = None):
@@ -87,11 +93,23 @@ def start_ray(address: str | None, state_dir: Path, object_store_memory: int, nu
         try:
             ray.init(address=address, log_to_driver=False)
         except Exception as err:
-            raise SweepError(f"cannot connect to the Ray cluster at {address}: {str(err).strip().splitlines()[-1]}") from None
+            raise SweepError(_connection_error(address, err)) from None
         return
     state_dir.mkdir(parents=True, exist_ok=True)
     ray.init(address="local", num_cpus=num_cpus, object_store_memory=object_store_memory,
              _temp_dir=_ray_temp_dir(state_dir), include_dashboard=False, log_to_driver=False)
+
+
+def _connection_error(address: str, err: BaseException) -> str:
+    causes = [err]
+    while causes[-1].__cause__ is not None and len(causes) < 10:
+        causes.append(causes[-1].__cause__)
+    # Ray passes the GCS client's AuthenticationError on as the text of a RuntimeError
+    if any(type(e).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(e) for e in causes):
+        # Ray sends a token to an explicit address only when told to.
+        return (f"the Ray cluster at {address} requires its auth token: set RAY_AUTH_MODE=token and provide "
+                "the cluster's token in ~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN")
+    return f"cannot connect to the Ray cluster at {address}: {str(err).strip().splitlines()[-1]}"
 
 
 def quiet_ray() -> None:
@@ -178,7 +196,9 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
         tune_config=tune.TuneConfig(
             metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
             search_alg=build_searcher(spec, concurrency, options.seed, state_dir),
-            scheduler=build_scheduler(spec), max_concurrent_trials=concurrency,
+            scheduler=build_scheduler(spec),
+            # the random/grid generator takes its limit itself; Tune wraps only a Searcher (Optuna)
+            max_concurrent_trials=concurrency if spec.algorithm == "optuna" else None,
         ),
         run_config=tune.RunConfig(
             name=name, storage_path=root, verbose=0,

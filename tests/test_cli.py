@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,8 +17,9 @@ from .conftest import write_space
 CLI = [sys.executable, "-m", "sweep.cli"]
 
 
-def byol_sweep(*args, cwd, timeout=600, check=True):
-    proc = subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+def byol_sweep(*args, cwd, timeout=600, check=True, env=None):
+    proc = subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
     return proc
@@ -112,3 +114,56 @@ def test_a_killed_driver_resumes_and_every_trial_finishes_exactly_once(tmp_path)
     for trial_dir in (tmp_path / "runs" / "killme").glob("train_byol_*"):
         epochs = [json.loads(line)["epoch"] for line in (trial_dir / "result.json").read_text().splitlines()]
         assert sorted(set(epochs)) == [1, 2, 3, 4]
+    # Ray's temp files live under the sweep's storage, even though this path is too long for its sockets
+    assert len(str(tmp_path / "runs" / "killme" / "ray")) > 43
+    assert len(list((tmp_path / "runs" / "killme" / "ray").glob("session_2*/logs"))) == 2  # run + resume
+
+
+def test_a_sweep_runs_on_an_existing_ray_cluster(tmp_path):
+    """`ray start --head` in its own process group, then `byol-sweep run --address` against it."""
+    from .conftest import free_port
+
+    port = free_port()
+    temp = f"/tmp/bsc-{os.getpid()}"  # short: Ray's socket paths live under it
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    log = open(tmp_path / "head.log", "w")
+    head = subprocess.Popen(
+        [ray_cli, "start", "--head", "--block", f"--port={port}", "--num-cpus=2", f"--temp-dir={temp}",
+         "--include-dashboard=false", f"--object-store-memory={150 * 1024 * 1024}"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while "Ray runtime started" not in (tmp_path / "head.log").read_text():
+            assert head.poll() is None and time.time() < deadline, (tmp_path / "head.log").read_text()[-3000:]
+            time.sleep(0.5)
+        space = write_space(tmp_path, "oncluster", base={"epochs": 2}, grid={"seed": [0, 1]}, algorithm="grid",
+                            asha=False)
+        uri = f"sqlite:///{tmp_path}/mlflow.db"
+        refused = byol_sweep("run", str(space), "--name", "oncluster", "--address", f"127.0.0.1:{port}",
+                             "--tracking-uri", uri, cwd=tmp_path, env={"RAY_AUTH_MODE": "disabled"}, check=False)
+        assert refused.returncode == 2
+        assert f"the Ray cluster at 127.0.0.1:{port} requires its auth token: set RAY_AUTH_MODE=token" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        result = byol_sweep("run", str(space), "--name", "oncluster", "--address", f"127.0.0.1:{port}",
+                            "--storage", str(tmp_path / "shared"), "--tracking-uri", uri, "--no-report",
+                            "--max-concurrent", "1", cwd=tmp_path, env={"RAY_AUTH_MODE": "token"})
+        assert "sweep oncluster finished: 2 completed" in result.stdout
+        assert "1 at a time" in result.stdout
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name("oncluster")
+        runs = sorted(client.search_runs([exp.experiment_id], "tags.`byol_sweep.role` = 'trial'"),
+                      key=lambda r: r.info.start_time)
+        assert runs[0].info.end_time <= runs[1].info.start_time  # --max-concurrent 1: one after the other
+        assert statuses(uri, "oncluster") and set(statuses(uri, "oncluster").values()) == {"completed"}
+        # results and checkpoints went to the given storage, Ray's session files stayed the cluster's
+        assert len(list((tmp_path / "shared" / "oncluster").glob("train_byol_*/checkpoint_*"))) >= 2
+        assert not (tmp_path / "shared" / "oncluster" / "ray").exists()
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        shutil.rmtree(temp, ignore_errors=True)
