@@ -77,7 +77,11 @@ def _ray_temp_dir(state_dir: Path) -> str:
         return str(folder)
     import hashlib
 
-    link = Path(tempfile.gettempdir()) / f"byol-ray-{hashlib.sha1(str(folder).encode()).hexdigest()[:10]}"
+    links = Path(tempfile.gettempdir())
+    for stale in links.glob("byol-ray-*"):  # links whose sweep folder was deleted
+        if stale.is_symlink() and not stale.exists():
+            stale.unlink(missing_ok=True)
+    link = links / f"byol-ray-{hashlib.sha1(str(folder).encode()).hexdigest()[:10]}"
     if not (link.is_symlink() and link.resolve() == folder.resolve()):
         link.unlink(missing_ok=True)
         link.symlink_to(folder, target_is_directory=True)
