@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import trainer.byol
-from trainer import Diverged, EpochResult, TrainConfig, Trainer
+from trainer import ConfigError, Diverged, EpochResult, TrainConfig, Trainer
 from trainer import data as D
 from trainer.byol import tau_at
 from trainer.optim import lr_at
@@ -153,8 +153,23 @@ def test_batch_larger_than_dataset_is_capped(digits):
     assert t.batch_size == 40 and t.steps_per_epoch == 1
 
 
+def test_fewer_than_two_training_images_are_refused(digits):
+    with pytest.raises(ConfigError, match="training needs at least 2 images; digits gives 1 with train_limit 1"):
+        tiny(digits, train_limit=1)
+
+
+def test_an_imagefolder_without_a_path_is_refused():
+    with pytest.raises(ConfigError, match="names no folder"):
+        TrainConfig(dataset="imagefolder:")
+
+
 def test_cuda_device_without_cuda_is_refused():
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    with pytest.raises(ValueError, match="cuda"):
+    with pytest.raises(ConfigError, match="device 'cuda' was asked for, but CUDA is not available"):
         Trainer(TrainConfig(**{**TINY, "device": "cuda"}))
+
+
+def test_a_malformed_device_is_refused_by_name():
+    with pytest.raises(ConfigError, match="device 'cuda:x' is unknown; allowed: auto, cpu, cuda, cuda:N"):
+        TrainConfig(**{**TINY, "device": "cuda:x"})

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import trainer as trainer_package
-from trainer import TrainConfig, Trainer
+from trainer import ConfigError, TrainConfig, Trainer
 
 TINY = dict(dataset="digits", backbone="small_cnn", epochs=2, batch_size=64, train_limit=256,
             projector_hidden=64, projector_out=32, knn_bank_size=200, knn_queries=100, linear_probe=False,
@@ -146,3 +146,27 @@ def test_save_overwrites_atomically(straight, tmp_path):
     trainer.save(path)
     assert torch.load(path, weights_only=False)["epoch"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_a_checkpoint_of_another_configuration_is_refused(straight, tmp_path):
+    trainer, _ = straight
+    path = tmp_path / "ckpt.pt"
+    trainer.save(path)
+    other = Trainer(TrainConfig(**{**TINY, "base_lr": 0.5, "backbone": "small_cnn"}))
+    with pytest.raises(ConfigError, match=r"another configuration \(base_lr 0.2 -> 0.5\)"):
+        other.load(path)
+    # how fast or where it runs may change; more epochs are allowed and said
+    said = []
+    longer = Trainer(TrainConfig(**{**TINY, "epochs": 3, "precision": "bf16", "linear_probe": True}), log=said.append)
+    longer.load(path)
+    assert longer.epoch == 2 and "epochs changed from 2 to 3" in said[0]
+
+
+def test_a_checkpoint_from_another_kind_of_device_is_refused(straight, tmp_path):
+    trainer, _ = straight
+    state = trainer.state_dict()
+    state["device_type"] = "cuda"
+    path = tmp_path / "from-gpu.pt"
+    torch.save(state, path)
+    with pytest.raises(ConfigError, match="written on cuda and this run is on cpu"):
+        Trainer(TrainConfig(**TINY)).load(path)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,7 +95,9 @@ class TrainConfig:
                 f"config: dataset {self.dataset!r} is unknown; allowed: "
                 f"{', '.join(FIXED_DATASETS)} or imagefolder:<path>"
             )
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+        if self.dataset == "imagefolder:":
+            raise ConfigError("config: dataset 'imagefolder:' names no folder; write imagefolder:<path>")
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
             raise ConfigError(f"config: device {self.device!r} is unknown; allowed: auto, cpu, cuda, cuda:N")
 
 

@@ -14,7 +14,7 @@ import torch
 from . import augment
 from . import data as datasets
 from .byol import BYOL, ema_update, tau_at
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .evaluation import extract_features, knn_accuracy, linear_probe, projection_std
 from .optim import build_optimizer, lr_at
 
@@ -39,12 +39,23 @@ class EpochResult:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+# fields a resumed run may change: where things are and how fast they run, not what is trained
+RESUMABLE_CHANGES = ("data_root", "download", "cache_dir", "linear_probe", "device", "precision",
+                     "channels_last", "compile")
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"config: device {name!r} is unknown; allowed: auto, cpu, cuda, cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"config: device {name!r} was asked for, but CUDA is not available here; use cpu or auto")
+        raise ConfigError(f"config: device {name!r} was asked for, but CUDA is not available here; use cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"config: device {name!r} does not exist; this machine has "
+                          f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device
 
 
@@ -76,6 +87,9 @@ class Trainer:
         if config.train_limit:
             data = datasets.ImageData(data.train_images[: config.train_limit], data.train_labels[: config.train_limit],
                                       data.eval_images, data.eval_labels, data.classes)
+        if len(data.train_images) < 2:  # BatchNorm needs two samples
+            raise ConfigError(f"config: training needs at least 2 images; {config.dataset} gives "
+                              f"{len(data.train_images)}" + (f" with train_limit {config.train_limit}" if config.train_limit else ""))
         self.data = data.to(self.device)
         stats = self.data.train_images[:10000].float().div(255)
         self.mean = stats.mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
@@ -184,6 +198,7 @@ class Trainer:
     def state_dict(self) -> dict:
         return {
             "config": self.config.to_dict(),
+            "device_type": self.device.type,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch,
@@ -198,9 +213,21 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        changed = [f"{k} {v!r} -> {getattr(self.config, k)!r}" for k, v in state["config"].items()
+                   if k not in (*RESUMABLE_CHANGES, "epochs") and v != getattr(self.config, k, v)]
+        if changed:
+            raise ConfigError(f"the checkpoint was trained with another configuration ({'; '.join(changed)}); "
+                              "resume with the checkpoint's configuration or start a new run")
+        saved_on = state.get("device_type", "cpu")
+        if saved_on != self.device.type:
+            raise ConfigError(f"the checkpoint was written on {saved_on} and this run is on {self.device.type}; "
+                              f"an exact resume needs the same kind of device (set device: {saved_on})")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.step = state["epoch"], state["step"]
+        if state["config"].get("epochs", self.config.epochs) != self.config.epochs:
+            self.log(f"epochs changed from {state['config']['epochs']} to {self.config.epochs}: the learning-rate "
+                     f"and momentum schedules now span {self.config.epochs} epochs, from the step they are at")
         rng = state["rng"]
         self.gen.set_state(rng["generator"])
         torch.set_rng_state(rng["torch"])
@@ -218,4 +245,5 @@ class Trainer:
         os.replace(tmp, path)
 
     def load(self, path: str | os.PathLike) -> None:
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+        # on the CPU: RNG states must be CPU tensors; the weights are copied to the device on loading
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
