@@ -303,6 +303,31 @@ def test_hsv_round_trip():
     torch.testing.assert_close(A._hsv_to_rgb(A._rgb_to_hsv(x)), x, rtol=0, atol=1e-5)
 
 
+def test_jitter_matches_torchvision_applied_image_by_image_in_each_drawn_order():
+    """The batched jitter == torchvision's adjust_* on each image, in the order drawn for it."""
+    n = 48
+    x = torch.rand(n, 3, 12, 12, generator=gen(5))
+    p = ViewParams(jitter_p=0.8, jitter=(0.4, 0.4, 0.2, 0.1))
+    out = A.color_jitter(x, p, gen(7))
+
+    g = gen(7)  # the same draws, in color_jitter's order
+    apply = torch.rand(n, generator=g) < p.jitter_p
+    factors = [torch.rand(n, generator=g) * 2 * m + 1 - m for m in p.jitter[:3]]
+    hue = torch.rand(n, generator=g) * 2 * p.jitter[3] - p.jitter[3]
+    order = torch.rand(n, 4, generator=g).argsort(dim=1)
+    assert len({tuple(o.tolist()) for o in order}) > 10  # orders really are drawn per image
+    ops = [lambda y, i: TF.adjust_brightness(y, factors[0][i].item()),
+           lambda y, i: TF.adjust_contrast(y, factors[1][i].item()),
+           lambda y, i: TF.adjust_saturation(y, factors[2][i].item()),
+           lambda y, i: TF.adjust_hue(y, hue[i].item())]
+    for i in range(n):
+        expected = x[i]
+        if apply[i]:
+            for j in order[i].tolist():
+                expected = ops[j](expected, i)
+        torch.testing.assert_close(out[i], expected, rtol=0, atol=1e-4, msg=f"image {i}, order {order[i].tolist()}")
+
+
 def test_jitter_with_probability_zero_or_zero_magnitude_is_identity():
     x = batch_of_identical(3, 16).float() / 255
     assert torch.equal(A.color_jitter(x, ViewParams(jitter_p=0.0), gen()), x)

@@ -144,11 +144,23 @@ def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([r, g, b], dim=1)
 
 
-def color_jitter(x: torch.Tensor, p: ViewParams, gen: torch.Generator) -> torch.Tensor:
-    """Brightness, contrast, saturation, hue with per-image factors, applied to a random subset.
+def _hue(y: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    hsv = _rgb_to_hsv(y)
+    return _hsv_to_rgb(torch.cat([(hsv[:, 0:1] + shift) % 1.0, hsv[:, 1:]], dim=1))
 
-    The four operations run in a fixed order (torchvision draws the order per image); a drawn
-    order would cost a device-to-host sync per batch.
+
+BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
+
+
+def color_jitter(x: torch.Tensor, p: ViewParams, gen: torch.Generator) -> torch.Tensor:
+    """Brightness, contrast, saturation and hue with per-image factors, in an order drawn per image
+    (as the paper and torchvision do), on the images chosen with jitter_p.
+
+    Brightness, contrast and saturation are factors f in [1 - m, 1 + m] (torchvision's convention),
+    each a blend y -> g + f * (y - g) towards black, the image's mean grey or its grey version; hue
+    is a shift in [-m, m] of a turn. Without a host sync: hue, the costly one, runs once on the
+    batch; each position of the order before and after it blends every image with the operation
+    drawn for it there.
     """
     n = x.shape[0]
     dev = x.device
@@ -156,26 +168,30 @@ def color_jitter(x: torch.Tensor, p: ViewParams, gen: torch.Generator) -> torch.
     if max(p.jitter) == 0:
         return x
     b, c, s, h = p.jitter
-    factors = {
-        "brightness": _uniform(n, max(0.0, 1 - b), 1 + b, gen, dev),
-        "contrast": _uniform(n, max(0.0, 1 - c), 1 + c, gen, dev),
-        "saturation": _uniform(n, max(0.0, 1 - s), 1 + s, gen, dev),
-        "hue": _uniform(n, -h, h, gen, dev),
-    }
-    y = x
-    for name, factor in factors.items():
-        f = factor.view(-1, 1, 1, 1)
-        if name == "brightness" and b > 0:
-            y = (y * f).clamp(0, 1)
-        elif name == "contrast" and c > 0:
-            mean = _gray(y).mean(dim=(1, 2, 3), keepdim=True)
-            y = (mean + f * (y - mean)).clamp(0, 1)
-        elif name == "saturation" and s > 0:
-            y = (_gray(y) + f * (y - _gray(y))).clamp(0, 1)
-        elif name == "hue" and h > 0:
-            hsv = _rgb_to_hsv(y)
-            hsv = torch.cat([((hsv[:, 0:1] + f) % 1.0), hsv[:, 1:]], dim=1)
-            y = _hsv_to_rgb(hsv)
+    factor = torch.stack([_uniform(n, max(0.0, 1 - b), 1 + b, gen, dev),
+                          _uniform(n, max(0.0, 1 - c), 1 + c, gen, dev),
+                          _uniform(n, max(0.0, 1 - s), 1 + s, gen, dev)], dim=1)  # (n, 3)
+    hue_shift = _uniform(n, -h, h, gen, dev).view(-1, 1, 1, 1)
+    order = torch.rand(n, 4, generator=gen, device=dev).argsort(dim=1)  # order[i, k]: the op at position k
+    hue_at = (order == HUE).int().argmax(dim=1)
+    active = torch.tensor([b > 0, c > 0, s > 0, False], device=dev)
+
+    def blends(y: torch.Tensor, positions: range, before_hue: bool) -> torch.Tensor:
+        for k in positions:
+            op = order[:, k]
+            run = active[op] & ((k < hue_at) if before_hue else (k > hue_at))
+            f = factor.gather(1, op.clamp(max=SATURATION).view(-1, 1)).view(-1, 1, 1, 1)
+            gray = _gray(y)
+            target = torch.where((op == SATURATION).view(-1, 1, 1, 1), gray,
+                                 torch.where((op == CONTRAST).view(-1, 1, 1, 1),
+                                             gray.mean(dim=(1, 2, 3), keepdim=True), torch.zeros_like(gray)))
+            y = torch.where(run.view(-1, 1, 1, 1), (target + f * (y - target)).clamp(0, 1), y)
+        return y
+
+    y = blends(x, range(0, 3), before_hue=True)
+    if h > 0:
+        y = _hue(y, hue_shift)
+    y = blends(y, range(1, 4), before_hue=False)
     return torch.where(apply.view(-1, 1, 1, 1), y, x)
 
 
