@@ -303,6 +303,23 @@ def test_hsv_round_trip():
     torch.testing.assert_close(A._hsv_to_rgb(A._rgb_to_hsv(x)), x, rtol=0, atol=1e-5)
 
 
+def test_large_images_are_antialiased_per_crop_and_small_crops_keep_their_detail():
+    """96 px -> 32 px views: a full-image view averages away detail finer than the output can
+    show; a small crop (about 32 source pixels wide) keeps the detail it has at full resolution."""
+    yy, xx = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    board = ((yy + xx) % 2).expand(4, 3, 96, 96)
+    full = A.crop_and_flip(board, ViewParams(crop_min_area=1.0, flip_p=0.0), 32, gen())
+    assert full.std(dim=(1, 2, 3)).max() < 0.05  # a 1-pixel checkerboard becomes grey, not aliased stripes
+
+    wave = (0.5 + 0.5 * torch.sin(2 * math.pi * xx / 6)).expand(64, 3, 96, 96)  # 6 px period
+    p = ViewParams(crop_min_area=0.08, crop_ratio=(1.0, 1.0), flip_p=0.0)
+    out = A.crop_and_flip(wave, p, 32, gen(1))
+    area = torch.rand(64, generator=gen(1)) * (1 - p.crop_min_area) + p.crop_min_area  # crop_and_flip's first draw
+    small = area < 0.2  # crops under 43 px wide
+    assert small.sum() >= 3
+    assert out[small].std(dim=(1, 2, 3)).min() > 0.3  # of the wave's 0.354; one 32 px copy of the image kept 0.18
+
+
 def test_jitter_matches_torchvision_applied_image_by_image_in_each_drawn_order():
     """The batched jitter == torchvision's adjust_* on each image, in the order drawn for it."""
     n = 48
