@@ -132,11 +132,14 @@ def lightly_images(dataset: str, train_images: torch.Tensor, transform) -> torch
     from torchvision.datasets import ImageFolder
 
     root = Path(dataset[len("imagefolder:"):]).expanduser()
-    has_eval = any((root / d).is_dir() for d in ("test", "val"))
-    if (root / "train").is_dir() and has_eval:  # the trainer's split rule (trainer/data.py)
+    # the trainer's split rule for eval_split val (trainer/data.py)
+    if (root / "train").is_dir() and (root / "val").is_dir():
         return ImageFolder(str(root / "train"), transform=transform)
-    folder = ImageFolder(str(root), transform=transform)
-    train_idx, _ = datasets._stratified_split(np.asarray(folder.targets, dtype=np.int64), 0.2)
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        folder, held_out = ImageFolder(str(root / "train"), transform=transform), datasets.VAL_FRACTION
+    else:
+        folder, held_out = ImageFolder(str(root), transform=transform), 0.2
+    train_idx, _ = datasets._stratified_split(np.asarray(folder.targets, dtype=np.int64), held_out)
     return torch.utils.data.Subset(folder, train_idx.tolist())
 
 
@@ -337,7 +340,7 @@ def main(argv=None) -> int:
             compile=args.compile, seed=args.seed,
         )
         data = datasets.load(config.dataset, data_root=config.data_root, download=False,
-                             cache_dir=config.cache_dir, image_size=config.image_size)
+                             cache_dir=config.cache_dir, image_size=config.image_size, eval_split=config.eval_split)
         trainer = Trainer(config, data=data)
     except (ConfigError, DataError, ValueError) as err:
         print(f"throughput: {err}", file=sys.stderr)

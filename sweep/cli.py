@@ -33,7 +33,7 @@ def _add_train_parser(sub) -> None:
     for name, f in TrainConfig.fields().items():
         kind = {"int": int, "float": float, "bool": _parse_bool, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
         fields.add_argument(f"--{name.replace('_', '-')}", dest=f"field_{name}", type=kind, default=None,
-                            help=f"{f.metadata['help']} (default {f.default})")
+                            help=f"{f.metadata['help']} (default {f.default})".replace("%", "%%"))
 
 
 def _train_config(args) -> TrainConfig:

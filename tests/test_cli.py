@@ -167,3 +167,11 @@ def test_a_sweep_runs_on_an_existing_ray_cluster(tmp_path):
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_train_help_lists_every_field(tmp_path):
+    from trainer import TrainConfig
+
+    proc = byol_sweep("train", "--help", cwd=tmp_path)
+    for name in TrainConfig.fields():
+        assert f"--{name.replace('_', '-')}" in proc.stdout

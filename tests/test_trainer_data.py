@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -197,12 +198,65 @@ def test_imagefolder_cache_is_invalidated_by_a_changed_file(tmp_path, monkeypatc
 
 def test_imagefolder_train_and_test_subfolders_are_the_splits(tmp_path):
     root = tmp_path / "split"
-    make_tree(root / "train", per_class=3)
+    make_tree(root / "train", per_class=10)
     make_tree(root / "test", per_class=2)
-    data = D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "cache"))
-    assert data.classes == ["cat", "dog", "owl"]
-    assert len(data.train_images) == 9 and len(data.eval_images) == 6
-    assert sorted(data.eval_labels.tolist()) == [0, 0, 1, 1, 2, 2]
+    test = D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "cache"), eval_split="test")
+    assert test.classes == ["cat", "dog", "owl"]
+    assert len(test.train_images) == 30 and len(test.eval_images) == 6
+    assert sorted(test.eval_labels.tolist()) == [0, 0, 1, 1, 2, 2]
+    # val (the default): a fixed 10% of train/, held out of training; test/ is never touched
+    val = D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "cache"))
+    assert len(val.train_images) == 27 and sorted(val.eval_labels.tolist()) == [0, 1, 2]
+    as_bytes = lambda images: {bytes(img.numpy()) for img in images}  # noqa: E731
+    assert as_bytes(val.train_images) | as_bytes(val.eval_images) == as_bytes(test.train_images)
+    assert not as_bytes(val.train_images) & as_bytes(val.eval_images)
+    assert not as_bytes(val.eval_images) & as_bytes(test.eval_images)
+
+
+def test_imagefolder_with_val_and_test_folders_uses_the_one_asked_for(tmp_path):
+    root = tmp_path / "three"
+    make_tree(root / "train", per_class=3)
+    make_tree(root / "val", per_class=1)
+    make_tree(root / "test", per_class=2)
+    assert len(D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "c")).eval_images) == 3
+    assert len(D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "c"), eval_split="test").eval_images) == 6
+    assert len(D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "c")).train_images) == 9
+
+
+def test_imagefolder_without_a_test_folder_refuses_eval_split_test(tmp_path):
+    root = tmp_path / "valonly"
+    make_tree(root / "train", per_class=3)
+    make_tree(root / "val", per_class=1)
+    with pytest.raises(DataError, match="has no test/ folder beside train/; use eval_split val"):
+        D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "c"), eval_split="test")
+
+
+def _fake_cifar10(root: Path, per_batch: int = 40) -> None:
+    """The python pickle layout torchvision's CIFAR10 reads, with random pixels."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8),
+                 "labels": [i % 10 for i in range(per_batch)]}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"class{i}" for i in range(10)]}))
+
+
+def test_cifar10_evaluates_on_a_held_out_part_of_train_unless_test_is_asked_for(tmp_path, monkeypatch):
+    import torchvision.datasets.cifar as tv_cifar
+
+    _fake_cifar10(tmp_path / "data")
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda *args, **kwargs: True)  # the fake has no official md5
+    test = D.load("cifar10", data_root=str(tmp_path / "data"), eval_split="test")
+    assert len(test.train_images) == 200 and len(test.eval_images) == 40
+    val = D.load("cifar10", data_root=str(tmp_path / "data"))
+    assert len(val.train_images) == 180 and len(val.eval_images) == 20
+    assert torch.bincount(val.eval_labels, minlength=10).tolist() == [2] * 10  # stratified
+    as_bytes = lambda images: {bytes(img.numpy()) for img in images}  # noqa: E731
+    assert not as_bytes(val.train_images) & as_bytes(val.eval_images)
+    assert not as_bytes(val.eval_images) & as_bytes(test.eval_images)  # the test split stays unseen
+    assert D.load("cifar10", data_root=str(tmp_path / "data")).eval_images.equal(val.eval_images)  # fixed
 
 
 def test_imagefolder_val_subfolder_is_the_eval_split(tmp_path):

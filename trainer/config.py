@@ -56,6 +56,9 @@ class TrainConfig:
     knn_temperature: float = _spec(0.1, "kNN vote temperature", low=0.0, low_open=True)
     knn_bank_size: int = _spec(5000, "labelled training images in the kNN bank (0 = all)", low=0)
     knn_queries: int = _spec(2000, "held-out images the kNN monitor classifies (0 = all)", low=0)
+    eval_split: str = _spec("val", "what the kNN monitor and linear probe evaluate on: val (a fixed 10% of the "
+                            "labelled training images, held out of training: select on this) or test (the "
+                            "dataset's test split: final numbers)", choices=("val", "test"))
     linear_probe: bool = _spec(True, "fit a linear probe on frozen features after the last epoch")
     # runtime
     seed: int = _spec(0, "random seed", low=0)

@@ -3,6 +3,11 @@
 `digits` (scikit-learn's handwritten digits, the embedded default), `cifar10`, `cifar100`,
 `stl10` (torchvision, from a local root, downloaded only when allowed) and
 `imagefolder:<path>` (any ImageFolder tree, decoded once and cached).
+
+The evaluation split is `val` (what a sweep selects on: a fixed, stratified 10% of the labelled
+training images, held out of training, or an ImageFolder tree's val/ folder) or `test` (the
+dataset's test split, for final numbers). digits and a tree without split folders have one
+fixed held-out 20%, which serves as both.
 """
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+EVAL_SPLITS = ("val", "test")
+VAL_FRACTION = 0.1
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
@@ -38,13 +45,16 @@ class ImageData:
 
 
 def load(dataset: str, *, data_root: str = "~/.cache/byol-sweep/data", download: bool = False,
-         cache_dir: str = "~/.cache/byol-sweep/cache", image_size: int = 32) -> ImageData:
+         cache_dir: str = "~/.cache/byol-sweep/cache", image_size: int = 32, eval_split: str = "val") -> ImageData:
+    if eval_split not in EVAL_SPLITS:
+        raise DataError(f"eval split {eval_split!r} is unknown; allowed: {', '.join(EVAL_SPLITS)}")
     if dataset == "digits":
         return load_digits(image_size)
     if dataset in ("cifar10", "cifar100", "stl10"):
-        return load_torchvision(dataset, Path(data_root).expanduser(), download)
+        return load_torchvision(dataset, Path(data_root).expanduser(), download, eval_split)
     if dataset.startswith("imagefolder:"):
-        return load_imagefolder(Path(dataset[len("imagefolder:"):]).expanduser(), Path(cache_dir).expanduser(), image_size)
+        return load_imagefolder(Path(dataset[len("imagefolder:"):]).expanduser(), Path(cache_dir).expanduser(),
+                                image_size, eval_split)
     raise DataError(f"dataset {dataset!r} is unknown; allowed: digits, cifar10, cifar100, stl10, imagefolder:<path>")
 
 
@@ -82,7 +92,7 @@ def _from_torchvision(ds) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(np.ascontiguousarray(data)), torch.from_numpy(labels)
 
 
-def load_torchvision(name: str, root: Path, download: bool) -> ImageData:
+def load_torchvision(name: str, root: Path, download: bool, eval_split: str = "val") -> ImageData:
     import torchvision.datasets as tvd
 
     try:
@@ -99,7 +109,23 @@ def load_torchvision(name: str, root: Path, download: bool) -> ImageData:
         hint = "" if download else " (pass download=true / --download to fetch it)"
         raise DataError(f"dataset {name} was not found under {root}{hint}: {err}") from None
     (xt, yt), (xe, ye) = _from_torchvision(train), _from_torchvision(test)
-    return ImageData(xt, yt, xe, ye, classes)
+    if eval_split == "test":
+        return ImageData(xt, yt, xe, ye, classes)
+    return hold_out_val(xt, yt, classes)
+
+
+def hold_out_val(images: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> ImageData:
+    """Train on all but a fixed, stratified VAL_FRACTION of the labelled images; evaluate on those.
+    Unlabelled images (label -1, STL-10's) all stay in training."""
+    y = labels.numpy()
+    labelled = np.flatnonzero(y >= 0)
+    _, held = _stratified_split(y[labelled], VAL_FRACTION)
+    held = labelled[held]
+    keep = np.ones(len(y), dtype=bool)
+    keep[held] = False
+    train = torch.from_numpy(np.flatnonzero(keep))
+    held = torch.from_numpy(held)
+    return ImageData(images[train], labels[train], images[held], labels[held], classes)
 
 
 def _list_tree(root: Path) -> tuple[list[Path], list[int], list[str]]:
@@ -157,22 +183,29 @@ def _cached_decode(files: list[Path], side: int, cache_dir: Path) -> torch.Tenso
     return images
 
 
-def load_imagefolder(root: Path, cache_dir: Path, image_size: int) -> ImageData:
-    """An ImageFolder tree. With train/ and test/ (or val/) subfolders those are the splits;
-    otherwise (a train/ folder alone, or the class folders themselves) a fixed, stratified 80/20 split. Images are stored at max(image_size, 32) pixels."""
+def load_imagefolder(root: Path, cache_dir: Path, image_size: int, eval_split: str = "val") -> ImageData:
+    """An ImageFolder tree. With a train/ folder and a val/ or test/ folder beside it, the split
+    asked for is that folder (val without a val/ folder: a fixed 10% of train/); otherwise (a
+    train/ folder alone, or the class folders themselves) a fixed, stratified 80/20 split serves as
+    both. Images are stored at max(image_size, 32) pixels."""
     if not root.exists():
         raise DataError(f"image folder {root} does not exist")
     side = max(image_size, 32)
-    eval_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
-    if (root / "train").is_dir() and eval_dir is not None:
+    splits = {d: root / d for d in ("val", "test") if (root / d).is_dir()}
+    if (root / "train").is_dir() and splits:
         tf, tl, classes = _list_tree(root / "train")
-        ef, el, eval_classes = _list_tree(eval_dir)
-        if eval_classes != classes:
-            raise DataError(f"{eval_dir} has classes {eval_classes}, but {root / 'train'} has {classes}")
-        return ImageData(
-            _cached_decode(tf, side, cache_dir), torch.tensor(tl),
-            _cached_decode(ef, side, cache_dir), torch.tensor(el), classes,
-        )
+        listed = {name: _list_tree(folder) for name, folder in splits.items()}
+        for name, (_, _, split_classes) in listed.items():
+            if split_classes != classes:
+                raise DataError(f"{splits[name]} has classes {split_classes}, but {root / 'train'} has {classes}")
+        if eval_split == "test" and "test" not in listed:
+            raise DataError(f"image folder {root} has no test/ folder beside train/; "
+                            f"use eval_split val, or add {root / 'test'}")
+        train_images, train_labels = _cached_decode(tf, side, cache_dir), torch.tensor(tl)
+        if eval_split not in listed:
+            return hold_out_val(train_images, train_labels, classes)
+        ef, el, _ = listed[eval_split]
+        return ImageData(train_images, train_labels, _cached_decode(ef, side, cache_dir), torch.tensor(el), classes)
     if root.is_dir() and [d.name for d in root.iterdir() if d.is_dir()] == ["train"]:
         root = root / "train"  # a train split alone: its subfolders are the classes
     files, labels, classes = _list_tree(root)

@@ -83,7 +83,8 @@ class Trainer:
         np.random.seed(config.seed)
         if data is None:
             data = datasets.load(config.dataset, data_root=config.data_root, download=config.download,
-                                 cache_dir=config.cache_dir, image_size=config.image_size)
+                                 cache_dir=config.cache_dir, image_size=config.image_size,
+                                 eval_split=config.eval_split)
         if config.train_limit:
             data = datasets.ImageData(data.train_images[: config.train_limit], data.train_labels[: config.train_limit],
                                       data.eval_images, data.eval_labels, data.classes)
