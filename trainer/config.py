@@ -59,7 +59,8 @@ class TrainConfig:
     eval_split: str = _spec("val", "what the kNN monitor and linear probe evaluate on: val (a fixed 10% of the "
                             "labelled training images, held out of training: select on this) or test (the "
                             "dataset's test split: final numbers)", choices=("val", "test"))
-    linear_probe: bool = _spec(True, "fit a linear probe on frozen features after the last epoch")
+    linear_probe: bool = _spec(True, "after the last epoch, fit a linear probe on the frozen features of the kNN "
+                                     "bank's images and score it on the kNN queries (a quick probe, not the full protocol)")
     # runtime
     seed: int = _spec(0, "random seed", low=0)
     device: str = _spec("auto", "auto | cpu | cuda | cuda:N")
