@@ -10,6 +10,7 @@ import yaml
 
 from trainer.config import ConfigError, TrainConfig
 
+from .secrets import mask_secrets
 from .space import read_yaml
 
 
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except user_errors() as err:
-        print(f"byol-sweep {args.command}: error: {err}", file=sys.stderr)
+        print(f"byol-sweep {args.command}: error: {mask_secrets(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"byol-sweep {args.command}: interrupted", file=sys.stderr)

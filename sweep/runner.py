@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from .space import SweepSpec, load_space, parse_space, read_yaml
-from .tracking import MlflowTracking, check_store, client_for, mask_uri, resolve_tracking_uri, start_sweep
+from .tracking import (
+    DRIVER_TRACKING_URI,
+    MlflowTracking,
+    check_store,
+    client_for,
+    mask_uri,
+    resolve_tracking_uri,
+    start_sweep,
+)
 
 STATE_FILE = "sweep.json"
 # Ray adds up to 64 bytes (/session_<date>_<time>_<pid>/sockets/plasma_store); Unix sockets allow 107.
@@ -117,7 +125,9 @@ def _connection_error(address: str, err: BaseException) -> str:
 
 
 def quiet_ray() -> None:
-    """Our progress view replaces Ray's tables; a diverged trial's last result has no metric."""
+    """Our progress view replaces Ray's tables; a diverged trial's last result has no metric;
+    MLflow's "View run at <url>" lines would print the tracking URI's credentials."""
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -182,6 +192,7 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
         "storage": root, "sweep_name": name,
     })
     experiment_id = client_for(uri).get_run(parent_run_id).info.experiment_id
+    DRIVER_TRACKING_URI[parent_run_id] = uri
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / STATE_FILE).write_text(json.dumps({
         "name": name, "space_source": spec.source, "space_text": spec.text, "num_samples": spec.num_samples,
@@ -239,6 +250,10 @@ def resume_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | None
                          "(or set MLFLOW_TRACKING_URI) with the credentials")
     uri = resolve_tracking_uri(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or stored_uri)
     check_store(uri)
+    if not _holds_run(uri, state["parent_run_id"]):
+        raise SweepError(f"the MLflow store {mask_uri(uri)} does not hold sweep {name}'s parent run "
+                         f"{state['parent_run_id']}; resume with the store it started with ({stored_uri})")
+    DRIVER_TRACKING_URI[state["parent_run_id"]] = uri
     path = f"{state['storage']}/{name}"
     if not tune.Tuner.can_restore(path):
         raise SweepError(f"sweep {name} has no Tune state at {path} (it stopped before its first trial); start it again with `byol-sweep run`")
@@ -251,6 +266,16 @@ def resume_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | None
         resume_unfinished=True, resume_errored=False, restart_errored=False,
     )
     return _finish(tuner.fit(), spec, name, state["storage"], uri, state["experiment"], parent_run_id)
+
+
+def _holds_run(uri: str, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client_for(uri).get_run(run_id)
+    except MlflowException:
+        return False
+    return True
 
 
 def _finish(results, spec: SweepSpec, name: str, root: str, uri: str, experiment: str, parent_run_id: str) -> SweepOutcome:

@@ -9,21 +9,19 @@ import importlib.metadata
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ray.tune import Callback
 
+from .secrets import mask_secrets
 from .space import SweepSpec
 
 EPOCH_METRICS = ("loss", "knn_acc", "z_std", "lr", "tau", "images_per_s", "epoch_s")
 FINAL_METRICS = ("linear_probe_acc",)
-SECRET_QUERY_KEYS = re.compile(r"(token|password|secret|key|auth)", re.I)
 
 
 class TrackingError(RuntimeError):
@@ -32,20 +30,7 @@ class TrackingError(RuntimeError):
 
 def mask_uri(uri: str) -> str:
     """The URI with any password or token replaced by ***."""
-    parts = urlsplit(uri)
-    if "@" not in parts.netloc and not any(SECRET_QUERY_KEYS.search(k) for k, _ in parse_qsl(parts.query)):
-        return uri
-    netloc = parts.netloc
-    if "@" in netloc:
-        creds, host = netloc.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        netloc = f"{user}:***@{host}" if ":" in creds else f"***@{host}"
-    query = urlencode([(k, "***" if SECRET_QUERY_KEYS.search(k) else v) for k, v in parse_qsl(parts.query)])
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def mask_text(text: str, uri: str) -> str:
-    return text.replace(uri, mask_uri(uri)) if uri else text
+    return mask_secrets(uri)
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -98,7 +83,7 @@ def check_store(uri: str) -> None:
             client_for(uri).search_experiments(max_results=1)
     except Exception as err:
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        reason = mask_text(reason, uri)
+        reason = mask_secrets(reason)
         raise TrackingError(f"MLflow tracking server {mask_uri(uri)} is unreachable or refused the request: {reason}") from None
 
 
@@ -132,6 +117,9 @@ def start_sweep(uri: str, experiment: str, spec: SweepSpec, sweep_name: str, ext
         if uri.startswith("sqlite:///"):
             artifact_location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
         experiment_id = client.create_experiment(experiment, artifact_location=artifact_location)
+    elif exp.lifecycle_stage == "deleted":
+        raise TrackingError(f"MLflow experiment {experiment!r} was deleted; restore it with `mlflow experiments "
+                            f"restore --experiment-id {exp.experiment_id}` or name another with --experiment")
     else:
         experiment_id = exp.experiment_id
     existing = client.search_runs(
@@ -151,7 +139,7 @@ def start_sweep(uri: str, experiment: str, spec: SweepSpec, sweep_name: str, ext
         "byol_sweep.ray_version": _version("ray"),
         "byol_sweep.torch_version": _version("torch"),
         "byol_sweep.mlflow_version": _version("mlflow"),
-        "byol_sweep.command": mask_text(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), uri),
+        "byol_sweep.command": mask_secrets(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]])),
         "byol_sweep.host": platform.node(),
     }
     commit = _git_commit()
@@ -190,6 +178,10 @@ def error_line(trial) -> str:
     return lines[-1].strip()[:500] if lines else "unknown error"
 
 
+# parent run id -> tracking URI, set by the driver that runs or resumes the sweep
+DRIVER_TRACKING_URI: dict[str, str] = {}
+
+
 class MlflowTracking(Callback):
     """Driver-side Tune callback: the one process that writes the sweep to MLflow."""
 
@@ -205,14 +197,20 @@ class MlflowTracking(Callback):
         self.best: tuple[float, str, dict] | None = None  # (metric, trial id, config)
 
     def __getstate__(self):
+        # Tune pickles its callbacks into the sweep's folder: never the URI, which may hold a secret.
+        # A restored copy (byol-sweep resume) writes to the URI the resuming driver gives it.
         state = self.__dict__.copy()
         state["_client"] = None
+        state["uri"] = None
         return state
 
     @property
     def client(self):
         if self._client is None:
-            self._client = client_for(self.uri)
+            uri = self.uri or DRIVER_TRACKING_URI.get(self.parent_run_id)
+            if uri is None:
+                raise TrackingError(f"no tracking URI is known for the sweep of parent run {self.parent_run_id}")
+            self._client = client_for(uri)
         return self._client
 
     def setup(self, **info):

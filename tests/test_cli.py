@@ -99,6 +99,11 @@ def test_a_killed_driver_resumes_and_every_trial_finishes_exactly_once(tmp_path)
     again = byol_sweep(*args, cwd=tmp_path, check=False)
     assert again.returncode == 2 and "byol-sweep resume killme" in again.stderr
 
+    # another store does not hold this sweep: refused, nothing written there
+    elsewhere = byol_sweep("resume", "killme", "--storage", "runs", "--tracking-uri", f"sqlite:///{tmp_path}/other.db",
+                           "--no-report", cwd=tmp_path, check=False)
+    assert elsewhere.returncode == 2 and "does not hold sweep killme's parent run" in elsewhere.stderr
+
     resumed = byol_sweep("resume", "killme", "--storage", "runs", "--tracking-uri", uri, "--no-report", cwd=tmp_path)
     assert "sweep killme finished" in resumed.stdout
     after = statuses(uri, "killme")

@@ -174,10 +174,16 @@ def test_a_killed_trial_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     assert reported == [1, 2, 3, 4]
 
 
-def test_the_same_sweep_lands_on_a_real_mlflow_server(tmp_path, mlflow_server):
+def test_the_same_sweep_lands_on_a_real_mlflow_server(tmp_path, mlflow_server, capsys):
     space = write_space(tmp_path, "remote", base={"epochs": 2}, grid={"seed": [0, 1]}, algorithm="grid", asha=False)
+    with_password = mlflow_server.replace("http://", "http://alice:s3cret@")  # the server ignores it
     outcome = run_sweep(str(space), SweepOptions(name="remote", storage=str(tmp_path / "runs"),
-                                                 tracking_uri=mlflow_server, max_failures=0))
+                                                 tracking_uri=with_password, max_failures=0))
+    printed = capsys.readouterr()
+    assert "alice:***@" in printed.out
+    assert "s3cret" not in printed.out + printed.err
+    stored = [p for p in (tmp_path / "runs").rglob("*") if p.is_file() and b"s3cret" in p.read_bytes()]
+    assert stored == []  # not in sweep.json, not in Tune's pickled callbacks (tuner.pkl), nowhere
     client = MlflowClient(mlflow_server)
     parents, runs = child_runs(client, "remote")
     assert len(parents) == 1 and len(runs) == 2
@@ -186,6 +192,7 @@ def test_the_same_sweep_lands_on_a_real_mlflow_server(tmp_path, mlflow_server):
     for run in runs:
         assert epochs_logged(client, run.info.run_id) == [1, 2]
     assert parents[0].data.tags["byol_sweep.best_trial_id"] == outcome.best_trial
+    assert not any("s3cret" in v for v in parents[0].data.tags.values())
 
 
 def test_the_quick_space_is_what_the_readme_promises():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from sweep.secrets import mask_secrets
 from sweep.tracking import TrackingError, check_store, mask_uri, resolve_tracking_uri
 
 
@@ -18,11 +19,18 @@ def test_default_store_is_an_absolute_sqlite_file_in_the_current_directory(tmp_p
 @pytest.mark.parametrize("uri, shown", [
     ("http://alice:s3cret@host:5000", "http://alice:***@host:5000"),
     ("https://tok3n@host/mlflow", "https://***@host/mlflow"),
-    ("http://host:5000/?token=abc&x=1", "http://host:5000/?token=%2A%2A%2A&x=1"),
+    ("http://host:5000/?token=abc&x=1", "http://host:5000/?token=***&x=1"),
+    ("http://host:5000/?x=1&API_KEY=abc#f", "http://host:5000/?x=1&API_KEY=***#f"),
     ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
+    ("databricks://profile", "databricks://profile"),
 ])
 def test_secrets_are_masked(uri, shown):
     assert mask_uri(uri) == shown
+
+
+def test_secrets_are_masked_inside_any_text():
+    text = "failed: url http://bob:pw@h:1/api?token=t0k&run=1 then https://tok@h2/x (retry)"
+    assert mask_secrets(text) == "failed: url http://bob:***@h:1/api?token=***&run=1 then https://***@h2/x (retry)"
 
 
 def test_an_unreachable_server_fails_fast_with_one_sentence():
