@@ -28,7 +28,10 @@ def build_report(experiments: list[str], tracking_uri: str | None, out_dir: str 
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ReportError(f"Cannot read the MLflow store at {tracking_uri}: {first}") from e
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ReportError(f"Cannot create the output folder {out}: {err.strerror}; give a writable folder (--out DIR).") from None
     pd.concat([s.trials for s in sweeps], ignore_index=True).to_csv(out / "trials.csv", index=False)
     pd.concat([s.curves for s in sweeps], ignore_index=True).to_csv(out / "curves.csv", index=False)
     title = sections.title(sweeps)

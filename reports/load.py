@@ -1,6 +1,7 @@
 """MLflow -> DataFrames: read one sweep exactly as docs/mlflow-layout.md lays it out."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -93,7 +94,25 @@ def open_client(tracking_uri: str | None) -> MlflowClient:
             path = Path(parsed.path if parsed.scheme == "file" else tracking_uri)
         if path is not None and not path.exists():
             raise ReportError(f"No MLflow store at {tracking_uri}: {path} does not exist.")
-    return MlflowClient(tracking_uri=tracking_uri)
+        if parsed.scheme == "sqlite" and path is not None and not _is_mlflow_sqlite(path):
+            raise ReportError(f"{path} is not an MLflow store (it has no MLflow tables); give the tracking URI "
+                              "the sweep logged to, e.g. sqlite:///mlflow.db")
+    try:
+        return MlflowClient(tracking_uri=tracking_uri)
+    except Exception as err:  # an unknown scheme, a malformed URI
+        raise ReportError(f"Cannot open the MLflow store at {tracking_uri}: {str(err).strip().splitlines()[0]}") from None
+
+
+def _is_mlflow_sqlite(path: Path) -> bool:
+    """Read-only look: MLflow would otherwise create its tables inside any SQLite file it is given."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
+    except sqlite3.DatabaseError:
+        return False
+    return {"experiments", "runs"} <= tables
 
 
 def load_sweep(client: MlflowClient, experiment: str) -> Sweep:

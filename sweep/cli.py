@@ -105,11 +105,18 @@ def cmd_resume(args) -> int:
 def _after_sweep(outcome, report: bool) -> int:
     if outcome.interrupted:
         return 1
-    if report and outcome.best_metric is not None and "://" not in outcome.path:
+    if report and "://" in outcome.path:
+        print(f"no report written here: the results are at {outcome.path}; write it with the report command above "
+              "(add --out DIR)", flush=True)
+    elif report:
         from reports import build_report
 
         html = build_report([outcome.experiment], outcome.tracking_uri, Path(outcome.path) / "report")
         print(f"report written: {html}", flush=True)
+    if outcome.best_metric is None:
+        print("no trial reported a metric: every trial failed or diverged; the report's health section and "
+              "MLflow's `error` tags say why", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 
@@ -138,10 +145,13 @@ def cmd_spaces(args) -> int:
 def cmd_report(args) -> int:
     from reports import build_report
 
-    from .tracking import resolve_tracking_uri
+    from .tracking import check_store, resolve_tracking_uri
 
     out = args.out or str(Path("byol-reports") / "-vs-".join(args.experiment))
-    html = build_report(args.experiment, resolve_tracking_uri(args.tracking_uri), out)
+    uri = resolve_tracking_uri(args.tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        check_store(uri)  # fails in seconds; MLflow alone retries an unreachable server for minutes
+    html = build_report(args.experiment, uri, out)
     print(f"report written: {html}")
     return 0
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -45,6 +46,23 @@ class SweepOptions:
     checkpoint_every: int = 1
     seed: int = 0
     object_store_memory: int = 200 * 1024 * 1024
+
+    def validate(self) -> None:
+        """Raise SweepError naming the first option out of range."""
+        def finite(v) -> bool:
+            return isinstance(v, (int, float)) and math.isfinite(v)
+
+        checks = [
+            ("--cpus-per-trial", self.cpus_per_trial, lambda v: finite(v) and v > 0, "a number > 0"),
+            ("--gpus-per-trial", self.gpus_per_trial, lambda v: finite(v) and v >= 0, "a number >= 0"),
+            ("--max-concurrent", self.max_concurrent, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+            ("--num-samples", self.num_samples, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+            ("--max-failures", self.max_failures, lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+            ("--checkpoint-every", self.checkpoint_every, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+        ]
+        for flag, value, ok, allowed in checks:
+            if value is not None and not ok(value):
+                raise SweepError(f"{flag} is {value}; allowed: {allowed}")
 
 
 @dataclass
@@ -171,6 +189,7 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
 
     from .search import build_scheduler, build_searcher
 
+    options.validate()
     spec = load_space(space) if isinstance(space, str) else space
     if options.num_samples:
         spec.num_samples = options.num_samples
@@ -193,18 +212,12 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
     })
     experiment_id = client_for(uri).get_run(parent_run_id).info.experiment_id
     DRIVER_TRACKING_URI[parent_run_id] = uri
-    state_dir.mkdir(parents=True, exist_ok=True)
-    (state_dir / STATE_FILE).write_text(json.dumps({
-        "name": name, "space_source": spec.source, "space_text": spec.text, "num_samples": spec.num_samples,
-        "options": {**asdict(options), "tracking_uri": mask_uri(uri)}, "storage": root,
-        "tracking_uri": mask_uri(uri), "experiment": experiment, "experiment_id": experiment_id,
-        "parent_run_id": parent_run_id, "resources": resources, "concurrency": concurrency,
-    }, indent=2))
     print(f"sweep {name}: {spec.total_trials} trials of space {spec.name} ({spec.algorithm}"
           f"{', ASHA' if spec.asha else ''}), {concurrency} at a time with {resources['cpu']:g} CPU"
           f"{' and %g GPU' % resources['gpu'] if resources['gpu'] else ''} each", flush=True)
     print(f"  results: {root}/{name}   MLflow: {mask_uri(uri)} (experiment {experiment})", flush=True)
 
+    state_dir.mkdir(parents=True, exist_ok=True)
     tuner = tune.Tuner(
         _trainable(spec, resources, options.checkpoint_every),
         param_space=spec.param_space(),
@@ -222,6 +235,13 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),
     )
+    # only now, with the Tuner built: a sweep that failed to start leaves no state that `run` would refuse
+    (state_dir / STATE_FILE).write_text(json.dumps({
+        "name": name, "space_source": spec.source, "space_text": spec.text, "num_samples": spec.num_samples,
+        "options": {**asdict(options), "tracking_uri": mask_uri(uri)}, "storage": root,
+        "tracking_uri": mask_uri(uri), "experiment": experiment, "experiment_id": experiment_id,
+        "parent_run_id": parent_run_id, "resources": resources, "concurrency": concurrency,
+    }, indent=2))
     return _finish(tuner.fit(), spec, name, root, uri, experiment, parent_run_id)
 
 

@@ -183,6 +183,11 @@ def _parse_distribution(source: str, name: str, spec: Any) -> Distribution:
         q = _number(source, key, args[2])
         if q <= 0:
             raise _fail(source, key, f"quniform needs q > 0, got {args[2]}")
+        if field_type in (int, "int") and not all(float(v).is_integer() for v in (low, high, q)):
+            raise _fail(source, key, f"{name} is an integer field: quniform needs whole low, high and q, got {args!r}")
+        for bound, text in ((low, args[0]), (high, args[1])):
+            if abs(bound / q - round(bound / q)) > 1e-9 * max(1.0, abs(bound / q)):
+                raise _fail(source, key, f"quniform's low and high must be multiples of q; {text} is not a multiple of {args[2]}")
     for bound in (low, high):
         _check_value(source, key, name, int(bound) if field_type in (int, "int") else bound)
     return Distribution(kind, low, high, q)
@@ -227,6 +232,10 @@ def parse_space(data: Any, source: str, text: str = "") -> SweepSpec:
         grid[name] = [_check_value(source, f"grid.{name}", name, v) for v in values]
     for name in set(search) & set(grid):
         raise _fail(source, f"grid.{name}", "is also under search; a field is either searched or gridded")
+    for part, swept in (("search", search), ("grid", grid)):
+        if "epochs" in swept:
+            raise _fail(source, f"{part}.epochs", "epochs cannot be swept: it spans the learning-rate and momentum "
+                        "schedules and is ASHA's max_epochs; set it in base")
     for name in set(base) & (set(search) | set(grid)):
         raise _fail(source, f"base.{name}", "is also swept; remove it from base or from search/grid")
 

@@ -34,6 +34,11 @@ def byol_sweep(*args, cwd, timeout=600, check=True, env=None):
     (["validate", "nothing.yaml"], "neither a file nor a shipped space"),
     (["run", "quick", "--tracking-uri", "http://u:pw@127.0.0.1:9", "--storage", "s"], "u:***@127.0.0.1:9 is unreachable"),
     (["resume", "never-ran", "--storage", "s"], "no sweep named 'never-ran'"),
+    (["run", "quick", "--cpus-per-trial", "0", "--storage", "s"], "--cpus-per-trial is 0.0; allowed: a number > 0"),
+    (["run", "quick", "--gpus-per-trial", "-1", "--storage", "s"], "--gpus-per-trial is -1.0; allowed: a number >= 0"),
+    (["run", "quick", "--max-concurrent", "0", "--storage", "s"], "--max-concurrent is 0; allowed: an integer >= 1"),
+    (["run", "quick", "--num-samples", "-1", "--storage", "s"], "--num-samples is -1; allowed: an integer >= 1"),
+    (["report", "--experiment", "x", "--tracking-uri", "http://u:pw@127.0.0.1:9"], "u:***@127.0.0.1:9"),
 ])
 def test_user_mistakes_get_one_sentence_and_no_traceback(tmp_path, args, message):
     proc = byol_sweep(*args, cwd=tmp_path, check=False)
@@ -180,3 +185,34 @@ def test_train_help_lists_every_field(tmp_path):
     proc = byol_sweep("train", "--help", cwd=tmp_path)
     for name in TrainConfig.fields():
         assert f"--{name.replace('_', '-')}" in proc.stdout
+
+
+def test_report_refuses_a_sqlite_file_that_is_not_an_mlflow_store_and_leaves_it_alone(tmp_path):
+    import sqlite3
+
+    other = tmp_path / "optuna.db"
+    with sqlite3.connect(other) as db:
+        db.execute("create table studies (id integer)")
+    proc = byol_sweep("report", "--experiment", "x", "--tracking-uri", f"sqlite:///{other}", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and f"{other} is not an MLflow store" in proc.stderr
+    with sqlite3.connect(other) as db:
+        assert [r[0] for r in db.execute("select name from sqlite_master where type = 'table'")] == ["studies"]
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(store)
+    client.create_run(client.create_experiment("x"), tags={"byol_sweep.role": "sweep", "byol_sweep.sweep_name": "x"})
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    proc = byol_sweep("report", "--experiment", "x", "--tracking-uri", store, "--out", str(a_file / "sub"),
+                      cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and f"Cannot create the output folder {a_file / 'sub'}" in proc.stderr
+
+
+def test_a_sweep_whose_every_trial_failed_says_so_writes_its_report_and_exits_1(tmp_path):
+    space = write_space(tmp_path, "allfail", base={"epochs": 1, "dataset": "imagefolder:/nonexistent/images"},
+                        grid={"seed": [0]}, algorithm="grid", asha=False)
+    proc = byol_sweep("run", str(space), "--name", "allfail", "--storage", "runs", "--max-failures", "0",
+                      "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", cwd=tmp_path, check=False)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "sweep allfail finished: 1 failed" in proc.stdout
+    assert "no trial reported a metric" in proc.stderr
+    assert (tmp_path / "runs" / "allfail" / "report" / "report.html").exists()

@@ -49,6 +49,10 @@ asha: {grace_period: 1, reduction_factor: 2, max_epochs: 4}
     ("search: {base_lr: {uniform: [0.1, 1]}}\nasha: {reduction_factor: 1}", "asha.reduction_factor", ">= 2"),
     ("base: {dataset: mnist}\nsearch: {base_lr: {uniform: [0.1, 1]}}", "base.dataset", "imagefolder:<path>"),
     ("base: {base_lr: 0.1}\nsearch: {base_lr: {uniform: [0.1, 1]}}", "base.base_lr", "also swept"),
+    ("search: {base_lr: {quniform: [0.1, 1, 0.3]}}", "search.base_lr", "0.1 is not a multiple of 0.3"),
+    ("search: {batch_size: {quniform: [64, 256, 0.5]}}", "search.batch_size", "integer field: quniform needs whole"),
+    ("grid: {epochs: [1, 2]}\nalgorithm: grid\nasha: false", "grid.epochs", "epochs cannot be swept"),
+    ("search: {epochs: {quniform: [2, 8, 2]}}", "search.epochs", "epochs cannot be swept"),
 ])
 def test_each_bad_space_is_refused_with_file_key_and_what_is_allowed(tmp_path, text, key, allowed):
     path = write(tmp_path, text)
