@@ -42,9 +42,12 @@ def _train_config(args) -> TrainConfig:
     if args.config:
         path = Path(args.config)
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+            raise ConfigError(f"config file {path} {'is a folder' if path.is_dir() else 'does not exist'}; "
+                              "give a YAML file of TrainConfig fields")
         try:
-            loaded = read_yaml(path.read_text()) or {}
+            loaded = read_yaml(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: cannot be read as UTF-8 text ({err})") from None
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {getattr(err, 'problem', err)}") from None
         if not isinstance(loaded, dict):

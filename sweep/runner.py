@@ -199,6 +199,11 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
     if (state_dir / STATE_FILE).exists():
         raise SweepError(f"a sweep named {name!r} already exists in {root}; continue it with "
                          f"`byol-sweep resume {name} --storage {options.storage}` or choose another --name")
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SweepError(f"--storage {options.storage}: cannot create {state_dir} ({err.strerror}); "
+                         "give a writable folder or a URI") from None
     uri = resolve_tracking_uri(options.tracking_uri)
     experiment = options.experiment or name
     check_store(uri)  # before any trial starts
@@ -339,7 +344,9 @@ def _print_summary(outcome: SweepOutcome, spec: SweepSpec) -> None:
     if outcome.interrupted:
         print(f"continue it with: byol-sweep resume {outcome.name}", file=out)
     print(f"results: {outcome.path}", file=out)
-    print(f"MLflow: {mask_uri(outcome.tracking_uri)} (experiment {outcome.experiment}); browse with "
-          f"`mlflow ui --backend-store-uri {mask_uri(outcome.tracking_uri)}`", file=out)
+    where = mask_uri(outcome.tracking_uri)
+    browse = (f"open {where} in a browser" if where.startswith(("http://", "https://"))
+              else f"browse with `mlflow ui --backend-store-uri {where}`")
+    print(f"MLflow: {where} (experiment {outcome.experiment}); {browse}", file=out)
     print(f"report: byol-sweep report --experiment {outcome.experiment} --tracking-uri {mask_uri(outcome.tracking_uri)}",
           file=out, flush=True)

@@ -315,7 +315,10 @@ def resolve_space_path(name_or_path: str) -> Path:
 
 def load_space(name_or_path: str) -> SweepSpec:
     path = resolve_space_path(name_or_path)
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpaceError(f"{path}: cannot be read as UTF-8 text ({err})") from None
     try:
         data = read_yaml(text)
     except yaml.YAMLError as err:

@@ -1,6 +1,9 @@
 """Search space validation: every class of bad file gets a message naming the file and key."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -97,3 +100,10 @@ def test_policies_space_is_a_policy_by_seed_grid_without_early_stopping():
     assert spec.algorithm == "grid" and spec.asha is None
     assert set(spec.grid) == {"policy", "seed"} and len(spec.grid["seed"]) >= 2
     assert spec.total_trials == len(spec.grid["policy"]) * len(spec.grid["seed"])
+
+
+def test_the_readme_example_space_is_valid(tmp_path):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    example = re.search(r"```yaml\n(name: my-sweep.*?)```", readme, re.S).group(1)
+    spec = load_space(write(tmp_path, example))
+    assert spec.total_trials == 4 * 5 * 3 and spec.asha is not None

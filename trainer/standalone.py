@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .loop import Trainer
 
 CHECKPOINT = "checkpoint.pt"
@@ -27,7 +27,10 @@ def train_to_folder(config: TrainConfig, out: str | os.PathLike, resume: bool = 
     """Train, checkpointing after every epoch (so a crash loses at most one epoch); with
     resume=True continue from out/checkpoint.pt. Returns the final metrics."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"output folder {out} cannot be created: {err.strerror}; give a writable folder (--out DIR)") from None
     trainer = Trainer(config, log=log)
     history: list[dict] = []
     metrics_path = out / METRICS
