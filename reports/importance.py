@@ -49,12 +49,13 @@ def _same_number(a, b) -> bool:
 def param_importances(sweep: Sweep) -> tuple[dict[str, float] | None, str]:
     """({field: importance}, note); None with the reason when there is too little to go on."""
     done = sweep.finished
-    fields = [f for f in sweep.swept if f in done and done[f].nunique(dropna=True) > 1]
+    # seed replicates a configuration; an "importance" of it would only measure noise
+    fields = [f for f in sweep.swept if f != "seed" and f in done and done[f].nunique(dropna=True) > 1]
     if len(done) < MIN_TRIALS:
         return None, f"Importances need at least {MIN_TRIALS} finished trials; this sweep has {len(done)}."
     if len(fields) < MIN_PARAMS:
-        return None, (f"Importances need at least {MIN_PARAMS} swept parameters that vary across finished "
-                      f"trials; this sweep has {len(fields)}.")
+        return None, (f"Importances need at least {MIN_PARAMS} swept parameters (seed aside) that vary across "
+                      f"finished trials; this sweep has {len(fields)}.")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -82,7 +82,8 @@ def summary_rows(s: Sweep) -> list[tuple[str, str]]:
     rows += [
         ("Compute (trial-hours)", f"{summary.trial_hours(s):.2f}"),
         ("GPU-hours", f"{gpu:.2f}" if gpu is not None else "no GPUs used"),
-        ("Best metric", f"{num(best['best_metric'])} ({best['trial']})" if best is not None else "none yet"),
+        ("Best metric", f"{num(best['best_metric'])} ({best['trial']})" if best is not None
+         else ("none yet" if s.running else "none")),
         ("Wall time", summary.duration(s.wall_s) + (" so far" if s.running else "")),
     ]
     return rows
@@ -99,7 +100,8 @@ def summary_section(s: Sweep, level: int) -> list:
         out.append(Para(f"The experiment holds {s.other_parents + 1} sweeps; this report covers the latest.", note=True))
     out.append(Table(pd.DataFrame(summary_rows(s), columns=["", "value"])))
     if s.finished.empty:
-        out.append(Para("No trial has finished yet (none completed or stopped early with a metric value).", note=True))
+        out.append(Para(f"No trial has {'finished yet' if s.running else 'finished'} (none completed or stopped "
+                        "early with a metric value).", note=True))
     return out
 
 

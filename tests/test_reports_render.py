@@ -227,7 +227,8 @@ def test_unknown_experiment_lists_existing(store, tmp_path):
 def test_no_finished_trial_still_reports(store, tmp_path):
     build_report(["empty-sweep"], store["uri"], tmp_path)
     md = (tmp_path / "report.md").read_text()
-    assert "No trial has finished yet" in md and "No finished trial: nothing to rank." in md
+    assert "No trial has finished (none completed" in md and "No finished trial: nothing to rank." in md
+    assert "| Best metric | none |" in md  # the sweep ended: not "none yet"
     for title in SECTIONS:
         assert f"## {title}" in md
     assert len(pd.read_csv(tmp_path / "trials.csv")) == 2
