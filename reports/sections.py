@@ -73,6 +73,7 @@ def summary_rows(s: Sweep) -> list[tuple[str, str]]:
         ("Dataset", summary.config_value(s, "dataset")),
         ("Backbone", summary.config_value(s, "backbone")),
         ("Metric", f"{s.metric} ({s.mode})"),
+        ("Evaluated on", summary.eval_split(s)),
         ("Search", f"{s.params.get('search', '?')}, num_samples {s.params.get('num_samples', '?')}"),
         ("ASHA", f"grace {asha[0]}, reduction factor {asha[1]}, max {asha[2]} epochs" if asha else "none"),
         ("Swept", ", ".join(s.swept) or "none"),

@@ -40,6 +40,13 @@ def config_value(sweep: Sweep, name: str) -> str:
     return sweep.params.get(f"base.{name}", "?")
 
 
+def eval_split(sweep: Sweep) -> str:
+    """Which split the metric was measured on, from the trials' eval_split params."""
+    splits = sorted({p["eval_split"] for p in sweep.raw_params.values() if "eval_split" in p})
+    described = {"val": "val split (held out of training)", "test": "test split"}
+    return ", ".join(described.get(x, x) for x in splits) or "not recorded (a sweep older than eval_split)"
+
+
 def ranked(sweep: Sweep) -> pd.DataFrame:
     return rank_trials(sweep.finished, sweep.mode)
 

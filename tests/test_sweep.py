@@ -254,6 +254,7 @@ def test_report_of_a_real_sweep_matches_mlflow(asha_sweep, tmp_path):
         assert int(summary_value(md, status)) == counts.get(status, 0) == outcome.counts.get(status, 0)
     assert summary_value(md, "Best metric").startswith(f"{outcome.best_metric:.4f}")
     assert summary_value(md, "Dataset") == "digits" and summary_value(md, "Backbone") == "small_cnn"
+    assert summary_value(md, "Evaluated on") == "val split (held out of training)"
     # the rung table: everyone reaches epoch 1; epoch 2 only those ASHA let through
     assert re.search(r"^\| 1 \| 6 \| [0-9.]+ \|$", md, re.M)
     assert re.search(rf"^\| 2 \| {(trials['epochs_run'] >= 2).sum()} \| [0-9.]+ \|$", md, re.M)
