@@ -108,6 +108,11 @@ def summary_section(s: Sweep, level: int) -> list:
 
 def best_section(s: Sweep, level: int, best) -> list:
     out = [Heading("Best configurations", level)]
+    t = s.trials
+    unranked = t[t["status"].isin(["completed", "stopped_early"]) & ~t["trial"].isin(s.finished["trial"])]
+    if len(unranked):
+        out.append(Para(f"{len(unranked)} trial(s) ended without a finite {s.metric} and are not ranked: "
+                        f"{', '.join(unranked['trial'])}.", note=True))
     ranked = summary.ranked(s)
     if ranked.empty:
         return out + [Para("No finished trial: nothing to rank.", note=True)]

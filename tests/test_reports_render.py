@@ -292,3 +292,21 @@ def test_html_renders_in_headless_chromium(report_a, tmp_path):
     assert m, f"the check script did not run: {dom[:300]!r}"
     images, broken, errors = map(int, m.groups())
     assert images >= 5 and broken == 0 and errors == 0
+
+
+def test_a_completed_trial_without_a_finite_metric_is_named_not_silently_dropped(store, tmp_path):
+    client = store["client"]
+    exp = client.create_experiment("nan-sweep")
+    parent = _parent(client, exp, "nan-sweep", "finished", SPACE_A, T0, T0 + 60_000)
+    rng = np.random.default_rng(1)
+    _trial(client, exp, parent, 0, dict(BASE), "completed", MAX_EPOCHS, SPACE_A, rng)
+    run = client.create_run(exp, start_time=T0 + 5000, run_name="trial_00001", tags={
+        "mlflow.parentRunId": parent, "byol_sweep.role": "trial", "byol_sweep.trial_id": "t001",
+        "status": "completed", "policy": BASE["policy"], "seed": "1"})
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in dict(BASE, seed=1).items()],
+                     metrics=[Metric("knn_acc", float("nan"), T0 + 6000 + e, e) for e in range(1, MAX_EPOCHS + 1)])
+    client.set_terminated(run.info.run_id, "FINISHED", end_time=T0 + 9000)
+    build_report(["nan-sweep"], store["uri"], tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "1 trial(s) ended without a finite knn_acc and are not ranked: trial_00001." in md
+    assert "Top 1 of 1 finished trials" in md
