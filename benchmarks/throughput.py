@@ -138,7 +138,7 @@ def lightly_images(dataset: str, train_images: torch.Tensor, transform) -> torch
     if (root / "train").is_dir() and (root / "test").is_dir():
         folder, held_out = ImageFolder(str(root / "train"), transform=transform), datasets.VAL_FRACTION
     else:
-        folder, held_out = ImageFolder(str(root), transform=transform), 0.2
+        folder, held_out = ImageFolder(str(root), transform=transform), datasets.SINGLE_SPLIT_FRACTION
     train_idx, _ = datasets._stratified_split(np.asarray(folder.targets, dtype=np.int64), held_out)
     return torch.utils.data.Subset(folder, train_idx.tolist())
 

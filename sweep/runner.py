@@ -125,7 +125,6 @@ def start_ray(address: str | None, state_dir: Path, object_store_memory: int, nu
         except Exception as err:
             raise SweepError(_connection_error(address, err)) from None
         return
-    state_dir.mkdir(parents=True, exist_ok=True)
     ray.init(address="local", num_cpus=num_cpus, object_store_memory=object_store_memory,
              _temp_dir=_ray_temp_dir(state_dir), include_dashboard=False, log_to_driver=False)
 
@@ -222,7 +221,6 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
           f"{' and %g GPU' % resources['gpu'] if resources['gpu'] else ''} each", flush=True)
     print(f"  results: {root}/{name}   MLflow: {mask_uri(uri)} (experiment {experiment})", flush=True)
 
-    state_dir.mkdir(parents=True, exist_ok=True)
     tuner = tune.Tuner(
         _trainable(spec, resources, options.checkpoint_every),
         param_space=spec.param_space(),

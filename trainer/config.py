@@ -11,6 +11,7 @@ BACKBONES = ("small_cnn", "resnet18_cifar", "resnet18", "resnet50")
 OPTIMIZERS = ("lars", "sgd", "adamw")
 POLICIES = ("byol", "simclr", "crop_only", "no_color", "no_blur")
 PRECISIONS = ("auto", "fp32", "bf16")
+EVAL_SPLITS = ("val", "test")
 FIXED_DATASETS = ("digits", "cifar10", "cifar100", "stl10")
 
 
@@ -58,7 +59,7 @@ class TrainConfig:
     knn_queries: int = _spec(2000, "held-out images the kNN monitor classifies (0 = all)", low=0)
     eval_split: str = _spec("val", "what the kNN monitor and linear probe evaluate on: val (a fixed 10% of the "
                             "labelled training images, held out of training: select on this) or test (the "
-                            "dataset's test split: final numbers)", choices=("val", "test"))
+                            "dataset's test split: final numbers)", choices=EVAL_SPLITS)
     linear_probe: bool = _spec(True, "after the last epoch, fit a linear probe on the frozen features of the kNN "
                                      "bank's images and score it on the kNN queries (a quick probe, not the full protocol)")
     # runtime

@@ -20,8 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-EVAL_SPLITS = ("val", "test")
+from .config import EVAL_SPLITS
+
 VAL_FRACTION = 0.1
+SINGLE_SPLIT_FRACTION = 0.2  # digits and trees without split folders: one held-out part for val and test
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
@@ -78,10 +80,8 @@ def load_digits(image_size: int) -> ImageData:
     x = torch.from_numpy(bunch.images).float().div(16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
     x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
     x = (x.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
-    labels = np.asarray(bunch.target, dtype=np.int64)
-    train, held = _stratified_split(labels, 0.2)
-    y = torch.from_numpy(labels)
-    return ImageData(x[train], y[train], x[held], y[held], [str(i) for i in range(10)])
+    labels = torch.from_numpy(np.asarray(bunch.target, dtype=np.int64))
+    return hold_out(x, labels, [str(i) for i in range(10)], SINGLE_SPLIT_FRACTION)
 
 
 def _from_torchvision(ds) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,15 +111,15 @@ def load_torchvision(name: str, root: Path, download: bool, eval_split: str = "v
     (xt, yt), (xe, ye) = _from_torchvision(train), _from_torchvision(test)
     if eval_split == "test":
         return ImageData(xt, yt, xe, ye, classes)
-    return hold_out_val(xt, yt, classes)
+    return hold_out(xt, yt, classes, VAL_FRACTION)
 
 
-def hold_out_val(images: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> ImageData:
-    """Train on all but a fixed, stratified VAL_FRACTION of the labelled images; evaluate on those.
+def hold_out(images: torch.Tensor, labels: torch.Tensor, classes: list[str], fraction: float) -> ImageData:
+    """Train on all but a fixed, stratified fraction of the labelled images; evaluate on those.
     Unlabelled images (label -1, STL-10's) all stay in training."""
     y = labels.numpy()
     labelled = np.flatnonzero(y >= 0)
-    _, held = _stratified_split(y[labelled], VAL_FRACTION)
+    _, held = _stratified_split(y[labelled], fraction)
     held = labelled[held]
     keep = np.ones(len(y), dtype=bool)
     keep[held] = False
@@ -203,14 +203,11 @@ def load_imagefolder(root: Path, cache_dir: Path, image_size: int, eval_split: s
                             f"use eval_split val, or add {root / 'test'}")
         train_images, train_labels = _cached_decode(tf, side, cache_dir), torch.tensor(tl)
         if eval_split not in listed:
-            return hold_out_val(train_images, train_labels, classes)
+            return hold_out(train_images, train_labels, classes, VAL_FRACTION)
         ef, el, _ = listed[eval_split]
         return ImageData(train_images, train_labels, _cached_decode(ef, side, cache_dir), torch.tensor(el), classes)
     if root.is_dir() and [d.name for d in root.iterdir() if d.is_dir()] == ["train"]:
         root = root / "train"  # a train split alone: its subfolders are the classes
     files, labels, classes = _list_tree(root)
     images = _cached_decode(files, side, cache_dir)
-    y = np.asarray(labels, dtype=np.int64)
-    train, held = _stratified_split(y, 0.2)
-    yt = torch.from_numpy(y)
-    return ImageData(images[train], yt[train], images[held], yt[held], classes)
+    return hold_out(images, torch.tensor(labels, dtype=torch.int64), classes, SINGLE_SPLIT_FRACTION)

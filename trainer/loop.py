@@ -47,10 +47,7 @@ RESUMABLE_CHANGES = ("data_root", "download", "cache_dir", "linear_probe", "devi
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"config: device {name!r} is unknown; allowed: auto, cpu, cuda, cuda:N") from None
+    device = torch.device(name)  # TrainConfig.validate allows only auto, cpu, cuda and cuda:N
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"config: device {name!r} was asked for, but CUDA is not available here; use cpu or auto")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
