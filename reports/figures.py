@@ -134,7 +134,7 @@ def sensitivity(sweep: Sweep, fields: list[str]) -> bytes | None:
 
 
 def _sensitivity_panel(ax, done: pd.DataFrame, name: str, spec: dict, metric: str, colours) -> None:
-    y = done["best_metric"].to_numpy(dtype=float)
+    y = done["final_metric"].to_numpy(dtype=float)
     colour = [colours[str(p)] if colours else PALETTE[0] for p in done["policy"]]
     hollow = (done["status"] == "stopped_early").to_numpy()
     kind = spec.get("type")
@@ -198,7 +198,7 @@ def policy_means(table: pd.DataFrame, done: pd.DataFrame, metric: str) -> bytes:
     rows = table.iloc[::-1].reset_index(drop=True)
     rng = np.random.default_rng(0)
     for i, r in rows.iterrows():
-        pts = done.loc[done["policy"].astype(str) == r["policy"], "best_metric"].to_numpy(dtype=float)
+        pts = done.loc[done["policy"].astype(str) == r["policy"], "final_metric"].to_numpy(dtype=float)
         ax.scatter(pts, i + rng.uniform(-0.12, 0.12, len(pts)), s=14, color="#9a9a9a", zorder=2)
         if np.isfinite(r["ci_low"]):
             ax.errorbar(r["mean"], i, xerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]], fmt="o",

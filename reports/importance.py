@@ -48,7 +48,7 @@ def _same_number(a, b) -> bool:
 
 def param_importances(sweep: Sweep) -> tuple[dict[str, float] | None, str]:
     """({field: importance}, note); None with the reason when there is too little to go on."""
-    done = sweep.finished
+    done = sweep.full_budget
     # seed replicates a configuration; an "importance" of it would only measure noise
     fields = [f for f in sweep.swept if f != "seed" and f in done and done[f].nunique(dropna=True) > 1]
     if len(done) < MIN_TRIALS:
@@ -66,7 +66,7 @@ def param_importances(sweep: Sweep) -> tuple[dict[str, float] | None, str]:
         params = {f: _value(raw.get(f, row[f]), sweep.space.get(f, {"type": "choice"}), dists[f]) for f in fields}
         if any(v is None for v in params.values()):
             continue
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(row["best_metric"])))
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(row["final_metric"])))
     if len(study.trials) < MIN_TRIALS or np.ptp([t.value for t in study.trials]) == 0:
         return None, "Importances need finished trials whose metric differs; these are all equal."
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)

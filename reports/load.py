@@ -15,11 +15,7 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from reports.errors import ReportError
-
-STATUSES = ("completed", "stopped_early", "diverged", "failed", "running")
-FINISHED = ("completed", "stopped_early")
-EPOCH_METRICS = ("loss", "knn_acc", "z_std", "lr", "tau", "images_per_s", "epoch_s")
-ONCE_METRICS = ("linear_probe_acc",)  # logged once, after the last epoch: a trial value, not a curve
+from vocabulary import COMPLETED, EPOCH_METRICS, FINAL_METRICS, FINISHED, RUNNING, best_index, objective
 TRIAL_COLUMNS = (
     "experiment", "trial", "trial_id", "run_id", "status", "policy", "seed", "epochs_run",
     "metric", "final_metric", "best_metric", "best_epoch", "final_loss", "final_z_std",
@@ -67,9 +63,20 @@ class Sweep:
 
     @property
     def finished(self) -> pd.DataFrame:
-        """Trials that ran to a result ASHA compared (completed or stopped early) with a finite best."""
+        """Trials that ran to a result a scheduler compared (completed or stopped early) with a finite objective."""
         t = self.trials
-        return t[t["status"].isin(FINISHED) & np.isfinite(t["best_metric"].astype(float))]
+        return t[t["status"].isin(FINISHED) & np.isfinite(t["final_metric"].astype(float))]
+
+    @property
+    def full_budget(self) -> pd.DataFrame:
+        """Finished trials that ran the whole budget: the only ones ranked and compared."""
+        t = self.finished
+        return t[t["status"] == COMPLETED]
+
+    @property
+    def stopped_early(self) -> pd.DataFrame:
+        t = self.finished
+        return t[t["status"] != COMPLETED]
 
     @property
     def wall_s(self) -> float | None:
@@ -196,7 +203,7 @@ def _curves(client: MlflowClient, runs: list, experiment: str) -> pd.DataFrame:
     for run in runs:
         trial = run.info.run_name or run.info.run_id
         for key in run.data.metrics:
-            if key in ONCE_METRICS:
+            if key in FINAL_METRICS:
                 continue
             keys_seen.add(key)
             # a resumed trial may log an epoch twice: the later value wins
@@ -223,7 +230,7 @@ def _trials(runs: list, curves: pd.DataFrame, experiment: str, metric: str, mode
             "trial": trial,
             "trial_id": tags.get("byol_sweep.trial_id", ""),
             "run_id": run.info.run_id,
-            "status": tags.get("status", "running"),
+            "status": tags.get("status", RUNNING),
             "policy": tags.get("policy", params.get("policy", "")),
             "seed": tags.get("seed", params.get("seed")),
             "epochs_run": int(c["epoch"].max()) if len(c) else 0,
@@ -252,15 +259,15 @@ def _trials(runs: list, curves: pd.DataFrame, experiment: str, metric: str, mode
 
 
 def _final_best(c: pd.DataFrame, metric: str, mode: str) -> tuple[float, float, float]:
-    """(value at the last epoch, best value over epochs, the epoch of the best)."""
+    """(the objective: the value at the last epoch; the best value over epochs and its epoch, for
+    information only)."""
     if metric not in c or not len(c):
         return math.nan, math.nan, math.nan
     values, epochs = c[metric].to_numpy(dtype=float), c["epoch"].to_numpy()
-    ok = np.isfinite(values)
-    if not ok.any():
-        return float(values[-1]), math.nan, math.nan
-    i = int(np.argmax(np.where(ok, values, -np.inf)) if mode == "max" else np.argmin(np.where(ok, values, np.inf)))
-    return float(values[-1]), float(values[i]), float(epochs[i])
+    i = best_index(values, mode)
+    if i is None:
+        return objective(values), math.nan, math.nan
+    return objective(values), float(values[i]), float(epochs[i])
 
 
 def _last(c: pd.DataFrame, key: str) -> float:

@@ -15,7 +15,6 @@ from reports.stats import asha_rungs, policy_table, rung_table
 
 TOP = 5
 COLLAPSE_Z_STD = 0.01
-SECTIONS = ("Summary", "Best configurations", "Learning curves", "Sensitivity", "Augmentation policies", "Health")
 
 
 def num(x, digits: int = 4) -> str:
@@ -83,7 +82,7 @@ def summary_rows(s: Sweep) -> list[tuple[str, str]]:
     rows += [
         ("Compute (trial-hours)", f"{summary.trial_hours(s):.2f}"),
         ("GPU-hours", f"{gpu:.2f}" if gpu is not None else "no GPUs used"),
-        ("Best metric", f"{num(best['best_metric'])} ({best['trial']})" if best is not None
+        ("Best metric", f"{num(best['final_metric'])} ({best['trial']})" if best is not None
          else ("none yet" if s.running else "none")),
         ("Wall time", summary.duration(s.wall_s) + (" so far" if s.running else "")),
     ]
@@ -177,7 +176,7 @@ def policy_section(s: Sweep, level: int, prefix: str) -> list:
     names = summary.policies(s)
     if len(names) < 2:
         return out + [Para(f"One policy ({', '.join(names) or 'unknown'}): nothing to compare.", note=True)]
-    table = policy_table(s.finished, mode=s.mode)
+    table = policy_table(s.full_budget, mode=s.mode)
     if table.empty:
         return out + [Para("No finished trial: no policy can be compared yet.", note=True)]
     out.append(Para(f"Mean best {s.metric} per policy over its finished trials (seeds), with a 95% percentile "
@@ -248,10 +247,10 @@ def comparison_blocks(sweeps: list[Sweep]) -> list:
             continue
         vals = ", ".join(f"{c}={value(b[c])}" for c in summary.varied_columns(s))
         best_rows.append({"experiment": s.experiment, "trial": b["trial"],
-                          "best": f"{num(b['best_metric'])} {s.metric}", "values": vals or "–"})
+                          "best": f"{num(b['final_metric'])} {s.metric}", "values": vals or "–"})
     out.append(Table(pd.DataFrame(best_rows)))
     out.append(Heading("Policies side by side", 3))
-    tables = {s.experiment: policy_table(s.finished, mode=s.mode) for s in sweeps}
+    tables = {s.experiment: policy_table(s.full_budget, mode=s.mode) for s in sweeps}
     names = sorted({p for t in tables.values() for p in t["policy"]})
     if not names:
         return out + [Para("No finished trial in any sweep: no policy to compare.", note=True)]

@@ -78,7 +78,7 @@ def bootstrap_diff_ci(a, b, n_boot: int = 10000, level: float = 0.95, seed: int 
 
 def policy_table(
     df: pd.DataFrame,
-    value: str = "best_metric",
+    value: str = "final_metric",
     mode: str = "max",
     policy: str = "policy",
     seed_col: str = "seed",
@@ -146,7 +146,7 @@ def rung_table(curves: pd.DataFrame, metric: str, grace: int, rf: int, max_t: in
     return pd.DataFrame(rows, columns=["rung", "reached", "cutoff", "final"])
 
 
-def rank_trials(trials: pd.DataFrame, mode: str = "max", value: str = "best_metric") -> pd.DataFrame:
+def rank_trials(trials: pd.DataFrame, mode: str = "max", value: str = "final_metric") -> pd.DataFrame:
     """Trials with a finite value, best first (ties keep the trials' order)."""
     ok = trials[np.isfinite(trials[value].astype(float))]
     return ok.sort_values(value, ascending=(mode != "max"), kind="stable")

@@ -6,8 +6,9 @@ import shlex
 
 import pandas as pd
 
-from reports.load import STATUSES, Sweep
+from reports.load import Sweep
 from reports.stats import rank_trials
+from vocabulary import STATUSES
 
 
 def status_counts(sweep: Sweep) -> dict[str, int]:
@@ -48,7 +49,7 @@ def eval_split(sweep: Sweep) -> str:
 
 
 def ranked(sweep: Sweep) -> pd.DataFrame:
-    return rank_trials(sweep.finished, sweep.mode)
+    return rank_trials(sweep.full_budget, sweep.mode, value="final_metric")
 
 
 def best_trial(sweep: Sweep) -> pd.Series | None:

@@ -6,19 +6,19 @@ import time
 
 from ray.tune import Callback
 
+from vocabulary import COMPLETED, PENDING, RUNNING, better, outcome
+
 from .space import SweepSpec
 
 
 def trial_outcome(trial, max_epochs: int, ended: bool = False) -> str:
-    """running | pending | completed | stopped_early | diverged | failed (ended: it just ended)."""
+    """A Tune trial's status in the shared vocabulary (ended: it has just ended)."""
     if trial.status == "ERROR":
-        return "failed"
+        return outcome(0, max_epochs, errored=True)
     if trial.status == "TERMINATED" or ended:
         result = trial.last_result or {}
-        if result.get("diverged"):
-            return "diverged"
-        return "stopped_early" if int(result.get("epoch", 0)) < max_epochs else "completed"
-    return "running" if trial.status == "RUNNING" else "pending"
+        return outcome(int(result.get("epoch", 0)), max_epochs, diverged=bool(result.get("diverged")))
+    return RUNNING if trial.status == "RUNNING" else PENDING
 
 
 def format_config(config: dict, keys: list[str]) -> str:
@@ -62,19 +62,18 @@ class ConsoleProgress(Callback):
         self._last = time.monotonic()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        value = result.get(self.spec.metric)
-        if value is not None and value == value:
-            better = self._best is None or (value > self._best[0] if self.spec.mode == "max" else value < self._best[0])
-            if better:
-                config = self.spec.train_config(trial.config).to_dict()
-                self._best = (float(value), _short(trial), format_config(config, self.spec.swept))
         if time.monotonic() - self._last >= self.every_s:
             self._print(trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        outcome = trial_outcome(trial, self.spec.max_epochs, ended=True)
-        epoch = (trial.last_result or {}).get("epoch", 0)
-        self._print(trials, f"{_short(trial)} {outcome.replace('_', ' ')} at epoch {epoch}", ended=trial)
+        status = trial_outcome(trial, self.spec.max_epochs, ended=True)
+        result = trial.last_result or {}
+        value = result.get(self.spec.metric)
+        # the objective: the value at the last epoch, compared only across full-budget trials
+        if status == COMPLETED and value is not None and better(self.spec.mode, float(value), self._best and self._best[0]):
+            config = self.spec.train_config(trial.config).to_dict()
+            self._best = (float(value), _short(trial), format_config(config, self.spec.swept))
+        self._print(trials, f"{_short(trial)} {status.replace('_', ' ')} at epoch {result.get('epoch', 0)}", ended=trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._print(trials, f"{_short(trial)} failed", ended=trial)

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vocabulary import COMPLETED, better, outcome
+
 from .space import SweepSpec, load_space, parse_space, read_yaml
 from .tracking import (
     DRIVER_TRACKING_URI,
@@ -307,29 +309,22 @@ def _finish(results, spec: SweepSpec, name: str, root: str, uri: str, experiment
     best = None
     for result in results:
         metrics = result.metrics or {}
-        diverged = bool(metrics.get("diverged"))
-        status = "failed" if result.error else ("diverged" if diverged else
-                 ("stopped_early" if int(metrics.get("epoch", 0)) < spec.max_epochs else "completed"))
+        status = outcome(int(metrics.get("epoch", 0)), spec.max_epochs, diverged=bool(metrics.get("diverged")),
+                         errored=bool(result.error))
         counts[status] = counts.get(status, 0) + 1
-        history = result.metrics_dataframe
-        if history is None or spec.metric not in history:
-            continue
-        values = history[spec.metric].dropna()
-        if values.empty:
-            continue
-        value = float(values.max() if spec.mode == "max" else values.min())
-        if best is None or (value > best[0] if spec.mode == "max" else value < best[0]):
-            best = (value, result, metrics.get("trial_id"))
+        value = metrics.get(spec.metric)  # the objective: the value at the last reported epoch
+        if status == COMPLETED and value is not None and better(spec.mode, float(value), best and best[0]):
+            best = (float(value), result, metrics.get("trial_id"))
     interrupted = sum(counts.values()) < spec.total_trials or any(
         r.metrics is None or (not r.error and "epoch" not in (r.metrics or {})) for r in results)
-    outcome = SweepOutcome(
+    finished = SweepOutcome(
         name=name, path=f"{root}/{name}", tracking_uri=uri, experiment=experiment, parent_run_id=parent_run_id,
         best_config=spec.train_config(best[1].config).to_dict() if best else None,
         best_metric=best[0] if best else None, best_trial=best[2] if best else None, counts=counts,
         interrupted=interrupted,
     )
-    _print_summary(outcome, spec)
-    return outcome
+    _print_summary(finished, spec)
+    return finished
 
 
 def _print_summary(outcome: SweepOutcome, spec: SweepSpec) -> None:
@@ -338,7 +333,8 @@ def _print_summary(outcome: SweepOutcome, spec: SweepSpec) -> None:
     print(f"\nsweep {outcome.name} {'stopped before the end' if outcome.interrupted else 'finished'}: {counts}", file=out)
     if outcome.best_config:
         swept = " ".join(f"{k}={outcome.best_config[k]}" for k in spec.swept)
-        print(f"best {spec.metric}: {outcome.best_metric:.4f} (trial {outcome.best_trial}) with {swept}", file=out)
+        print(f"best {spec.metric} at the last epoch, among trials that ran all {spec.max_epochs} epochs: "
+              f"{outcome.best_metric:.4f} (trial {outcome.best_trial}) with {swept}", file=out)
     if outcome.interrupted:
         print(f"continue it with: byol-sweep resume {outcome.name}", file=out)
     print(f"results: {outcome.path}", file=out)

@@ -55,10 +55,6 @@ class PruningOptunaSearch(OptunaSearch):
             logger.warning("Optuna refused the result of trial %s: %s", trial_id, exc)
         self._completed_trials.add(trial_id)
 
-    @property
-    def study(self) -> optuna.Study:
-        return self._ot_study
-
 
 def build_searcher(spec: SweepSpec, max_concurrent: int, seed: int = 0, state_dir: Path | None = None):
     """Optuna's seeded TPE (its study kept in <state_dir>/optuna.db), or Tune's random/grid generator."""

@@ -12,11 +12,11 @@ from typing import Any
 import yaml
 
 from trainer.config import ConfigError, TrainConfig, check_range, coerce
+from vocabulary import MODES, OBJECTIVES, asha_rungs, default_mode
 
 TOP_KEYS = ("name", "description", "base", "search", "grid", "metric", "mode", "algorithm", "num_samples", "asha")
 DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "one_minus_loguniform", "choice")
 ALGORITHMS = ("optuna", "random", "grid")
-METRICS = ("knn_acc", "loss", "z_std")
 ASHA_KEYS = ("grace_period", "reduction_factor", "max_epochs")
 ONE_MINUS = "one_minus_"
 
@@ -65,11 +65,7 @@ class Asha:
 
     def rungs(self) -> list[int]:
         """Epochs at which ASHA compares trials (below max_epochs)."""
-        out, r = [], self.grace_period
-        while r < self.max_epochs:
-            out.append(int(r))
-            r *= self.reduction_factor
-        return out
+        return asha_rungs(self.grace_period, self.reduction_factor, self.max_epochs)
 
 
 @dataclass
@@ -240,11 +236,11 @@ def parse_space(data: Any, source: str, text: str = "") -> SweepSpec:
         raise _fail(source, f"base.{name}", "is also swept; remove it from base or from search/grid")
 
     metric = data.get("metric", "knn_acc")
-    if metric not in METRICS:
-        raise _fail(source, "metric", f"{metric!r} is unknown; allowed: {', '.join(METRICS)}")
-    mode = data.get("mode", "min" if metric == "loss" else "max")
-    if mode not in ("max", "min"):
-        raise _fail(source, "mode", f"{mode!r} is unknown; allowed: max, min")
+    if metric not in OBJECTIVES:
+        raise _fail(source, "metric", f"{metric!r} is unknown; allowed: {', '.join(OBJECTIVES)}")
+    mode = data.get("mode", default_mode(metric))
+    if mode not in MODES:
+        raise _fail(source, "mode", f"{mode!r} is unknown; allowed: {', '.join(MODES)}")
     algorithm = data.get("algorithm", "optuna")
     if algorithm not in ALGORITHMS:
         raise _fail(source, "algorithm", f"{algorithm!r} is unknown; allowed: {', '.join(ALGORITHMS)}")

@@ -17,11 +17,10 @@ from typing import Any
 
 from ray.tune import Callback
 
+from vocabulary import COMPLETED, DIVERGED, EPOCH_METRICS, FAILED, FINAL_METRICS, RUNNING, STOPPED_EARLY, better, outcome
+
 from .secrets import mask_secrets
 from .space import SweepSpec
-
-EPOCH_METRICS = ("loss", "knn_acc", "z_std", "lr", "tau", "images_per_s", "epoch_s")
-FINAL_METRICS = ("linear_probe_acc",)
 
 
 class TrackingError(RuntimeError):
@@ -194,7 +193,7 @@ class MlflowTracking(Callback):
         self._client = None
         self._runs: dict[str, str] = {}  # trial id -> run id
         self._last_epoch: dict[str, int] = {}
-        self.best: tuple[float, str, dict] | None = None  # (metric, trial id, config)
+        self.best: tuple[float, str, dict] | None = None  # (objective, trial id, config) of a completed trial
 
     def __getstate__(self):
         # Tune pickles its callbacks into the sweep's folder: never the URI, which may hold a secret.
@@ -249,7 +248,7 @@ class MlflowTracking(Callback):
             "mlflow.parentRunId": self.parent_run_id,
             "byol_sweep.role": "trial",
             "byol_sweep.trial_id": trial.trial_id,
-            "status": "running",
+            "status": RUNNING,
             "policy": config.policy,
             "seed": str(config.seed),
             "resources.cpu": str(self.resources.get("cpu", 1)),
@@ -262,7 +261,7 @@ class MlflowTracking(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         run_id = self._run_for(trial)
-        self.client.set_tag(run_id, "status", "running")
+        self.client.set_tag(run_id, "status", RUNNING)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         from mlflow.entities import Metric
@@ -275,16 +274,6 @@ class MlflowTracking(Callback):
         keys = [k for k in (*EPOCH_METRICS, *FINAL_METRICS) if k in result]
         self.client.log_batch(run_id, metrics=[Metric(k, float(result[k]), now, epoch) for k in keys])
         self._last_epoch[trial.trial_id] = epoch
-        value = result.get(self.spec.metric)
-        if value is not None and self._is_better(float(value)):
-            self.best = (float(value), trial.trial_id, self.spec.train_config(trial.config).to_dict())
-
-    def _is_better(self, value: float) -> bool:
-        if value != value:  # NaN
-            return False
-        if self.best is None:
-            return True
-        return value > self.best[0] if self.spec.mode == "max" else value < self.best[0]
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         run_id = self._run_for(trial)
@@ -294,18 +283,21 @@ class MlflowTracking(Callback):
         run_id = self._run_for(trial)
         result = trial.last_result or {}
         epoch = int(result.get("epoch", 0))
-        tags = {}
-        if result.get("diverged"):
-            tags = {"status": "diverged", "error": str(result.get("error", "loss diverged"))[:500]}
-        elif epoch < self.spec.train_config(trial.config).epochs:
-            tags = {"status": "stopped_early", "stopped_epoch": str(epoch)}
-        else:
-            tags = {"status": "completed"}
+        status = outcome(epoch, self.spec.max_epochs, diverged=bool(result.get("diverged")))
+        tags = {"status": status}
+        if status == DIVERGED:
+            tags["error"] = str(result.get("error", "loss diverged"))[:500]
+        elif status == STOPPED_EARLY:
+            tags["stopped_epoch"] = str(epoch)
+        # the objective: the metric at the last epoch, ranked across full-budget trials only
+        value = result.get(self.spec.metric)
+        if status == COMPLETED and value is not None and better(self.spec.mode, float(value), self.best and self.best[0]):
+            self.best = (float(value), trial.trial_id, self.spec.train_config(trial.config).to_dict())
         self._finish(run_id, tags, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self._run_for(trial)
-        self._finish(run_id, {"status": "failed", "error": error_line(trial)}, "FAILED")
+        self._finish(run_id, {"status": FAILED, "error": error_line(trial)}, "FAILED")
 
     def _finish(self, run_id: str, tags: dict[str, str], state: str) -> None:
         from mlflow.entities import RunTag
