@@ -105,6 +105,21 @@ def cmd_resume(args) -> int:
     return _after_sweep(outcome, args.report)
 
 
+def cmd_finalize(args) -> int:
+    from .runner import SweepError, finalize_sweep
+    from .space import FinalStage
+
+    final = None
+    if args.top_k is not None or args.seeds is not None or args.per is not None:
+        final = FinalStage(top_k=args.top_k or 1, seeds=args.seeds or 3, per=args.per)
+        for flag, value in (("--top-k", final.top_k), ("--seeds", final.seeds)):
+            if not 1 <= value <= 100:
+                raise SweepError(f"{flag} is {value}; allowed: an integer from 1 to 100")
+    outcome = finalize_sweep(args.name, storage=args.storage, tracking_uri=args.tracking_uri, address=args.address,
+                             final=final)
+    return _after_sweep(outcome, args.report)
+
+
 def _after_sweep(outcome, report: bool) -> int:
     if outcome.interrupted:
         return 1
@@ -183,6 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_options(resume)
     resume.add_argument("--no-report", dest="report", action="store_false", help="do not write the report at the end")
 
+    finalize = sub.add_parser(
+        "finalize", help="run (or continue) the final stage of a sweep whose search has finished",
+        description="Train the search's top configurations again with new seeds for the full budget and evaluate "
+                    "them on the test split (the space's `final:` settings, or these options).")
+    finalize.add_argument("name", help="the sweep's name (as `byol-sweep run` printed it)")
+    _add_sweep_options(finalize)
+    finalize.add_argument("--top-k", type=int, help="configurations to re-train (default: the space's, else 1)")
+    finalize.add_argument("--seeds", type=int, help="new seeds per configuration (default: the space's, else 3)")
+    finalize.add_argument("--per", help="re-train the top-k of each value of this swept field (e.g. policy)")
+    finalize.add_argument("--no-report", dest="report", action="store_false", help="do not write the report at the end")
+
     validate = sub.add_parser("validate", help="check a search space file without running it")
     validate.add_argument("file")
     sub.add_parser("spaces", help="list the shipped search spaces")
@@ -194,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"train": cmd_train, "run": cmd_run, "resume": cmd_resume, "validate": cmd_validate,
+COMMANDS = {"train": cmd_train, "run": cmd_run, "resume": cmd_resume, "finalize": cmd_finalize, "validate": cmd_validate,
             "spaces": cmd_spaces, "report": cmd_report}
 
 

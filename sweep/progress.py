@@ -32,8 +32,9 @@ def format_config(config: dict, keys: list[str]) -> str:
 class ConsoleProgress(Callback):
     """One line on each trial event (at most every `every_s` seconds for epoch results)."""
 
-    def __init__(self, spec: SweepSpec, every_s: float = 10.0, stream=None):
+    def __init__(self, spec: SweepSpec, every_s: float = 10.0, stream=None, final_stage: bool = False):
         self.spec = spec
+        self.final_stage = final_stage
         self.every_s = every_s
         self.stream = stream
         self._last = 0.0
@@ -47,7 +48,7 @@ class ConsoleProgress(Callback):
     def _print(self, trials, event: str = "", ended=None) -> None:
         counts: dict[str, int] = {}
         for t in trials:
-            outcome = trial_outcome(t, self.spec.max_epochs, ended=t is ended)
+            outcome = trial_outcome(t, self.spec.max_epochs, ended=t is ended)  # final runs: the same budget
             if t is ended and event.endswith("failed"):
                 outcome = "failed"
             counts[outcome] = counts.get(outcome, 0) + 1
@@ -57,7 +58,7 @@ class ConsoleProgress(Callback):
         if self._best:
             value, name, config = self._best
             best = f" | best {self.spec.metric} {value:.4f} ({name}: {config})"
-        stamp = time.strftime("%H:%M:%S")
+        stamp = time.strftime("%H:%M:%S") + (" final stage" if self.final_stage else "")
         print(f"[{stamp}] {status}{best}{(' | ' + event) if event else ''}", file=self.stream or sys.stdout, flush=True)
         self._last = time.monotonic()
 
@@ -70,7 +71,7 @@ class ConsoleProgress(Callback):
         result = trial.last_result or {}
         value = result.get(self.spec.metric)
         # the objective: the value at the last epoch, compared only across full-budget trials
-        if status == COMPLETED and value is not None and better(self.spec.mode, float(value), self._best and self._best[0]):
+        if not self.final_stage and status == COMPLETED and value is not None and better(self.spec.mode, float(value), self._best and self._best[0]):
             config = self.spec.train_config(trial.config).to_dict()
             self._best = (float(value), _short(trial), format_config(config, self.spec.swept))
         self._print(trials, f"{_short(trial)} {status.replace('_', ' ')} at epoch {result.get('epoch', 0)}", ended=trial)

@@ -11,14 +11,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vocabulary import COMPLETED, better, outcome
+from vocabulary import COMPLETED, INTERRUPTED, better, outcome
 
-from .space import SweepSpec, load_space, parse_space, read_yaml
+from .space import FinalStage, SweepSpec, load_space, parse_space, read_yaml
 from .tracking import (
     DRIVER_TRACKING_URI,
+    FINAL,
     MlflowTracking,
     check_store,
     client_for,
+    end_sweep,
+    log_baselines,
     mask_uri,
     resolve_tracking_uri,
     start_sweep,
@@ -79,6 +82,7 @@ class SweepOutcome:
     best_trial: str | None
     counts: dict[str, int] = field(default_factory=dict)
     interrupted: bool = False
+    final_counts: dict[str, int] = field(default_factory=dict)
 
 
 def _is_uri(storage: str) -> bool:
@@ -179,10 +183,51 @@ def _trainable(spec: SweepSpec, resources: dict[str, float], checkpoint_every: i
     return tune.with_resources(tune.with_parameters(train_byol, spec=spec, checkpoint_every=checkpoint_every), resources)
 
 
-def _callbacks(spec, uri, experiment_id, parent_run_id, resources):
+def _final_trainable(resources: dict[str, float], checkpoint_every: int):
+    from ray import tune
+
+    from .trainable import train_final
+
+    return tune.with_resources(tune.with_parameters(train_final, checkpoint_every=checkpoint_every), resources)
+
+
+def _callbacks(spec, uri, experiment_id, parent_run_id, resources, decisions):
     from .progress import ConsoleProgress
 
-    return [MlflowTracking(uri, experiment_id, parent_run_id, spec, resources), ConsoleProgress(spec)]
+    return [MlflowTracking(uri, experiment_id, parent_run_id, spec, resources, decisions=decisions), ConsoleProgress(spec)]
+
+
+def _baselines_task(config: dict) -> dict[str, float]:
+    from trainer import TrainConfig
+    from trainer.baselines import baseline_accuracies
+
+    return baseline_accuracies(TrainConfig.from_dict(config))
+
+
+def measure_baselines(spec: SweepSpec, uri: str, parent_run_id: str, resources: dict[str, float],
+                      split: str) -> dict[str, float] | None:
+    """Once per sweep and split: kNN of raw pixels and of the untrained encoder, on the base
+    configuration's bank and queries (the final stage's for test), as a task with a trial's resources."""
+    import ray
+
+    from .final import FINAL_EVALUATION
+
+    metrics = client_for(uri).get_run(parent_run_id).data.metrics
+    if f"baseline.raw_pixels.{split}" in metrics:
+        return None  # measured before this resume
+    config = spec.train_config({}).to_dict()
+    if split == "test":
+        config.update(FINAL_EVALUATION)
+    task = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"], max_retries=0)(_baselines_task)
+    try:
+        baselines = ray.get(task.remote(config))
+    except Exception as err:  # the search goes on; the report says the baselines are missing
+        print(f"baselines on the {split} split could not be measured: {str(err).strip().splitlines()[-1]}", flush=True)
+        return None
+    log_baselines(uri, parent_run_id, split, baselines)
+    print(f"baselines on the {split} split ({int(baselines['queries'])} queries): kNN on raw pixels "
+          f"{baselines['raw_pixels']:.4f}, on the untrained encoder {baselines['untrained']:.4f}", flush=True)
+    return baselines
 
 
 def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
@@ -223,19 +268,20 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
           f"{' and %g GPU' % resources['gpu'] if resources['gpu'] else ''} each", flush=True)
     print(f"  results: {root}/{name}   MLflow: {mask_uri(uri)} (experiment {experiment})", flush=True)
 
+    decisions: dict[str, list[dict]] = {}
     tuner = tune.Tuner(
         _trainable(spec, resources, options.checkpoint_every),
         param_space=spec.param_space(),
         tune_config=tune.TuneConfig(
             metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
             search_alg=build_searcher(spec, concurrency, options.seed, state_dir),
-            scheduler=build_scheduler(spec),
+            scheduler=build_scheduler(spec, decisions),
             # the random/grid generator takes its limit itself; Tune wraps only a Searcher (Optuna)
             max_concurrent_trials=concurrency if spec.algorithm == "optuna" else None,
         ),
         run_config=tune.RunConfig(
             name=name, storage_path=root, verbose=0,
-            callbacks=_callbacks(spec, uri, experiment_id, parent_run_id, resources),
+            callbacks=_callbacks(spec, uri, experiment_id, parent_run_id, resources, decisions),
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),
@@ -247,7 +293,72 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
         "tracking_uri": mask_uri(uri), "experiment": experiment, "experiment_id": experiment_id,
         "parent_run_id": parent_run_id, "resources": resources, "concurrency": concurrency,
     }, indent=2))
-    return _finish(tuner.fit(), spec, name, root, uri, experiment, parent_run_id)
+    measure_baselines(spec, uri, parent_run_id, resources, "val")
+    outcome = _finish(tuner.fit(), spec, name, root, uri, experiment, parent_run_id)
+    return _final_and_end(outcome, spec, experiment_id, resources, concurrency, options.checkpoint_every,
+                          options.max_failures)
+
+
+def _final_and_end(outcome: SweepOutcome, spec: SweepSpec, experiment_id: str, resources: dict[str, float],
+                   concurrency: int, checkpoint_every: int, max_failures: int) -> SweepOutcome:
+    """After a search that ended: its final stage (if the space has one), then the sweep's state."""
+    if not outcome.interrupted:
+        client_for(outcome.tracking_uri).set_tag(outcome.parent_run_id, "byol_sweep.search_state", "finished")
+        if spec.final is not None:
+            run_final_stage(outcome, spec, experiment_id, resources, concurrency, checkpoint_every, max_failures)
+    end_sweep(outcome.tracking_uri, outcome.parent_run_id, "interrupted" if outcome.interrupted else "finished")
+    if outcome.interrupted:
+        print(f"continue it with: byol-sweep resume {outcome.name}", flush=True)
+    return outcome
+
+
+def run_final_stage(outcome: SweepOutcome, spec: SweepSpec, experiment_id: str, resources: dict[str, float],
+                    concurrency: int, checkpoint_every: int = 1, max_failures: int = 2) -> None:
+    """Train the selected configurations again with new seeds and evaluate them on the test split;
+    a stage that stopped part-way continues from its Tune state (and each run from its checkpoint)."""
+    from mlflow.entities import RunTag
+    from ray import tune
+
+    from .final import completed_trials, describe, final_runs, select, selection_json
+    from .progress import ConsoleProgress
+
+    path = f"{outcome.path}/final"
+    uri, parent_run_id = outcome.tracking_uri, outcome.parent_run_id
+    if tune.Tuner.can_restore(path):
+        print(f"continuing the final stage from {path}", flush=True)
+        tuner = tune.Tuner.restore(path, trainable=_final_trainable(resources, checkpoint_every),
+                                   resume_unfinished=True, resume_errored=False, restart_errored=False)
+    else:
+        chosen = select(spec, completed_trials(uri, experiment_id, parent_run_id, spec.metric))
+        if not chosen:
+            print("final stage skipped: no trial of the search ran the full budget with a finite "
+                  f"{spec.metric}", flush=True)
+            return
+        print(describe(chosen, spec), flush=True)
+        client_for(uri).log_batch(parent_run_id, tags=[RunTag("byol_sweep.final_selection", selection_json(chosen))])
+        measure_baselines(spec, uri, parent_run_id, resources, "test")
+        entries = final_runs(spec, chosen)
+        tuner = tune.Tuner(
+            _final_trainable(resources, checkpoint_every),
+            param_space={"final": tune.grid_search(entries)},
+            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrency),
+            run_config=tune.RunConfig(
+                name="final", storage_path=outcome.path, verbose=0,
+                callbacks=[MlflowTracking(uri, experiment_id, parent_run_id, spec, resources, stage=FINAL),
+                           ConsoleProgress(spec, final_stage=True)],
+                failure_config=tune.FailureConfig(max_failures=max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+    results = tuner.fit()
+    counts: dict[str, int] = {}
+    for result in results:  # no scheduler stops a final run: one short of the budget was interrupted
+        status = outcome_of(result.metrics or {}, spec.max_epochs, bool(result.error), ended=False)
+        counts[status] = counts.get(status, 0) + 1
+    outcome.final_counts = counts
+    outcome.interrupted = not len(results) or INTERRUPTED in counts
+    print(f"final stage {'stopped before the end' if outcome.interrupted else 'finished'}: "
+          + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(counts.items())), flush=True)
 
 
 def read_state(name: str, storage: str) -> dict:
@@ -269,15 +380,7 @@ def resume_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | None
     state = read_state(name, storage)
     spec = parse_space(read_yaml(state["space_text"]), state["space_source"], state["space_text"])
     spec.num_samples = state["num_samples"]
-    stored_uri = state["tracking_uri"]
-    if tracking_uri is None and "***" in stored_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
-        raise SweepError(f"sweep {name} logs to {stored_uri}, whose secret is not stored; pass --tracking-uri "
-                         "(or set MLFLOW_TRACKING_URI) with the credentials")
-    uri = resolve_tracking_uri(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or stored_uri)
-    check_store(uri)
-    if not _holds_run(uri, state["parent_run_id"]):
-        raise SweepError(f"the MLflow store {mask_uri(uri)} does not hold sweep {name}'s parent run "
-                         f"{state['parent_run_id']}; resume with the store it started with ({stored_uri})")
+    uri = _resume_uri(state, name, tracking_uri)
     DRIVER_TRACKING_URI[state["parent_run_id"]] = uri
     path = f"{state['storage']}/{name}"
     if not tune.Tuner.can_restore(path):
@@ -290,7 +393,50 @@ def resume_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | None
         path, trainable=_trainable(spec, state["resources"], state["options"]["checkpoint_every"]),
         resume_unfinished=True, resume_errored=False, restart_errored=False,
     )
-    return _finish(tuner.fit(), spec, name, state["storage"], uri, state["experiment"], parent_run_id)
+    outcome = _finish(tuner.fit(), spec, name, state["storage"], uri, state["experiment"], parent_run_id)
+    return _final_and_end(outcome, spec, state["experiment_id"], state["resources"], state["concurrency"],
+                          state["options"]["checkpoint_every"], state["options"]["max_failures"])
+
+
+def finalize_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | None = None, address: str | None = None,
+                   final: FinalStage | None = None, object_store_memory: int = 200 * 1024 * 1024) -> SweepOutcome:
+    """Run (or continue) the final stage of a sweep whose search has finished; `final` overrides
+    the space's final stage (a space with `final: false` gets one this way)."""
+    state = read_state(name, storage)
+    spec = parse_space(read_yaml(state["space_text"]), state["space_source"], state["space_text"])
+    spec.final = final or spec.final or FinalStage()
+    uri = _resume_uri(state, name, tracking_uri)
+    tags = client_for(uri).get_run(state["parent_run_id"]).data.tags
+    if tags.get("byol_sweep.search_state") != "finished":
+        raise SweepError(f"sweep {name}'s search has not finished; continue it with `byol-sweep resume {name}` "
+                         "(which runs the final stage at its end)")
+    DRIVER_TRACKING_URI[state["parent_run_id"]] = uri
+    start_ray(address, local_state_dir(storage, name), object_store_memory)
+    quiet_ray()
+    client_for(uri).set_tag(state["parent_run_id"], "byol_sweep.state", "running")
+    outcome = SweepOutcome(
+        name=name, path=f"{state['storage']}/{name}", tracking_uri=uri, experiment=state["experiment"],
+        parent_run_id=state["parent_run_id"], best_config=None, best_metric=None, best_trial=None)
+    run_final_stage(outcome, spec, state["experiment_id"], state["resources"], state["concurrency"],
+                    state["options"]["checkpoint_every"], state["options"]["max_failures"])
+    end_sweep(uri, outcome.parent_run_id, "interrupted" if outcome.interrupted else "finished")
+    best = tags.get("byol_sweep.best_metric")
+    outcome.best_metric = float(best) if best else None
+    return outcome
+
+
+def _resume_uri(state: dict, name: str, tracking_uri: str | None) -> str:
+    """The tracking URI to continue a sweep with, checked to hold the sweep's parent run."""
+    stored_uri = state["tracking_uri"]
+    if tracking_uri is None and "***" in stored_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
+        raise SweepError(f"sweep {name} logs to {stored_uri}, whose secret is not stored; pass --tracking-uri "
+                         "(or set MLFLOW_TRACKING_URI) with the credentials")
+    uri = resolve_tracking_uri(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or stored_uri)
+    check_store(uri)
+    if not _holds_run(uri, state["parent_run_id"]):
+        raise SweepError(f"the MLflow store {mask_uri(uri)} does not hold sweep {name}'s parent run "
+                         f"{state['parent_run_id']}; resume with the store it started with ({stored_uri})")
+    return uri
 
 
 def _holds_run(uri: str, run_id: str) -> bool:
@@ -303,14 +449,18 @@ def _holds_run(uri: str, run_id: str) -> bool:
     return True
 
 
+def outcome_of(metrics: dict, max_epochs: int, errored: bool, ended: bool = True) -> str:
+    return outcome(int(metrics.get("epoch", 0)), max_epochs, diverged=bool(metrics.get("diverged")), errored=errored,
+                   ended=ended)
+
+
 def _finish(results, spec: SweepSpec, name: str, root: str, uri: str, experiment: str, parent_run_id: str) -> SweepOutcome:
 
     counts: dict[str, int] = {}
     best = None
     for result in results:
         metrics = result.metrics or {}
-        status = outcome(int(metrics.get("epoch", 0)), spec.max_epochs, diverged=bool(metrics.get("diverged")),
-                         errored=bool(result.error))
+        status = outcome_of(metrics, spec.max_epochs, bool(result.error))
         counts[status] = counts.get(status, 0) + 1
         value = metrics.get(spec.metric)  # the objective: the value at the last reported epoch
         if status == COMPLETED and value is not None and better(spec.mode, float(value), best and best[0]):
@@ -335,8 +485,6 @@ def _print_summary(outcome: SweepOutcome, spec: SweepSpec) -> None:
         swept = " ".join(f"{k}={outcome.best_config[k]}" for k in spec.swept)
         print(f"best {spec.metric} at the last epoch, among trials that ran all {spec.max_epochs} epochs: "
               f"{outcome.best_metric:.4f} (trial {outcome.best_trial}) with {swept}", file=out)
-    if outcome.interrupted:
-        print(f"continue it with: byol-sweep resume {outcome.name}", file=out)
     print(f"results: {outcome.path}", file=out)
     where = mask_uri(outcome.tracking_uri)
     browse = (f"open {where} in a browser" if where.startswith(("http://", "https://"))

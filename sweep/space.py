@@ -14,7 +14,10 @@ import yaml
 from trainer.config import ConfigError, TrainConfig, check_range, coerce
 from vocabulary import MODES, OBJECTIVES, asha_rungs, default_mode
 
-TOP_KEYS = ("name", "description", "base", "search", "grid", "metric", "mode", "algorithm", "num_samples", "asha")
+TOP_KEYS = ("name", "description", "base", "search", "grid", "metric", "mode", "algorithm", "num_samples", "asha",
+            "final")
+FINAL_KEYS = ("top_k", "seeds", "per")
+MAX_FINAL_SEEDS = 100
 DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "one_minus_loguniform", "choice")
 ALGORITHMS = ("optuna", "random", "grid")
 ASHA_KEYS = ("grace_period", "reduction_factor", "max_epochs")
@@ -69,6 +72,21 @@ class Asha:
 
 
 @dataclass
+class FinalStage:
+    """After the search: the top_k configurations by the objective (per value of `per`, when set)
+    trained again with `seeds` new seeds, for the full budget, evaluated on the test split."""
+
+    top_k: int = 1
+    seeds: int = 3
+    per: str | None = None
+
+    def seed_values(self) -> list[int]:
+        """The new seeds, the same for every configuration (so runs pair by seed), far from the
+        small seeds a search uses."""
+        return [10_000 + i for i in range(self.seeds)]
+
+
+@dataclass
 class SweepSpec:
     name: str
     source: str
@@ -80,6 +98,7 @@ class SweepSpec:
     algorithm: str = "optuna"
     num_samples: int = 8
     asha: Asha | None = None
+    final: FinalStage | None = field(default_factory=FinalStage)
     description: str = ""
     text: str = ""
 
@@ -280,14 +299,39 @@ def parse_space(data: Any, source: str, text: str = "") -> SweepSpec:
         asha = Asha(**values)
         base["epochs"] = asha.max_epochs
 
+    final = _parse_final(source, data.get("final", {}), search, grid)
+
     name = data.get("name", Path(source).stem)
     if not isinstance(name, str) or not name:
         raise _fail(source, "name", f"expected a non-empty string, got {name!r}")
     description = data.get("description", "")
     spec = SweepSpec(name=name, source=source, base=base, search=search, grid=grid, metric=metric, mode=mode,
-                     algorithm=algorithm, num_samples=num_samples, asha=asha, description=str(description), text=text)
+                     algorithm=algorithm, num_samples=num_samples, asha=asha, final=final, description=str(description),
+                     text=text)
     spec.train_config({})  # the base itself must be a valid TrainConfig
     return spec
+
+
+def _parse_final(source: str, raw: Any, search: dict, grid: dict) -> FinalStage | None:
+    if raw is False:
+        return None
+    if raw is None or raw is True:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise _fail(source, "final", "expected a mapping with top_k, seeds and per, or false to skip the final stage")
+    for key in raw:
+        if key not in FINAL_KEYS:
+            raise _fail(source, f"final.{key}", f"unknown key; allowed: {', '.join(FINAL_KEYS)}")
+    final = FinalStage(**raw)
+    for key, value, high in (("top_k", final.top_k, 100), ("seeds", final.seeds, MAX_FINAL_SEEDS)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+            raise _fail(source, f"final.{key}", f"expected an integer from 1 to {high}, got {value!r}")
+    if final.per is not None and final.per not in {*search, *grid}:
+        swept = ", ".join([*search, *grid]) or "none"
+        raise _fail(source, "final.per", f"{final.per!r} is not swept; allowed: a swept field ({swept})")
+    if final.per == "seed":
+        raise _fail(source, "final.per", "seed cannot be a final-stage group: the final stage draws its own seeds")
+    return final
 
 
 def shipped_spaces() -> dict[str, Path]:

@@ -23,6 +23,9 @@ from .secrets import mask_secrets
 from .space import SweepSpec
 
 
+SEARCH, FINAL = "search", "final"  # the two stages of a sweep
+
+
 class TrackingError(RuntimeError):
     """The MLflow store cannot be used; the message says which and why."""
 
@@ -184,8 +187,12 @@ DRIVER_TRACKING_URI: dict[str, str] = {}
 class MlflowTracking(Callback):
     """Driver-side Tune callback: the one process that writes the sweep to MLflow."""
 
-    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, spec: SweepSpec, resources: dict[str, float]):
+    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, spec: SweepSpec, resources: dict[str, float],
+                 stage: str = SEARCH, decisions: dict[str, list[dict]] | None = None):
         self.uri = uri
+        self.stage = stage  # search: the trials of the space; final: the final stage's runs
+        self.decisions = {} if decisions is None else decisions  # ASHA's, shared with the scheduler
+        self._decisions_logged: dict[str, int] = {}
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.spec = spec
@@ -226,7 +233,8 @@ class MlflowTracking(Callback):
             return self._runs[trial_id]
         found = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`byol_sweep.trial_id` = '{trial_id}' and tags.`mlflow.parentRunId` = '{self.parent_run_id}'",
+            filter_string=f"tags.`byol_sweep.trial_id` = '{trial_id}' and tags.`mlflow.parentRunId` = "
+                          f"'{self.parent_run_id}' and tags.`byol_sweep.role` = '{self._role}'",
             max_results=1,
         )
         if found:
@@ -239,15 +247,31 @@ class MlflowTracking(Callback):
         self._runs[trial_id] = run_id
         return run_id
 
+    @property
+    def _role(self) -> str:
+        return "final" if self.stage == FINAL else "trial"
+
+    def config_of(self, trial):
+        from trainer import TrainConfig
+
+        if self.stage == FINAL:
+            return TrainConfig.from_dict(trial.config["final"]["config"], source="final-stage configuration")
+        return self.spec.train_config(trial.config)
+
     def _create_run(self, trial) -> str:
         from mlflow.entities import Param
 
-        config = self.spec.train_config(trial.config)
+        config = self.config_of(trial)
         swept = {name: getattr(config, name) for name in self.spec.swept}
+        stage_tags = {}
+        if self.stage == FINAL:
+            entry = trial.config["final"]
+            stage_tags = {f"final.{k}": str(entry[k]) for k in ("rank", "group", "source_trial", "source_value")}
         tags = {
             "mlflow.parentRunId": self.parent_run_id,
-            "byol_sweep.role": "trial",
+            "byol_sweep.role": self._role,
             "byol_sweep.trial_id": trial.trial_id,
+            **stage_tags,
             "status": RUNNING,
             "policy": config.policy,
             "seed": str(config.seed),
@@ -255,7 +279,8 @@ class MlflowTracking(Callback):
             "resources.gpu": str(self.resources.get("gpu", 0)),
             **{f"swept.{k}": str(v) for k, v in swept.items()},
         }
-        run = self.client.create_run(self.experiment_id, run_name=f"trial_{trial.trial_id}", tags=tags)
+        prefix = "final" if self.stage == FINAL else "trial"
+        run = self.client.create_run(self.experiment_id, run_name=f"{prefix}_{trial.trial_id}", tags=tags)
         self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in config.to_dict().items()])
         return run.info.run_id
 
@@ -274,6 +299,17 @@ class MlflowTracking(Callback):
         keys = [k for k in (*EPOCH_METRICS, *FINAL_METRICS) if k in result]
         self.client.log_batch(run_id, metrics=[Metric(k, float(result[k]), now, epoch) for k in keys])
         self._last_epoch[trial.trial_id] = epoch
+        self._log_decisions(trial, run_id)
+
+    def _log_decisions(self, trial, run_id: str) -> None:
+        """ASHA's decisions about this trial, as tags asha.rung_<epoch> (JSON), logged once each."""
+        from mlflow.entities import RunTag
+
+        made = self.decisions.get(trial.trial_id, [])
+        new = made[self._decisions_logged.get(trial.trial_id, 0):]
+        if new:
+            self.client.log_batch(run_id, tags=[RunTag(f"asha.rung_{d['rung']}", json.dumps(d)) for d in new])
+            self._decisions_logged[trial.trial_id] = len(made)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         run_id = self._run_for(trial)
@@ -283,7 +319,8 @@ class MlflowTracking(Callback):
         run_id = self._run_for(trial)
         result = trial.last_result or {}
         epoch = int(result.get("epoch", 0))
-        status = outcome(epoch, self.spec.max_epochs, diverged=bool(result.get("diverged")))
+        self._log_decisions(trial, run_id)
+        status = outcome(epoch, self.config_of(trial).epochs, diverged=bool(result.get("diverged")))
         tags = {"status": status}
         if status == DIVERGED:
             tags["error"] = str(result.get("error", "loss diverged"))[:500]
@@ -291,8 +328,9 @@ class MlflowTracking(Callback):
             tags["stopped_epoch"] = str(epoch)
         # the objective: the metric at the last epoch, ranked across full-budget trials only
         value = result.get(self.spec.metric)
-        if status == COMPLETED and value is not None and better(self.spec.mode, float(value), self.best and self.best[0]):
-            self.best = (float(value), trial.trial_id, self.spec.train_config(trial.config).to_dict())
+        if (self.stage == SEARCH and status == COMPLETED and value is not None
+                and better(self.spec.mode, float(value), self.best and self.best[0])):
+            self.best = (float(value), trial.trial_id, self.config_of(trial).to_dict())
         self._finish(run_id, tags, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -307,7 +345,7 @@ class MlflowTracking(Callback):
         self._write_best()
 
     def _write_best(self) -> None:
-        from mlflow.entities import RunTag
+        from mlflow.entities import Metric, RunTag
 
         if self.best is None:
             return
@@ -316,12 +354,24 @@ class MlflowTracking(Callback):
             RunTag("byol_sweep.best_trial_id", trial_id),
             RunTag("byol_sweep.best_metric", repr(value)),
             RunTag("byol_sweep.best_config", json.dumps(config)),
-        ])
+        ], metrics=[Metric(f"best_{self.spec.metric}", value, int(time.time() * 1000), 0)])
 
     def on_experiment_end(self, trials, **info):
         self._write_best()
-        unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
-        state = "interrupted" if unfinished else "finished"
-        self.client.set_tag(self.parent_run_id, "byol_sweep.state", state)
-        if not unfinished:
-            self.client.set_terminated(self.parent_run_id, "FINISHED")
+
+
+def end_sweep(uri: str, parent_run_id: str, state: str) -> None:
+    """Mark the sweep `finished` (every trial and final-stage run ended) or `interrupted`."""
+    client = client_for(uri)
+    client.set_tag(parent_run_id, "byol_sweep.state", state)
+    if state == "finished":
+        client.set_terminated(parent_run_id, "FINISHED")
+
+
+def log_baselines(uri: str, parent_run_id: str, split: str, baselines: dict[str, float]) -> None:
+    """kNN of raw pixels and of the untrained encoder on a split's bank and queries, on the parent run."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client_for(uri).log_batch(parent_run_id, metrics=[
+        Metric(f"baseline.{name}.{split}", float(value), now, 0) for name, value in baselines.items()])

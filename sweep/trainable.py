@@ -1,4 +1,4 @@
-"""The Ray Tune function trainable: one trial = one Trainer, reported epoch by epoch."""
+"""The Ray Tune function trainables: one trial = one Trainer, reported epoch by epoch."""
 from __future__ import annotations
 
 import tempfile
@@ -7,7 +7,7 @@ from typing import Any
 
 from ray import tune
 
-from trainer import Diverged, Trainer
+from trainer import Diverged, TrainConfig, Trainer
 
 from .space import SweepSpec
 
@@ -17,22 +17,34 @@ CHECKPOINT_FILE = "trainer.pt"
 def checkpoint_epochs(spec: SweepSpec, every: int) -> set[int]:
     """Epochs that end with a checkpoint: every `every` epochs, each ASHA rung (where a trial may
     be stopped and later resumed), and the last."""
-    last = spec.max_epochs
-    marks = {e for e in range(1, last + 1) if every and e % every == 0} | {last}
+    marks = every_epochs(spec.max_epochs, every)
     if spec.asha:
         marks |= set(spec.asha.rungs())
     return marks
 
 
+def every_epochs(last: int, every: int) -> set[int]:
+    return {e for e in range(1, last + 1) if every and e % every == 0} | {last}
+
+
 def train_byol(trial_config: dict[str, Any], spec: SweepSpec, checkpoint_every: int = 1) -> None:
-    """Train one configuration, reporting every epoch; resumes from Tune's checkpoint if any."""
-    config = spec.train_config(trial_config)
+    """A search trial: the space's base with the trial's sampled values on top."""
+    fit_and_report(spec.train_config(trial_config), checkpoint_epochs(spec, checkpoint_every))
+
+
+def train_final(trial_config: dict[str, Any], checkpoint_every: int = 1) -> None:
+    """A final-stage run: a selected configuration, complete, with a fresh seed (see sweep/final.py)."""
+    config = TrainConfig.from_dict(trial_config["final"]["config"], source="final-stage configuration")
+    fit_and_report(config, every_epochs(config.epochs, checkpoint_every))
+
+
+def fit_and_report(config: TrainConfig, marks: set[int]) -> None:
+    """Train, reporting every epoch; resumes from Tune's checkpoint if any."""
     trainer = Trainer(config)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             trainer.load(Path(folder) / CHECKPOINT_FILE)
-    marks = checkpoint_epochs(spec, checkpoint_every)
     try:
         for result in trainer.fit():
             metrics = result.metrics()

@@ -23,9 +23,11 @@ TINY_BASE = {
 
 
 def write_space(folder: Path, name: str, **sections) -> Path:
-    """Write a search space YAML with the tiny base (sections override/extend it)."""
+    """Write a search space YAML with the tiny base (sections override/extend it); no final stage
+    unless `final` is given."""
     swept = {*sections.get("search", {}), *sections.get("grid", {})}
     base = {k: v for k, v in {**TINY_BASE, **sections.pop("base", {})}.items() if k not in swept}
+    sections.setdefault("final", False)  # tests that exercise the final stage ask for it
     data = {"name": name, "base": base, **sections}
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -171,7 +171,7 @@ class Trainer:
         )
 
     # -- evaluation ---------------------------------------------------------------------------
-    def _eval_view(self, batch: torch.Tensor) -> torch.Tensor:
+    def eval_view(self, batch: torch.Tensor) -> torch.Tensor:
         x = augment.resize_only(batch, self.config.image_size, self.mean, self.std)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
@@ -179,8 +179,8 @@ class Trainer:
         """(bank features, bank labels, query features, query labels) from the online encoder."""
         d = self.data
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            bank = extract_features(self.model.encoder, d.train_images[self.bank_idx], self._eval_view)
-            queries = extract_features(self.model.encoder, d.eval_images[self.query_idx], self._eval_view)
+            bank = extract_features(self.model.encoder, d.train_images[self.bank_idx], self.eval_view)
+            queries = extract_features(self.model.encoder, d.eval_images[self.query_idx], self.eval_view)
         return bank, d.train_labels[self.bank_idx], queries, d.eval_labels[self.query_idx]
 
     def knn(self) -> float:
