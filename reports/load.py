@@ -44,6 +44,9 @@ class Sweep:
     curves: pd.DataFrame  # one row per trial and epoch
     raw_params: dict[str, dict[str, str]]  # trial name -> its params exactly as MLflow holds them
     param_names: list[str]
+    finals: pd.DataFrame = field(default_factory=pd.DataFrame)  # the final stage's runs, one row each
+    decisions: pd.DataFrame = field(default_factory=pd.DataFrame)  # ASHA's, as made: trial, rung, value, cutoff, decision
+    baselines: dict[str, float] = field(default_factory=dict)  # parent metrics baseline.<what>.<split>
     other_parents: int = 0
     loaded_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
@@ -77,6 +80,27 @@ class Sweep:
     def stopped_early(self) -> pd.DataFrame:
         t = self.finished
         return t[t["status"] != COMPLETED]
+
+    @property
+    def finals_done(self) -> pd.DataFrame:
+        """Final-stage runs that completed with a finite test value."""
+        f = self.finals
+        if f.empty:
+            return f
+        return f[(f["status"] == COMPLETED) & np.isfinite(f["final_metric"].astype(float))]
+
+    @property
+    def final_per(self) -> str | None:
+        """The field the final stage grouped by (final: {per: ...}), if any."""
+        return _json(self.tags.get("byol_sweep.final", "{}")).get("per") or None
+
+    def baseline(self, what: str, split: str) -> float | None:
+        return self.baselines.get(f"baseline.{what}.{split}")
+
+    def queries(self, split: str) -> int | None:
+        """How many images the kNN metric classified on a split (its binomial noise depends on it)."""
+        n = self.baselines.get(f"baseline.queries.{split}")
+        return int(n) if n else None
 
     @property
     def wall_s(self) -> float | None:
@@ -135,9 +159,10 @@ def load_sweep(client: MlflowClient, experiment: str) -> Sweep:
             "was it written by byol-sweep run?"
         )
     parent = max(parents, key=lambda r: r.info.start_time or 0)
-    children = _search(client, exp.experiment_id, f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    children = [c for c in children if c.data.tags.get("byol_sweep.role", "trial") == "trial"]
-    children.sort(key=lambda r: (r.info.run_name or "", r.info.start_time or 0))
+    runs = _search(client, exp.experiment_id, f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    runs.sort(key=lambda r: (r.info.run_name or "", r.info.start_time or 0))
+    children = [c for c in runs if c.data.tags.get("byol_sweep.role", "trial") == "trial"]
+    final_runs = [c for c in runs if c.data.tags.get("byol_sweep.role") == "final"]
 
     p = parent.data.params
     metric, mode = p.get("metric", "knn_acc"), p.get("mode", "max")
@@ -147,6 +172,7 @@ def load_sweep(client: MlflowClient, experiment: str) -> Sweep:
     curves = _curves(client, children, experiment)
     trials, raw = _trials(children, curves, experiment, metric, mode, now_ms)
     param_names = sorted({k for r in raw.values() for k in r})
+    finals = _finals(client, final_runs, experiment, metric, mode, now_ms)
     return Sweep(
         experiment=experiment,
         parent_id=parent.info.run_id,
@@ -164,6 +190,9 @@ def load_sweep(client: MlflowClient, experiment: str) -> Sweep:
         curves=curves,
         raw_params=raw,
         param_names=param_names,
+        finals=finals,
+        decisions=_decisions(children),
+        baselines={k: v for k, v in parent.data.metrics.items() if k.startswith("baseline.")},
         other_parents=len(parents) - 1,
         loaded_ms=now_ms,
     )
@@ -256,6 +285,38 @@ def _trials(runs: list, curves: pd.DataFrame, experiment: str, metric: str, mode
         params = params.apply(typed_column)
         trials = pd.concat([trials, params], axis=1)
     return trials, raw
+
+
+def _finals(client: MlflowClient, runs: list, experiment: str, metric: str, mode: str, now_ms: int) -> pd.DataFrame:
+    """The final stage's runs as trial rows, with the configuration each re-trains and its seed."""
+    if not runs:
+        return pd.DataFrame()
+    curves = _curves(client, runs, experiment)
+    finals, _ = _trials(runs, curves, experiment, metric, mode, now_ms)
+    for key in ("rank", "group", "source_trial", "source_value"):
+        finals[f"final_{key}"] = [r.data.tags.get(f"final.{key}", "") for r in runs]
+    finals["final_rank"] = pd.to_numeric(finals["final_rank"], errors="coerce")
+    finals["final_source_value"] = pd.to_numeric(finals["final_source_value"], errors="coerce")
+    return finals
+
+
+DECISION_COLUMNS = ["trial", "rung", "value", "cutoff", "decision"]
+
+
+def _decisions(runs: list) -> pd.DataFrame:
+    """ASHA's decisions as the scheduler recorded them (tags asha.rung_<epoch>)."""
+    rows = []
+    for run in runs:
+        for key, text in run.data.tags.items():
+            if key.startswith("asha.rung_"):
+                d = _json(text)
+                if d:
+                    cutoff = d.get("cutoff")
+                    rows.append({"trial": run.info.run_name or run.info.run_id, "rung": int(d.get("rung", 0)),
+                                 "value": float(d.get("value", math.nan)),
+                                 "cutoff": math.nan if cutoff is None else float(cutoff),
+                                 "decision": str(d.get("decision", ""))})
+    return pd.DataFrame(rows, columns=DECISION_COLUMNS).sort_values(["rung", "trial"]).reset_index(drop=True)
 
 
 def _final_best(c: pd.DataFrame, metric: str, mode: str) -> tuple[float, float, float]:

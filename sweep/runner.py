@@ -335,7 +335,10 @@ def run_final_stage(outcome: SweepOutcome, spec: SweepSpec, experiment_id: str, 
                   f"{spec.metric}", flush=True)
             return
         print(describe(chosen, spec), flush=True)
-        client_for(uri).log_batch(parent_run_id, tags=[RunTag("byol_sweep.final_selection", selection_json(chosen))])
+        client_for(uri).log_batch(parent_run_id, tags=[
+            RunTag("byol_sweep.final_selection", selection_json(chosen)),
+            RunTag("byol_sweep.final", json.dumps({"top_k": spec.final.top_k, "seeds": spec.final.seeds,
+                                                   "per": spec.final.per}))])
         measure_baselines(spec, uri, parent_run_id, resources, "test")
         entries = final_runs(spec, chosen)
         tuner = tune.Tuner(

@@ -160,6 +160,10 @@ def start_sweep(uri: str, experiment: str, spec: SweepSpec, sweep_name: str, ext
         **{f"base.{k}": _param_value(v) for k, v in spec.base.items()},
         **extra_params,
     }
+    if spec.algorithm == "optuna":
+        from .search import startup_trials
+
+        params["optuna.n_startup_trials"] = startup_trials(spec)
     if spec.asha:
         params.update({"asha.grace_period": spec.asha.grace_period, "asha.reduction_factor": spec.asha.reduction_factor,
                        "asha.max_epochs": spec.asha.max_epochs})

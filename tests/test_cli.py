@@ -85,6 +85,7 @@ def statuses(uri: str, experiment: str) -> dict[str, str]:
     return {r.data.tags["byol_sweep.trial_id"]: r.data.tags.get("status") for r in runs}
 
 
+@pytest.mark.slow
 def test_a_killed_driver_resumes_and_every_trial_finishes_exactly_once(tmp_path):
     space = write_space(tmp_path, "killme", base={"epochs": 4}, grid={"seed": [0, 1, 2, 3]}, algorithm="grid", asha=False)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -132,6 +133,7 @@ def test_a_killed_driver_resumes_and_every_trial_finishes_exactly_once(tmp_path)
     assert len(list((tmp_path / "runs" / "killme" / "ray").glob("session_2*/logs"))) == 2  # run + resume
 
 
+@pytest.mark.slow
 def test_a_sweep_runs_on_an_existing_ray_cluster(tmp_path):
     """`ray start --head` in its own process group, then `byol-sweep run --address` against it."""
     from .conftest import free_port
@@ -210,6 +212,7 @@ def test_report_refuses_a_sqlite_file_that_is_not_an_mlflow_store_and_leaves_it_
     assert proc.returncode == 2 and f"Cannot create the output folder {a_file / 'sub'}" in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_sweep_whose_every_trial_failed_says_so_writes_its_report_and_exits_1(tmp_path):
     space = write_space(tmp_path, "allfail", base={"epochs": 1, "dataset": "imagefolder:/nonexistent/images"},
                         grid={"seed": [0]}, algorithm="grid", asha=False)

@@ -274,6 +274,7 @@ def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(CHROMIUM), *flags, *args], capture_output=True, text=True, timeout=90)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
 def test_html_renders_in_headless_chromium(report_a, tmp_path):
     from PIL import Image

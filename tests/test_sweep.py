@@ -18,7 +18,7 @@ from sweep.space import load_space
 
 from .conftest import write_space
 
-pytestmark = pytest.mark.usefixtures("ray_local")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
 
 def child_runs(client: MlflowClient, experiment: str):
