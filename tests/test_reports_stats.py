@@ -1,7 +1,8 @@
-"""reports.stats on constructed data with known answers."""
+"""reports.stats on constructed data with known answers, and simulations of its comparisons."""
 from __future__ import annotations
 
 import math
+from itertools import combinations
 
 import numpy as np
 import pandas as pd
@@ -11,62 +12,208 @@ from reports.stats import (
     NO_INTERVAL,
     asha_cutoff,
     asha_rungs,
-    bootstrap_ci,
-    bootstrap_diff_ci,
-    policy_table,
+    binomial_interval,
+    compare_arms,
+    detectable_difference,
+    holm,
+    paired_t,
     rank_trials,
     rung_table,
+    t_interval,
+    within_noise,
 )
 
-
-def test_bootstrap_diff_interval_contains_the_true_difference():
-    rng = np.random.default_rng(1)
-    a = 0.70 + rng.normal(0, 0.02, 40)
-    b = 0.60 + rng.normal(0, 0.02, 40)
-    d = bootstrap_diff_ci(a, b, n_boot=4000, seed=0)
-    assert d.low < 0.10 < d.high
-    assert d.low < d.estimate < d.high and d.estimate == pytest.approx(a.mean() - b.mean())
-    assert d.excludes_zero is True
-    same = bootstrap_diff_ci(a, a + rng.normal(0, 0.02, 40), n_boot=4000, seed=0)
-    assert same.low < 0 < same.high and same.excludes_zero is False
+CONFIG = ["base_lr", "tau_base", "aug_strength", "epochs", "policy", "seed"]
 
 
-def test_bootstrap_ci_contains_the_mean_and_is_reproducible():
-    x = [0.5, 0.52, 0.55, 0.61, 0.58]
-    ci = bootstrap_ci(x, n_boot=2000, seed=3)
-    assert ci.low <= np.mean(x) <= ci.high and ci.n == 5
-    assert ci == bootstrap_ci(x, n_boot=2000, seed=3)
-    assert bootstrap_ci([0.4, 0.4, 0.4]).low == pytest.approx(0.4)  # no spread, no width
-    assert bootstrap_ci([0.1, float("nan"), 0.3]).n == 2  # NaNs (diverged) do not count
+def _sweep(values: np.ndarray, arms: list[str], base_lr=0.1) -> pd.DataFrame:
+    """values (k arms, n seeds) -> a trials table with constant other config fields."""
+    k, n = values.shape
+    return pd.DataFrame({
+        "policy": np.repeat(arms, n), "seed": np.tile(np.arange(n), k), "final_metric": values.ravel(),
+        "status": "completed", "base_lr": base_lr, "tau_base": 0.99, "aug_strength": 1.0, "epochs": 10,
+    })
 
 
-def test_one_seed_gives_no_interval():
-    one = bootstrap_ci([0.5])
-    assert not one.available and one.estimate == 0.5 and NO_INTERVAL in one.text()
-    assert not bootstrap_diff_ci([0.5], [0.4, 0.45]).available
-    table = policy_table(pd.DataFrame({"policy": ["a", "b"], "seed": [0, 0], "best_metric": [0.6, 0.5]}))
-    assert all(NO_INTERVAL in t for t in table["interval"])
-    assert NO_INTERVAL in table.loc[1, "diff_interval"] and table.loc[1, "excludes_zero"] is None
-    assert table.loc[1, "diff"] == pytest.approx(0.1)
+def _simulate(rng, sims: int, k: int, n: int, effects=None, seed_sd=0.03, noise_sd=0.01) -> np.ndarray:
+    """(sims, k, n) metrics: arm effect + a seed effect shared by the arms (same data order, init) + noise."""
+    effects = np.zeros(k) if effects is None else np.asarray(effects, float)
+    seed_effect = rng.normal(0, seed_sd, (sims, 1, n))
+    return 0.8 + effects[None, :, None] + seed_effect + rng.normal(0, noise_sd, (sims, k, n))
 
 
-def test_policy_ranking_order_and_differences():
+def test_paired_t_interval_covers_at_nominal_level_with_five_seeds():
+    rng = np.random.default_rng(2024)
+    sims, n, delta = 4000, 5, 0.02
+    y = _simulate(rng, sims, 2, n, effects=[delta, 0.0])
+    r = paired_t(y[:, 0] - y[:, 1], level=0.95)
+    coverage = np.mean((r["low"] <= delta) & (delta <= r["high"]))
+    se = math.sqrt(0.95 * 0.05 / sims)
+    assert coverage >= 0.93 and abs(coverage - 0.95) < 3 * se + 0.005  # nominal, not just "enough"
+    # heavy-tailed noise (t with 4 df): still close to nominal
+    y = 0.8 + rng.normal(0, 0.03, (sims, 1, n)) + 0.01 * rng.standard_t(4, (sims, 2, n))
+    r = paired_t(y[:, 0] - y[:, 1])
+    assert np.mean((r["low"] <= 0) & (0 <= r["high"])) >= 0.93
+
+
+def test_per_arm_t_interval_covers():
+    rng = np.random.default_rng(5)
+    x = 0.7 + rng.normal(0, 0.02, (4000, 3))
+    low_high = np.array([t_interval(row)[1:] for row in x[:1000]])
+    assert np.mean((low_high[:, 0] <= 0.7) & (0.7 <= low_high[:, 1])) >= 0.93
+
+
+def _all_pairs_p(y: np.ndarray) -> np.ndarray:
+    """(sims, k, n) -> paired t p of every pair (sims, k(k-1)/2), in compare_arms' core."""
+    k = y.shape[1]
+    diffs = np.stack([y[:, a] - y[:, b] for a, b in combinations(range(k), 2)], axis=1)
+    return paired_t(diffs, 0.95, family=diffs.shape[1])
+
+
+def test_family_wise_false_positives_with_five_identical_arms():
+    rng = np.random.default_rng(7)
+    sims = 4000
+    y = _simulate(rng, sims, 5, 5)
+    r = _all_pairs_p(y)
+    any_holm = np.any(holm(r["p"]) < 0.05, axis=1)
+    any_interval = np.any((r["adj_low"] > 0) | (r["adj_high"] < 0), axis=1)  # Bonferroni intervals
+    slack = 2 * math.sqrt(0.05 * 0.95 / sims)
+    assert any_holm.mean() <= 0.05 + slack
+    assert any_interval.mean() <= any_holm.mean() + 1e-12  # the intervals are more conservative than Holm
+    # uncorrected, the same tests would flag something in about a quarter of the sweeps
+    assert np.any(r["p"] < 0.05, axis=1).mean() > 0.15
+
+
+def test_compare_arms_uses_the_same_tests_and_controls_the_family():
+    rng = np.random.default_rng(11)
+    arms = list("abcde")
+    y = _simulate(rng, 120, 5, 5)
+    core = holm(_all_pairs_p(y)["p"])
+    flagged = 0
+    for i in range(len(y)):
+        c = compare_arms(_sweep(y[i], arms), "policy", config_columns=CONFIG)
+        assert c.comparable and c.family == 10 and len(c.pairs) == 10
+        by_pair = {frozenset((r["a"], r["b"])): r["p_holm"] for _, r in c.pairs.iterrows()}
+        expected = [core[i, j] for j, _ in enumerate(combinations(arms, 2))]
+        got = [by_pair[frozenset(p)] for p in combinations(arms, 2)]
+        assert got == pytest.approx(expected, rel=1e-9)
+        flagged += bool(c.pairs["significant"].any())
+    assert flagged / len(y) <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / len(y))
+
+
+def test_holm_known_values():
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    out = holm([0.5, math.nan, 0.01, 0.2])  # untested hypotheses leave the family
+    assert out[[0, 2, 3]] == pytest.approx([0.5, 0.03, 0.4]) and math.isnan(out[1])
+    assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])  # 2 * 0.8 capped at 1; monotone
+    assert holm([0.04, 0.01]) == pytest.approx([0.04, 0.02])
+
+
+def test_detectable_difference_matches_power():
+    # large n: the normal approximation (z_{1-a/2} + z_{power}) * sd / sqrt(n) is close
+    assert detectable_difference(1.0, 200, 0.05) == pytest.approx((1.959964 + 0.841621) / math.sqrt(200), rel=0.01)
+    rng = np.random.default_rng(3)
+    delta = detectable_difference(0.01, 5, 0.05 / 10)
+    d = delta + rng.normal(0, 0.01, (20000, 5))
+    assert np.mean(paired_t(d)["p"] < 0.005) == pytest.approx(0.8, abs=0.015)
+    assert math.isnan(detectable_difference(0.01, 1, 0.05))
+
+
+def test_compare_arms_known_answer_and_best_vs_each_other():
     df = pd.DataFrame({
         "policy": ["simclr"] * 3 + ["byol"] * 3 + ["crop_only"] * 3,
         "seed": [0, 1, 2] * 3,
-        "best_metric": [0.70, 0.71, 0.69, 0.80, 0.82, 0.81, 0.40, 0.45, 0.42],
+        "final_metric": [0.70, 0.71, 0.69, 0.80, 0.82, 0.81, 0.40, 0.45, 0.42],
+        "base_lr": 0.1,
     })
-    table = policy_table(df, n_boot=2000)
-    assert list(table["policy"]) == ["byol", "simclr", "crop_only"]
-    assert list(table["rank"]) == [1, 2, 3] and list(table["n"]) == [3, 3, 3] and list(table["seeds"]) == [3, 3, 3]
-    assert table.loc[0, "mean"] == pytest.approx(0.81)
-    assert math.isnan(table.loc[0, "diff"])  # the best is not compared with itself
-    assert table.loc[1, "diff"] == pytest.approx(0.11) and table.loc[1, "excludes_zero"]
-    assert table.loc[2, "diff"] == pytest.approx(0.81 - 0.42333333)
-    low_first = policy_table(df.assign(best_metric=-df["best_metric"]), mode="min", n_boot=500)
-    assert list(low_first["policy"]) == ["byol", "simclr", "crop_only"]  # smallest (most negative) first
-    ranked = rank_trials(df.assign(trial=range(9)), mode="max")
-    assert list(ranked["trial"][:2]) == [4, 5]
+    c = compare_arms(df, "policy", config_columns=["base_lr", "policy", "seed"])
+    assert c.comparable and c.best == "byol" and c.family == 3
+    assert list(c.arms["arm"]) == ["byol", "simclr", "crop_only"] and list(c.arms["rank"]) == [1, 2, 3]
+    assert c.arms.loc[0, "mean"] == pytest.approx(0.81)
+    # t interval of byol's mean: 0.81 ± t_{2,0.975} * 0.01 / sqrt(3)
+    assert c.arms.loc[0, "ci_high"] - 0.81 == pytest.approx(4.302653 * 0.01 / math.sqrt(3), rel=1e-5)
+    assert list(c.vs_best["b"]) == ["simclr", "crop_only"] and (c.vs_best["a"] == "byol").all()
+    row = c.vs_best.iloc[0]
+    d = np.array([0.80 - 0.70, 0.82 - 0.71, 0.81 - 0.69])
+    assert row["diff"] == pytest.approx(d.mean()) and row["n"] == 3
+    half = 4.302653 * d.std(ddof=1) / math.sqrt(3)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half), rel=1e-5)
+    assert row["adj_high"] - row["adj_low"] > row["ci_high"] - row["ci_low"]  # Bonferroni-widened
+    assert row["p_holm"] >= row["p"] and bool(row["significant"])
+    assert "3 pairs" in c.note and "Holm" in c.note and "Bonferroni" in c.note
+    low_first = compare_arms(df.assign(final_metric=-df["final_metric"]), "policy", mode="min")
+    assert list(low_first.arms["arm"]) == ["byol", "simclr", "crop_only"] and low_first.best == "byol"
+    assert "not checked" in low_first.note
+
+
+def test_pairs_only_common_seeds():
+    df = pd.DataFrame({"policy": ["a"] * 4 + ["b"] * 3, "seed": [0, 1, 2, 3, 1, 2, 3],
+                       "final_metric": [0.9, 0.5, 0.6, 0.7, 0.4, 0.5, 0.6]})
+    c = compare_arms(df, "policy")
+    assert c.pairs.loc[0, "n"] == 3 and c.pairs.loc[0, "diff"] == pytest.approx(0.1)  # seed 0 unpaired
+    assert c.arms.set_index("arm").loc["a", "n"] == 4
+
+
+def test_refuses_when_base_lr_differs_between_arms():
+    rng = np.random.default_rng(0)
+    df = _sweep(_simulate(rng, 1, 2, 4)[0], ["byol", "simclr"])
+    df.loc[df["policy"] == "simclr", "base_lr"] = 0.3
+    c = compare_arms(df, "policy", config_columns=CONFIG)
+    assert not c.comparable and c.best is None and c.pairs.empty and c.vs_best.empty
+    assert "base_lr takes 2 values (0.1, 0.3)" in c.note and "differing between arms" in c.note
+    assert "tau_base" not in c.note
+    df["base_lr"] = np.tile([0.1, 0.2, 0.3, 0.1], 2)  # varies within each arm
+    c = compare_arms(df, "policy", config_columns=CONFIG)
+    assert not c.comparable and "base_lr takes 3 values" in c.note and "varying within" in c.note
+    assert len(c.arms) == 2  # each arm is still described
+
+
+def test_detectability_note():
+    rng = np.random.default_rng(1)
+    c = compare_arms(_sweep(_simulate(rng, 1, 3, 5)[0], ["a", "b", "c"]), "policy", config_columns=CONFIG)
+    assert c.comparable and np.isfinite(c.detectable) and c.detectable > 0
+    assert f"With 5 seeds, differences smaller than {c.detectable:.4g} cannot be told from noise" in c.note
+    assert c.pairs["detectable"].notna().all()
+
+
+def test_one_seed_gives_no_interval_and_says_so():
+    df = pd.DataFrame({"policy": ["a", "b"], "seed": [0, 0], "final_metric": [0.6, 0.5]})
+    c = compare_arms(df, "policy")
+    assert all(NO_INTERVAL in t for t in c.arms["interval"]) and c.arms["ci_low"].isna().all()
+    assert c.family == 0 and c.pairs.loc[0, "diff"] == pytest.approx(0.1)
+    assert math.isnan(c.pairs.loc[0, "p"]) and c.pairs.loc[0, "significant"] is None
+    assert NO_INTERVAL in c.pairs.loc[0, "interval"]
+    assert "too few to compare" in c.note and math.isnan(c.detectable)
+    # different seeds per arm: nothing in common to pair
+    c = compare_arms(df.assign(seed=[0, 1]), "policy")
+    assert c.pairs.loc[0, "n"] == 0 and "too few to compare" in c.note
+    assert "nothing to compare" in compare_arms(df.iloc[:1], "policy").note
+
+
+def test_nan_metrics_are_left_out():
+    df = pd.DataFrame({"policy": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2,
+                       "final_metric": [0.5, math.nan, 0.6, 0.4, 0.45, 0.5]})
+    c = compare_arms(df, "policy")
+    assert c.arms.set_index("arm").loc["a", "n"] == 2 and c.pairs.loc[0, "n"] == 2
+    assert "1 trial(s) without a finite" in c.note
+
+
+def test_binomial_interval_and_within_noise():
+    low, high = binomial_interval(0.5, 100)
+    assert (low, high) == pytest.approx((0.3983, 0.6017), abs=5e-4)  # Clopper-Pearson
+    w = binomial_interval(0.5, 100, method="wilson")
+    assert w == pytest.approx((0.4038, 0.5962), abs=5e-4)
+    assert binomial_interval(0.9, 1000)[1] - binomial_interval(0.9, 1000)[0] < 0.04
+    assert all(math.isnan(v) for v in binomial_interval(0.5, 0))
+    marks = within_noise([0.5, 0.45, 0.39, 0.62, math.nan], 0.5, 100, mode="max")
+    assert marks.tolist() == [True, True, False, True, False]
+    assert within_noise([0.55, 0.62], 0.5, 100, mode="min").tolist() == [True, False]
+
+
+def test_rank_trials():
+    df = pd.DataFrame({"trial": range(4), "final_metric": [0.5, 0.9, math.nan, 0.9]})
+    assert list(rank_trials(df, mode="max")["trial"]) == [1, 3, 0]
+    assert list(rank_trials(df, mode="min")["trial"]) == [0, 1, 3]
 
 
 def test_asha_rungs():
