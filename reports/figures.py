@@ -55,8 +55,8 @@ def learning_curves(sweep: Sweep, rungs: list[int], best_trial: str | None) -> b
             continue
         st = status.get(trial, "running")
         style = dict(STYLE.get(st, STYLE["running"]))
-        if "color" not in style:
-            style["color"] = colours[policy[trial]] if colours else PALETTE[i % len(PALETTE)]
+        if "color" not in style:  # one colour per policy when there are several, else one for all
+            style["color"] = colours[policy[trial]] if colours else PALETTE[0]
         if trial == best_trial:
             style.update(lw=2.6, alpha=1.0, zorder=5, color="#111111")
         ax.plot(c["epoch"], c[metric], **style)
@@ -70,7 +70,8 @@ def learning_curves(sweep: Sweep, rungs: list[int], best_trial: str | None) -> b
     ax.set_title(f"{metric} per epoch" + ("  (dotted verticals: ASHA rungs)" if rungs else ""), fontsize=10, pad=14)
     ax.grid(alpha=0.25)
     ax.xaxis.get_major_locator().set_params(integer=True)
-    handles = [Line2D([], [], color="#333333" if colours else PALETTE[0], **_no_colour(STYLE["completed"]), label="completed")]
+    handles = [Line2D([], [], color="#333333" if colours else PALETTE[0], **_no_colour(STYLE["completed"]),
+                      label="ran the full budget")]
     present = {status.get(t, "running") for t in sweep.curves["trial"].unique()}
     for st in ("stopped_early", "diverged", "failed", "running"):
         if st in present:
@@ -113,7 +114,7 @@ def z_std_curves(sweep: Sweep, threshold: float) -> bytes | None:
 
 
 def sensitivity(sweep: Sweep, fields: list[str]) -> bytes | None:
-    done = sweep.finished
+    done = sweep.full_budget
     fields = [f for f in fields if f in done]
     if done.empty or not fields:
         return None
@@ -167,7 +168,7 @@ def _sensitivity_panel(ax, done: pd.DataFrame, name: str, spec: dict, metric: st
     ax.scatter(x[hollow], y[hollow], facecolors="none", edgecolors=[colour[i] for i in np.flatnonzero(hollow)],
                s=28, zorder=3)
     ax.set_xlabel(label)
-    ax.set_ylabel(f"best {metric}")
+    ax.set_ylabel(f"{metric} (last epoch)")
     ax.grid(alpha=0.25)
 
 
@@ -192,20 +193,21 @@ def importances(values: dict[str, float]) -> bytes:
     return to_png(fig)
 
 
-def policy_means(table: pd.DataFrame, done: pd.DataFrame, metric: str) -> bytes:
-    fig = new_figure(7, 0.5 * len(table) + 1.5)
+def arm_means(arms: pd.DataFrame, done: pd.DataFrame, field: str, metric: str) -> bytes:
+    """Each arm's mean with its Student-t interval (compare_arms' arms table), over its trials' points."""
+    fig = new_figure(7, 0.5 * len(arms) + 1.5)
     ax = fig.add_subplot()
-    rows = table.iloc[::-1].reset_index(drop=True)
+    rows = arms.iloc[::-1].reset_index(drop=True)
     rng = np.random.default_rng(0)
     for i, r in rows.iterrows():
-        pts = done.loc[done["policy"].astype(str) == r["policy"], "final_metric"].to_numpy(dtype=float)
+        pts = done.loc[done[field].astype(str) == str(r["arm"]), "final_metric"].to_numpy(dtype=float)
         ax.scatter(pts, i + rng.uniform(-0.12, 0.12, len(pts)), s=14, color="#9a9a9a", zorder=2)
         if np.isfinite(r["ci_low"]):
             ax.errorbar(r["mean"], i, xerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]], fmt="o",
                         color=PALETTE[0], capsize=4, zorder=3)
         else:
             ax.plot(r["mean"], i, "o", color=PALETTE[0], zorder=3)
-    ax.set_yticks(range(len(rows)), [f"{p} (n={n})" for p, n in zip(rows["policy"], rows["n"])], fontsize=9)
-    ax.set_xlabel(f"best {metric}: mean and 95% bootstrap CI; grey: trials")
+    ax.set_yticks(range(len(rows)), [f"{a} (n={n})" for a, n in zip(rows["arm"], rows["n"])], fontsize=9)
+    ax.set_xlabel(f"{metric} at the last epoch: mean and 95% Student-t interval; grey: trials")
     ax.grid(axis="x", alpha=0.25)
     return to_png(fig)

@@ -71,6 +71,10 @@ class Sweep:
         return t[t["status"].isin(FINISHED) & np.isfinite(t["final_metric"].astype(float))]
 
     @property
+    def grid_fields(self) -> list[str]:
+        return [f for f, d in self.space.items() if d.get("type") == "grid"]
+
+    @property
     def full_budget(self) -> pd.DataFrame:
         """Finished trials that ran the whole budget: the only ones ranked and compared."""
         t = self.finished

@@ -11,7 +11,8 @@ from reports import figures, summary
 from reports.importance import param_importances
 from reports.load import Sweep
 from reports.render import Code, Columns, Heading, Image, Para, Table
-from reports.stats import asha_rungs, policy_table, rung_table
+from reports.stats import binomial_interval, compare_arms, t_interval, within_noise
+from vocabulary import FINISHED, asha_rungs
 
 TOP = 5
 COLLAPSE_Z_STD = 0.01
@@ -54,9 +55,111 @@ def document(sweeps: list[Sweep]) -> list:
 def sweep_blocks(s: Sweep, prefix: str, level: int) -> list:
     best = summary.best_trial(s)
     best_name = None if best is None else best["trial"]
-    return (summary_section(s, level) + best_section(s, level, best)
+    return (result_section(s, level) + summary_section(s, level) + best_section(s, level, best)
             + curves_section(s, level, prefix, best_name) + sensitivity_section(s, level, prefix)
-            + policy_section(s, level, prefix) + health_section(s, level, prefix))
+            + comparisons_section(s, level, prefix) + health_section(s, level, prefix))
+
+
+def interval(values, digits: int = 4) -> str:
+    """mean [Student-t 95% interval] (n) of the finite values."""
+    mean, low, high = t_interval(values)
+    n = int(np.isfinite(np.asarray(values, dtype=float)).sum())
+    if not np.isfinite(mean):
+        return "–"
+    if not np.isfinite(low):
+        return f"{mean:.{digits}f} (n = {n}: no interval)"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}] (n = {n})"
+
+
+def swept_values(s: Sweep, row) -> str:
+    return ", ".join(f"{c}={value(row[c])}" for c in summary.varied_columns(s) if c != "seed" and c in row) or "–"
+
+
+def result_section(s: Sweep, level: int) -> list:
+    """The headline: the final stage's test result, beside the baselines and the metric's noise."""
+    out = [Heading("Result", level)]
+    f = s.finals_done
+    if f.empty:
+        best = summary.best_trial(s)
+        if best is None:
+            return out + [Para("No trial ran the full budget with a finite metric: there is no result.", note=True)]
+        why = ("the final stage has not completed" if len(s.finals)
+               else "this sweep ran no final stage")
+        out.append(Para(f"Best search value: {s.metric} {num(best['final_metric'])} ({best['trial']}: "
+                        f"{swept_values(s, best)}), on the {summary.eval_split(s)}. It is the best of "
+                        f"{len(s.full_budget)} full-budget trials on one seed and one validation split, so it is "
+                        f"optimistic; {why}. Re-train it on new seeds and the test split with "
+                        f"`byol-sweep finalize {s.name}`.", note=True))
+        return out + baseline_blocks(s, "val", [float(best["final_metric"])])
+    groups = []
+    for (group, rank), g in f.groupby(["final_group", "final_rank"], sort=True):
+        groups.append((group, int(rank), g))
+    per = s.final_per
+    rows = []
+    for group, rank, g in groups:
+        first = g.iloc[0]
+        row = {}
+        if per:
+            row[per] = group
+        row.update({"rank in search": str(rank), "trial re-trained": str(first["final_source_trial"]),
+                    "configuration": swept_values(s, first),
+                    f"search {s.metric} (val)": num(first["final_source_value"]),
+                    f"test {s.metric} [95% CI]": interval(g["final_metric"]),
+                    "test linear probe [95% CI]": interval(g["linear_probe_acc"])})
+        rows.append(row)
+    lead_group, _, lead = min(groups, key=lambda x: (-float(np.mean(x[2]["final_metric"])) if s.mode == "max"
+                                                      else float(np.mean(x[2]["final_metric"])), x[1]))
+    first = lead.iloc[0]
+    seeds = sorted(int(v) for v in lead["seed"].dropna())
+    label = f"{per} {lead_group}: " if per else ""
+    out.append(Para(f"Selected configuration ({label}trial {first['final_source_trial']}, "
+                    f"{swept_values(s, first)}): test {s.metric} {interval(lead['final_metric'])}, the mean over "
+                    f"{len(lead)} new seed(s) ({', '.join(map(str, seeds))}) with a Student-t 95% interval, "
+                    f"trained for the full budget and measured on the whole test split; its value in the "
+                    f"search was {num(first['final_source_value'])} on the validation split (the best of "
+                    f"{len(s.full_budget)} full-budget trials on one seed: optimistic)."))
+    out.append(Table(pd.DataFrame(rows)))
+    if len(s.finals) > len(f):
+        out.append(Para(f"{len(s.finals) - len(f)} final-stage run(s) did not complete and are left out.", note=True))
+    out += baseline_blocks(s, "test", list(lead["final_metric"].astype(float)))
+    if per and len(groups) > 1:
+        comparison = compare_arms(f[f["final_rank"] == 1], per, mode=s.mode, pair="seed")
+        notes = [n for n in comparison.notes if "were not checked" not in n]
+        out.append(Para(f"Each {per} re-trained with its own tuned best configuration on the same seeds, so the "
+                        f"{per}s are compared at equal tuning budget (their other fields differ on purpose)."))
+        out += comparison_blocks_of(comparison, s.metric, notes)
+    return out
+
+
+def baseline_blocks(s: Sweep, split: str, trained: list[float]) -> list:
+    """Raw-pixel and untrained-encoder kNN on the split, with binomial intervals, and whether the
+    trained value beat both by more than that noise."""
+    n = s.queries(split)
+    raw, untrained = s.baseline("raw_pixels", split), s.baseline("untrained", split)
+    if n is None or raw is None or untrained is None:
+        return [Para(f"No baselines were measured on the {split} split (a sweep older than baselines, or their "
+                     "measurement failed): whether training helped cannot be said.", note=True)]
+    rows = []
+    for label, v in (("kNN on raw pixels", raw), ("kNN on the untrained encoder", untrained)):
+        low, high = binomial_interval(v, n)
+        rows.append({"baseline": label, f"{s.metric} [95% binomial CI]": f"{num(v)} [{num(low)}, {num(high)}]"})
+    out = [Para(f"Baselines on the {split} split, on the same kNN bank and {n} queries; the interval is the "
+                f"metric's own noise (Clopper-Pearson over {n} queries: one query is {1 / n:.4f})."),
+           Table(pd.DataFrame(rows))]
+    if len(trained) >= 2:
+        mean, low, _ = t_interval(trained)
+        reach, what = low, "the lower end of its 95% interval over seeds"
+    else:
+        mean = trained[0]
+        reach, what = binomial_interval(mean, n)[0], "the lower end of its binomial interval"
+    beats = {label: reach > binomial_interval(v, n)[1] for label, v in (("raw pixels", raw), ("the untrained encoder", untrained))}
+    if all(beats.values()):
+        verdict = f"Training helped: {what} ({num(reach)}) lies above both baselines' intervals."
+    else:
+        lost = " and ".join(k for k, ok in beats.items() if not ok)
+        verdict = (f"Training did not clearly beat {lost}: {what} ({num(reach)}) does not lie above that "
+                   "baseline's interval.")
+    return out + [Para(verdict, note=not all(beats.values()))]
 
 
 def summary_rows(s: Sweep) -> list[tuple[str, str]]:
@@ -65,25 +168,32 @@ def summary_rows(s: Sweep) -> list[tuple[str, str]]:
     gpu = summary.gpu_hours(s)
     asha = s.asha
     state = "still running" if s.running else s.state
+    search = s.params.get("search", "?")
+    if search == "optuna":
+        startup = s.params.get("optuna.n_startup_trials")
+        search = ("optuna (TPE, multivariate, constant liar" + (f"; its first {startup} trials random start-up"
+                  if startup else "") + ")")
+    f = s.finals
     rows = [
         ("Experiment", s.experiment),
         ("Sweep", s.name),
         ("State", state),
         ("Dataset", summary.config_value(s, "dataset")),
         ("Backbone", summary.config_value(s, "backbone")),
-        ("Metric", f"{s.metric} ({s.mode})"),
-        ("Evaluated on", summary.eval_split(s)),
-        ("Search", f"{s.params.get('search', '?')}, num_samples {s.params.get('num_samples', '?')}"),
+        ("Objective", f"{s.metric} ({s.mode}) at a trial's last epoch"),
+        ("Search evaluated on", summary.eval_split(s)),
+        ("Search", f"{search}, num_samples {s.params.get('num_samples', '?')}"),
         ("ASHA", f"grace {asha[0]}, reduction factor {asha[1]}, max {asha[2]} epochs" if asha else "none"),
         ("Swept", ", ".join(s.swept) or "none"),
         ("Trials", str(len(s.trials))),
     ]
     rows += [(status, str(n)) for status, n in counts.items()]
     rows += [
-        ("Compute (trial-hours)", f"{summary.trial_hours(s):.2f}"),
-        ("GPU-hours", f"{gpu:.2f}" if gpu is not None else "no GPUs used"),
-        ("Best metric", f"{num(best['final_metric'])} ({best['trial']})" if best is not None
+        ("Best search value (full budget)", f"{num(best['final_metric'])} ({best['trial']})" if best is not None
          else ("none yet" if s.running else "none")),
+        ("Final-stage runs", f"{len(s.finals_done)} completed of {len(f)}" if len(f) else "none"),
+        ("Compute (trial-hours)", f"{(summary.trial_hours(s) + float(f['compute_s'].sum()) / 3600 if len(f) else summary.trial_hours(s)):.2f}"),
+        ("GPU-hours", f"{gpu:.2f}" if gpu is not None else "no GPUs used"),
         ("Wall time", summary.duration(s.wall_s) + (" so far" if s.running else "")),
     ]
     return rows
@@ -108,26 +218,51 @@ def summary_section(s: Sweep, level: int) -> list:
 def best_section(s: Sweep, level: int, best) -> list:
     out = [Heading("Best configurations", level)]
     t = s.trials
-    unranked = t[t["status"].isin(["completed", "stopped_early"]) & ~t["trial"].isin(s.finished["trial"])]
+    unranked = t[t["status"].isin(FINISHED) & ~t["trial"].isin(s.finished["trial"])]
     if len(unranked):
         out.append(Para(f"{len(unranked)} trial(s) ended without a finite {s.metric} and are not ranked: "
                         f"{', '.join(unranked['trial'])}.", note=True))
     ranked = summary.ranked(s)
     if ranked.empty:
-        return out + [Para("No finished trial: nothing to rank.", note=True)]
-    cols = summary.varied_columns(s)
+        out.append(Para("No trial ran the full budget: nothing to rank (trials stopped early are not compared "
+                        "with each other at unequal budgets).", note=True))
+        return out + stopped_blocks(s)
+    cols = [c for c in summary.varied_columns(s)]
+    n = s.queries("val")
+    near = (within_noise(ranked["final_metric"], float(ranked["final_metric"].iloc[0]), n, s.mode)
+            if n else np.zeros(len(ranked), dtype=bool))
     rows = []
-    for rank, (_, t) in enumerate(ranked.head(TOP).iterrows(), start=1):
-        row = {"rank": rank, "trial": t["trial"], "status": t["status"]}
+    for rank, ((_, t), close) in enumerate(zip(ranked.head(TOP).iterrows(), near), start=1):
+        row = {"rank": rank, "trial": t["trial"]}
         row.update({c: value(t[c]) for c in cols})
-        row.update({f"final {s.metric}": num(t["final_metric"]), f"best {s.metric}": num(t["best_metric"]),
-                    "best epoch": value(int(t["best_epoch"])), "epochs run": str(int(t["epochs_run"]))})
+        row.update({s.metric: num(t["final_metric"]), "within noise of the best": "yes" if close else "no",
+                    f"best epoch (its {s.metric})": f"{int(t['best_epoch'])} ({num(t['best_metric'])})"})
         rows.append(row)
-    out.append(Para(f"Top {len(rows)} of {len(ranked)} finished trials by best {s.metric} over epochs ({s.mode})."))
+    noise = (f"'Within noise': inside the best value's 95% binomial interval over the {n} validation queries."
+             if n else "No query count was recorded, so no trial is marked within noise.")
+    out.append(Para(f"Top {len(rows)} of the {len(ranked)} trials that ran the full budget, ranked by {s.metric} at "
+                    f"their last epoch ({s.mode}); the best epoch is shown for information only (the checkpoint "
+                    f"holds the last). {noise} {int(near.sum())} of {len(ranked)} are within noise of the best."))
     out.append(Table(pd.DataFrame(rows)))
-    out.append(Para(f"Reproduce the best trial, {best['trial']}, with every parameter its run recorded:"))
+    out.append(Para(f"Reproduce the best trial, {best['trial']}, with every parameter its run recorded (the same "
+                    "budget, seed and validation split):"))
     out.append(Code(summary.train_command(s, best["trial"])))
-    return out
+    return out + stopped_blocks(s)
+
+
+def stopped_blocks(s: Sweep) -> list:
+    stopped = s.stopped_early
+    if stopped.empty:
+        return []
+    d = s.decisions
+    rows = []
+    for _, t in stopped.sort_values(["epochs_run", "final_metric"], ascending=[False, s.mode != "max"]).iterrows():
+        stop = d[(d["trial"] == t["trial"]) & (d["decision"] == "stop")] if len(d) else d
+        rows.append({"trial": t["trial"], "stopped at epoch": str(int(t["epochs_run"])),
+                     f"{s.metric} there": num(t["final_metric"]),
+                     "cut-off it faced": num(stop["cutoff"].iloc[0]) if len(stop) else "not recorded"})
+    return [Para(f"Stopped early by ASHA ({len(stopped)}), shown apart: their values are at fewer epochs and are "
+                 "not ranked with the full-budget trials."), Table(pd.DataFrame(rows))]
 
 
 def curves_section(s: Sweep, level: int, prefix: str, best_name) -> list:
@@ -137,20 +272,27 @@ def curves_section(s: Sweep, level: int, prefix: str, best_name) -> list:
     asha = s.asha
     rungs = asha_rungs(*asha) if asha else []
     out.append(Image(f"{prefix}curves.png", figures.learning_curves(s, rungs, best_name), f"{s.metric} per epoch"))
-    out.append(Para("Solid: completed; grey dashed: stopped early by ASHA; red dotted: diverged or failed; "
+    out.append(Para("Blue: ran the full budget; grey dashed: stopped early by ASHA; red dotted: diverged or failed; "
                     "thick: the best trial."))
     if not asha:
         return out + [Para("The sweep used no ASHA scheduler: no rungs.", note=True)]
     grace, rf, max_t = asha
-    table = rung_table(s.curves, s.metric, grace, rf, max_t, s.mode)
-    q = f"(1 - 1/{rf}) quantile" if s.mode == "max" else f"1/{rf} quantile"
-    out.append(Para(f"ASHA rungs (grace {grace}, reduction factor {rf}, max {max_t} epochs). Cut-off: the {q} "
-                    f"of {s.metric} over the trials that reached the rung, at that epoch; a trial below it "
-                    "(above, for min) stops there. The last rung is max_epochs, where every trial stops anyway."))
-    shown = pd.DataFrame({"rung (epoch)": table["rung"].astype(str) + np.where(table["final"], " (max)", ""),
-                          "trials reached": table["reached"].astype(str),
-                          "cut-off": [num(c) for c in table["cutoff"]]})
-    return out + [Table(shown)]
+    d = s.decisions
+    out.append(Para(f"ASHA's decisions as it made them (grace {grace}, reduction factor {rf}, max {max_t} epochs): "
+                    f"at each rung a trial continues when its {s.metric} is not below the cut-off, the (1 − 1/{rf}) "
+                    "quantile of the values recorded at that rung so far (the first trials at a rung face none)."))
+    if d.empty:
+        return out + [Para("No decisions were recorded (a sweep older than this record, or no trial reached a "
+                           "rung).", note=True)]
+    rows = []
+    for rung, g in d.groupby("rung", sort=True):
+        cut = g["cutoff"].dropna()
+        rows.append({"rung (epoch)": str(rung), "trials judged": str(len(g)),
+                     "continued": str(int((g["decision"] == "continue").sum())),
+                     "stopped": str(int((g["decision"] == "stop").sum())),
+                     "cut-offs faced": (f"{num(cut.min())} – {num(cut.max())}" if len(cut) else "none"),
+                     "with no cut-off yet": str(int(g["cutoff"].isna().sum()))})
+    return out + [Table(pd.DataFrame(rows))]
 
 
 def sensitivity_section(s: Sweep, level: int, prefix: str) -> list:
@@ -158,47 +300,49 @@ def sensitivity_section(s: Sweep, level: int, prefix: str) -> list:
     fields = [f for f in s.swept if f in s.trials]
     png = figures.sensitivity(s, fields)
     if png is None:
-        out.append(Para("No finished trial or no swept parameter: nothing to plot.", note=True))
+        out.append(Para("No trial ran the full budget, or nothing was swept: nothing to plot.", note=True))
     else:
-        out.append(Image(f"{prefix}sensitivity.png", png, f"best {s.metric} against each swept parameter"))
-        out.append(Para(f"Best {s.metric} of each finished trial against each swept value; hollow markers: "
-                        "stopped early" + ("; colour: policy." if figures.policy_colours(s) else ".")))
-    imp, note = param_importances(s)
-    if imp is None:
-        return out + [Para(note, note=True)]
-    out.append(Para(note))
-    out.append(Table(pd.DataFrame({"parameter": list(imp), "importance": [num(v, 3) for v in imp.values()]})))
-    return out + [Image(f"{prefix}importances.png", figures.importances(imp), "parameter importances")]
+        out.append(Image(f"{prefix}sensitivity.png", png, f"{s.metric} against each swept parameter"))
+        out.append(Para(f"{s.metric} at the last epoch of each trial that ran the full budget, against each swept "
+                        "value" + ("; colour: policy." if figures.policy_colours(s) else ".")))
+    return out + importance_blocks(s, prefix)
 
 
-def policy_section(s: Sweep, level: int, prefix: str) -> list:
-    out = [Heading("Augmentation policies", level)]
-    names = summary.policies(s)
-    if len(names) < 2:
-        return out + [Para(f"One policy ({', '.join(names) or 'unknown'}): nothing to compare.", note=True)]
-    table = policy_table(s.full_budget, mode=s.mode)
-    if table.empty:
-        return out + [Para("No finished trial: no policy can be compared yet.", note=True)]
-    out.append(Para(f"Mean best {s.metric} per policy over its finished trials (seeds), with a 95% percentile "
-                    "bootstrap CI (10000 resamples, seed 0), best first; then best − each other policy with a "
-                    "bootstrap CI of the difference."))
-    if (table["n"] < 2).all():
-        out.append(Para("One seed per policy: no interval can be given; the ranking is of single runs.", note=True))
-    out.append(Table(policy_display(table)))
-    return out + [Image(f"{prefix}policies.png", figures.policy_means(table, s.finished, s.metric),
-                        f"mean best {s.metric} per policy")]
+def comparisons_section(s: Sweep, level: int, prefix: str) -> list:
+    """Each grid field (and the policy, when it varies) compared across full-budget trials."""
+    fields = [f for f in s.grid_fields if f != "seed"]
+    if "policy" not in fields and len(summary.policies(s)) > 1:
+        fields.append("policy")
+    if not fields:
+        return []
+    out = [Heading("Comparisons", level)]
+    config_columns = [c for c in s.param_names if c in s.full_budget]
+    for field in fields:
+        out.append(Heading(field, level + 1))
+        comparison = compare_arms(s.full_budget, field, mode=s.mode, pair="seed", config_columns=config_columns)
+        out += comparison_blocks_of(comparison, s.metric, comparison.notes)
+        if comparison.comparable and len(comparison.arms):
+            out.append(Image(f"{prefix}{slug(field)}_arms.png",
+                             figures.arm_means(comparison.arms, s.full_budget, field, s.metric), f"{field} means"))
+    return out
 
 
-def policy_display(table: pd.DataFrame) -> pd.DataFrame:
-    def excl(v):
-        return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else ("yes" if v else "no")
-
-    return pd.DataFrame({
-        "rank": table["rank"].astype(str), "policy": table["policy"], "n": table["n"].astype(str),
-        "mean [95% CI]": table["interval"],
-        "best − this [95% CI]": [d or "–" for d in table["diff_interval"]],
-        "CI excludes 0": [excl(v) for v in table["excludes_zero"]],
-    })
+def comparison_blocks_of(c, metric: str, notes: list[str]) -> list:
+    """A Comparison as tables: each arm's mean and interval, then best − each other arm."""
+    out = []
+    if len(c.arms):
+        out.append(Table(pd.DataFrame({
+            "rank": c.arms["rank"].astype(str), c.field: c.arms["arm"].astype(str), "n": c.arms["n"].astype(str),
+            f"mean {metric} [95% t CI]": c.arms["interval"]})))
+    if c.comparable and len(c.vs_best):
+        out.append(Table(pd.DataFrame({
+            "best − this": [f"{a} − {b}" for a, b in zip(c.vs_best["a"], c.vs_best["b"])],
+            "common seeds": c.vs_best["n"].astype(str),
+            "difference [simultaneous CI]": c.vs_best["interval"],
+            "p (Holm)": [num(v, 3) for v in c.vs_best["p_holm"]],
+            "significant": ["–" if v is None else ("yes" if v else "no") for v in c.vs_best["significant"]],
+        })))
+    return out + [Para(" ".join(notes), note=not c.comparable)]
 
 
 def health_section(s: Sweep, level: int, prefix: str) -> list:
@@ -250,14 +394,22 @@ def comparison_blocks(sweeps: list[Sweep]) -> list:
                           "best": f"{num(b['final_metric'])} {s.metric}", "values": vals or "–"})
     out.append(Table(pd.DataFrame(best_rows)))
     out.append(Heading("Policies side by side", 3))
-    tables = {s.experiment: policy_table(s.full_budget, mode=s.mode) for s in sweeps}
-    names = sorted({p for t in tables.values() for p in t["policy"]})
+    tables = {s.experiment: compare_arms(s.full_budget, "policy", mode=s.mode).arms for s in sweeps}
+    names = sorted({str(p) for t in tables.values() for p in t["arm"]})
     if not names:
-        return out + [Para("No finished trial in any sweep: no policy to compare.", note=True)]
+        return out + [Para("No full-budget trial in any sweep: no policy to compare.", note=True)]
     aligned = pd.DataFrame({"policy": names})
     for exp, t in tables.items():
-        by = {r["policy"]: f"{r['rank']}. {r['interval']}" + (f" (n = {r['n']})" if np.isfinite(r["ci_low"]) else "")
-              for _, r in t.iterrows()}
+        by = {str(r["arm"]): f"{r['rank']}. {r['interval']} (n = {r['n']})" for _, r in t.iterrows()}
         aligned[exp] = [by.get(p, "–") for p in names]
-    out.append(Para("Rank. mean best metric [95% bootstrap CI] (n trials) of each policy in each sweep."))
+    out.append(Para("Rank. mean metric at the last epoch [95% Student-t interval] (n full-budget trials) of each "
+                    "policy in each sweep: a description of each sweep, not a test across sweeps."))
     return out + [Table(aligned)]
+
+
+def importance_blocks(s: Sweep, prefix: str) -> list:
+    imp, note = param_importances(s)
+    if imp is None:
+        return [Para(note, note=True)]
+    return [Para(note), Table(pd.DataFrame({"parameter": list(imp), "importance": [num(v, 3) for v in imp.values()]})),
+            Image(f"{prefix}importances.png", figures.importances(imp), "parameter importances")]

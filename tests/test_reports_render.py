@@ -18,7 +18,7 @@ from reports import ReportError, build_report
 T0 = 1_700_000_000_000  # ms
 EPOCH_S = 10.0
 MAX_EPOCHS, GRACE, RF = 9, 1, 3
-SECTIONS = ("Summary", "Best configurations", "Learning curves", "Sensitivity", "Augmentation policies", "Health")
+SECTIONS = ("Result", "Summary", "Best configurations", "Learning curves", "Sensitivity", "Comparisons", "Health")
 BASE = {
     "dataset": "digits", "backbone": "small_cnn", "epochs": MAX_EPOCHS, "batch_size": 256, "optimizer": "lars",
     "base_lr": 0.2, "tau_base": 0.996, "aug_strength": 1.0, "policy": "byol", "seed": 0, "linear_probe": True,
@@ -37,9 +37,19 @@ TRIALS_A = [
     ("crop_only", 0, "stopped_early", 1), ("crop_only", 1, "diverged", 4), ("crop_only", 2, "failed", 0),
 ]
 LEVEL = {"byol": 0.80, "simclr": 0.70, "crop_only": 0.45, "no_color": 0.6}
+BASELINES = {"baseline.raw_pixels.test": 0.30, "baseline.untrained.test": 0.25, "baseline.queries.test": 1000.0,
+             "baseline.raw_pixels.val": 0.31, "baseline.untrained.val": 0.26, "baseline.queries.val": 500.0}
+# ASHA's decisions as the scheduler would have recorded them: trial index -> rung -> record
+DECISIONS_A = {
+    0: {1: {"rung": 1, "value": 0.26, "cutoff": None, "decision": "continue"},
+        3: {"rung": 3, "value": 0.52, "cutoff": None, "decision": "continue"}},
+    4: {1: {"rung": 1, "value": 0.25, "cutoff": 0.24, "decision": "continue"},
+        3: {"rung": 3, "value": 0.40, "cutoff": 0.50, "decision": "stop"}},
+    6: {1: {"rung": 1, "value": 0.12, "cutoff": 0.25, "decision": "stop"}},
+}
 
 
-def _parent(client, exp_id, name, state, space, start, end, extra_params=None):
+def _parent(client, exp_id, name, state, space, start, end, extra_params=None, baselines=None):
     params = {"metric": "knn_acc", "mode": "max", "search": "optuna", "num_samples": 3,
               "asha.grace_period": GRACE, "asha.reduction_factor": RF, "asha.max_epochs": MAX_EPOCHS,
               "space_file": f"{name}.yaml", "swept": ",".join(space)}
@@ -51,15 +61,17 @@ def _parent(client, exp_id, name, state, space, start, end, extra_params=None):
             "byol_sweep.host": "test", "byol_sweep.ray_version": "2", "byol_sweep.torch_version": "2",
             "byol_sweep.mlflow_version": "3"}
     run = client.create_run(exp_id, start_time=start, tags=tags, run_name=name)
-    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                     metrics=[Metric(k, v, start, 0) for k, v in (baselines or {}).items()])
     if end is not None:
         client.set_terminated(run.info.run_id, "FINISHED", end_time=end)
     return run.info.run_id
 
 
-def _trial(client, exp_id, parent_id, index, config, status, epochs, swept, rng, gpu=0.5, collapse=False):
+def _trial(client, exp_id, parent_id, index, config, status, epochs, swept, rng, gpu=0.5, collapse=False,
+           role="trial", extra_tags=None):
     start = T0 + 1000 * (index + 1)
-    tags = {"mlflow.parentRunId": parent_id, "byol_sweep.role": "trial", "byol_sweep.trial_id": f"t{index:03d}",
+    tags = {"mlflow.parentRunId": parent_id, "byol_sweep.role": role, "byol_sweep.trial_id": f"t{index:03d}",
             "status": status, "policy": config["policy"], "seed": str(config["seed"]),
             "resources.cpu": "1", "resources.gpu": str(gpu)}
     tags.update({f"swept.{k}": str(config[k]) for k in swept})
@@ -69,7 +81,8 @@ def _trial(client, exp_id, parent_id, index, config, status, epochs, swept, rng,
         tags["error"] = "RuntimeError: CUDA out of memory"
     if status == "diverged":
         tags["error"] = f"Diverged: loss is nan at epoch {epochs}"
-    run = client.create_run(exp_id, start_time=start, tags=tags, run_name=f"trial_{index:05d}")
+    tags.update(extra_tags or {})
+    run = client.create_run(exp_id, start_time=start, tags=tags, run_name=f"{role}_{index:05d}")
     run_id = run.info.run_id
     plateau = LEVEL[config["policy"]] + 0.05 * math.log10(config["base_lr"] / 0.2) + rng.normal(0, 0.01)
     metrics, history = [], []
@@ -101,11 +114,23 @@ def store(tmp_path_factory):
     histories = {}
 
     exp = client.create_experiment("sweep-a")
-    parent = _parent(client, exp, "sweep-a", "finished", SPACE_A, T0, T0 + 3_600_000)
+    parent = _parent(client, exp, "sweep-a", "finished", SPACE_A, T0, T0 + 3_600_000, baselines=BASELINES)
+    configs = {}
     for i, (policy, seed, status, epochs) in enumerate(TRIALS_A):
         config = dict(BASE, policy=policy, seed=seed, base_lr=float(f"{0.1 * (1.3 ** i):.4f}"),
                       tau_base=float(f"{1 - 0.01 / (1.5 ** i):.6f}"))
-        histories[f"trial_{i:05d}"] = (status, _trial(client, exp, parent, i, config, status, epochs, SPACE_A, rng))
+        configs[i] = config
+        decisions = {f"asha.rung_{r}": json.dumps(d) for r, d in DECISIONS_A.get(i, {}).items()}
+        histories[f"trial_{i:05d}"] = (status, _trial(client, exp, parent, i, config, status, epochs, SPACE_A, rng,
+                                                      extra_tags=decisions))
+    # the final stage: trial 2 (the best full-budget trial) re-trained with three new seeds
+    finals = []
+    for k, seed in enumerate((10000, 10001, 10002)):
+        tags = {"final.rank": "1", "final.group": "", "final.source_trial": "t002",
+                "final.source_value": str(histories["trial_00002"][1][-1]["knn_acc"])}
+        config = dict(configs[2], seed=seed, eval_split="test")
+        finals.append(_trial(client, exp, parent, 20 + k, config, "completed", MAX_EPOCHS, SPACE_A, rng,
+                             role="final", extra_tags=tags))
 
     space_b = {"base_lr": SPACE_A["base_lr"], "policy": {"type": "grid", "values": ["byol", "no_color"]}}
     exp = client.create_experiment("sweep-b")
@@ -122,7 +147,12 @@ def store(tmp_path_factory):
 
     exp = client.create_experiment("not-a-sweep")
     client.create_run(exp, run_name="plain")
-    return {"uri": uri, "client": client, "histories": histories}
+    exp = client.create_experiment("grid-policies")  # fixed lr: the policies differ in the policy alone
+    space_g = {"policy": SPACE_A["policy"], "seed": {"type": "grid", "values": [0, 1, 2, 3]}}
+    parent = _parent(client, exp, "grid-policies", "finished", space_g, T0, T0 + 60_000)
+    for i, (policy, seed) in enumerate((p, s) for p in ("byol", "simclr", "crop_only") for s in range(4)):
+        _trial(client, exp, parent, i, dict(BASE, policy=policy, seed=seed), "completed", MAX_EPOCHS, space_g, rng)
+    return {"uri": uri, "client": client, "histories": histories, "finals": finals}
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +177,7 @@ def test_report_files_and_sections(report_a):
         assert f"## {title}" in md
         assert f"<h2>{title}</h2>" in html
     pngs = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)
-    assert {"curves.png", "sensitivity.png", "importances.png", "policies.png", "z_std.png"} <= set(pngs)
+    assert {"curves.png", "sensitivity.png", "z_std.png"} <= set(pngs)
     for name in pngs:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert html.count('src="data:image/png;base64,') == len(pngs)
@@ -163,21 +193,24 @@ def test_numbers_match_csv_and_mlflow(report_a, store):
     for status in ("completed", "stopped_early", "diverged", "failed", "running"):
         expected = sum(1 for t in TRIALS_A if t[2] == status)
         assert int(_summary_value(md, status)) == expected == (trials["status"] == status).sum()
-    # best metric: from MLflow's own histories of the finished trials
+    # the best search value: the last epoch's value, over the trials that ran the full budget only
     client = store["client"]
     exp = client.get_experiment_by_name("sweep-a")
     best = -1.0
     for run in client.search_runs([exp.experiment_id], "tags.`byol_sweep.role` = 'trial'"):
-        if run.data.tags["status"] in ("completed", "stopped_early"):
-            best = max(best, max(m.value for m in client.get_metric_history(run.info.run_id, "knn_acc")))
-    finished = trials[trials["status"].isin(["completed", "stopped_early"])]
-    assert finished["best_metric"].max() == pytest.approx(best, abs=1e-12)
-    best_row = finished.loc[finished["best_metric"].idxmax()]
-    assert _summary_value(md, "Best metric") == f"{best:.4f} ({best_row['trial']})"
+        history = sorted(client.get_metric_history(run.info.run_id, "knn_acc"), key=lambda m: m.step)
+        if run.data.tags["status"] == "completed":
+            best = max(best, history[-1].value)
+    completed = trials[trials["status"] == "completed"]
+    assert completed["final_metric"].max() == pytest.approx(best, abs=1e-12)
+    best_row = completed.loc[completed["final_metric"].idxmax()]
+    assert _summary_value(md, "Best search value (full budget)") == f"{best:.4f} ({best_row['trial']})"
+    assert best_row["trial"] == "trial_00002"
     # compute: sum of epoch_s; GPU-hours: x 0.5 GPU
     epochs = sum(t[3] for t in TRIALS_A)
     assert trials["compute_s"].sum() == pytest.approx(epochs * EPOCH_S)
-    assert _summary_value(md, "Compute (trial-hours)") == f"{epochs * EPOCH_S / 3600:.2f}"
+    # compute counts the search and the final stage's three full-budget runs
+    assert _summary_value(md, "Compute (trial-hours)") == f"{(epochs + 3 * MAX_EPOCHS) * EPOCH_S / 3600:.2f}"
     assert _summary_value(md, "GPU-hours") == f"{epochs * EPOCH_S * 0.5 / 3600:.2f}"
     assert _summary_value(md, "Wall time") == "1 h 00 min"
     assert len(curves) == epochs and (curves.groupby("trial")["epoch"].max() <= MAX_EPOCHS).all()
@@ -193,21 +226,53 @@ def test_numbers_match_csv_and_mlflow(report_a, store):
         assert f"--set {k}={v}" in md
 
 
-def test_rungs_policies_and_health(report_a):
+def test_asha_decisions_stopped_trials_comparisons_and_health(report_a):
     out, _ = report_a
     md = (out / "report.md").read_text()
-    # every trial reaches epoch 1 except the failed one; epoch 3: 7 (two stopped at 1 and ... ); 9: 5 completed
-    assert re.search(r"^\| 1 \| 8 \| [0-9.]+ \|$", md, re.M)
-    assert re.search(r"^\| 3 \| 7 \| [0-9.]+ \|$", md, re.M)
-    assert re.search(r"^\| 9 \(max\) \| 5 \| [0-9.]+ \|$", md, re.M)
-    # policies ranked byol > simclr > crop_only; crop_only has one finished trial: no interval
-    policy_rows = re.findall(r"^\| (\d) \| (byol|simclr|crop_only) \| (\d) \| (.*?) \|", md, re.M)
-    assert [(r[0], r[1], r[2]) for r in policy_rows] == [("1", "byol", "3"), ("2", "simclr", "3"),
-                                                          ("3", "crop_only", "1")]
-    assert "no interval, n = 1" in policy_rows[2][3]
+    # the rung table is ASHA's record, not a recomputation
+    assert "| 1 | 3 | 2 | 1 | 0.2400 – 0.2500 | 1 |" in md
+    assert "| 3 | 2 | 1 | 1 | 0.5000 – 0.5000 | 1 |" in md
+    # stopped trials apart, with the rung where they stopped and the cut-off they faced
+    assert re.search(r"^\| trial_00004 \| 3 \| [0-9.]+ \| 0\.5000 \|$", md, re.M)
+    assert re.search(r"^\| trial_00006 \| 1 \| [0-9.]+ \| 0\.2500 \|$", md, re.M)
+    leaderboard = md[md.index("## Best configurations"):md.index("Reproduce the best trial")]
+    assert "trial_00004" not in leaderboard.split("Stopped early")[0] and "trial_00006" not in leaderboard
+    # the policies also differ in lr and momentum: refused, saying what else differs
+    comparisons = md[md.index("## Comparisons"):md.index("## Health")]
+    assert "Not compared: the policy arms differ in more than policy" in comparisons
+    assert "base_lr takes" in comparisons and "tau_base takes" in comparisons
     assert "CUDA out of memory" in md and "Diverged: loss is nan at epoch 4" in md
     assert "below 0.01" in md and "Collapsed: 1 trial" not in md  # the diverged one is listed once
     assert "1 - tau_base" not in md  # an axis label, inside the PNG only
+
+
+def test_the_headline_is_the_final_stage_beside_the_baselines(report_a, store):
+    from scipy import stats
+
+    out, _ = report_a
+    md = (out / "report.md").read_text()
+    values = np.array([h[-1]["knn_acc"] for h in store["finals"]])
+    half = stats.t.ppf(0.975, 2) * values.std(ddof=1) / math.sqrt(3)
+    result = md[md.index("## Result"):md.index("## Summary")]
+    assert (f"Selected configuration (trial t002, " in result
+            and f"test knn_acc {values.mean():.4f} [{values.mean() - half:.4f}, {values.mean() + half:.4f}] (n = 3)"
+            in result)
+    assert "10000, 10001, 10002" in result and "optimistic" in result
+    # baselines with their binomial intervals over 1000 queries; the trained model is far above both
+    assert "| kNN on raw pixels | 0.3000 [0.2717, 0.3295] |" in result
+    assert "Training helped" in result
+    assert _summary_value(md, "Final-stage runs") == "3 completed of 3"
+
+
+def test_policies_that_differ_in_the_policy_alone_are_compared_paired_and_corrected(store, tmp_path):
+    build_report(["grid-policies"], store["uri"], tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    comparisons = md[md.index("## Comparisons"):md.index("## Health")]
+    ranks = re.findall(r"^\| (\d) \| (byol|simclr|crop_only) \| (\d) \|", comparisons, re.M)
+    assert ranks == [("1", "byol", "4"), ("2", "simclr", "4"), ("3", "crop_only", "4")]
+    assert re.search(r"^\| byol − simclr \| 4 \| .* \| yes \|$", comparisons, re.M)
+    assert "Holm" in comparisons and "cannot be told from noise" in comparisons
+    assert "Not compared" not in comparisons
 
 
 def test_unknown_experiment_lists_existing(store, tmp_path):
@@ -227,8 +292,9 @@ def test_unknown_experiment_lists_existing(store, tmp_path):
 def test_no_finished_trial_still_reports(store, tmp_path):
     build_report(["empty-sweep"], store["uri"], tmp_path)
     md = (tmp_path / "report.md").read_text()
-    assert "No trial has finished (none completed" in md and "No finished trial: nothing to rank." in md
-    assert "| Best metric | none |" in md  # the sweep ended: not "none yet"
+    assert "No trial has finished (none completed" in md and "No trial ran the full budget: nothing to rank" in md
+    assert "| Best search value (full budget) | none |" in md  # the sweep ended: not "none yet"
+    assert "there is no result" in md
     for title in SECTIONS:
         assert f"## {title}" in md
     assert len(pd.read_csv(tmp_path / "trials.csv")) == 2
@@ -242,7 +308,6 @@ def test_running_sweep_and_comparison(store, tmp_path):
     assert "| State | finished | still running |" in md
     assert re.search(r"^\| byol \| 1\. .* \| 1\. .* \|$", md, re.M)  # aligned on policy name
     assert re.search(r"^\| no_color \| – \| 2\. .* \|$", md, re.M)
-    assert "One seed per policy: no interval can be given" in md
     assert "Collapsed: 1 trial." in md and "| trial_00001 | completed | 9 | 0.1111 | 0.0040 | – |" in md
     for exp in ("sweep-a", "sweep-b"):
         assert f"## {exp}" in md
@@ -310,4 +375,4 @@ def test_a_completed_trial_without_a_finite_metric_is_named_not_silently_dropped
     build_report(["nan-sweep"], store["uri"], tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "1 trial(s) ended without a finite knn_acc and are not ranked: trial_00001." in md
-    assert "Top 1 of 1 finished trials" in md
+    assert "Top 1 of the 1 trials that ran the full budget" in md
