@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -349,3 +350,23 @@ def test_trainer_trains_on_an_imagefolder(tmp_path):
     assert trainer.data.train_images.shape[1:] == (3, 32, 32)  # stored at >= 32 px, viewed at 16
     (result,) = list(trainer.fit())
     assert np.isfinite(result.loss) and 0.0 <= result.knn_acc <= 1.0
+
+
+def test_imagefolder_cache_that_is_not_one_is_refused_naming_it(tmp_path):
+    root = make_tree(tmp_path / "pets")
+    cache = tmp_path / "cache"
+    D.load(f"imagefolder:{root}", cache_dir=str(cache))
+    (path,) = cache.glob("*.pt")
+    marker = tmp_path / "pwned"
+
+    class TouchOnLoad:
+        def __reduce__(self):
+            return Path.touch, (marker,)
+
+    for content, reason in ((lambda: torch.save(TouchOnLoad(), path), "never loaded"),
+                            (lambda: torch.save(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), path), "of these 15 images"),
+                            (lambda: path.write_bytes(b"PK\x03\x04 cut short"), "truncated or corrupt")):
+        content()
+        with pytest.raises(DataError, match=rf"^{re.escape(str(path))} is not a byol-sweep image cache.*{reason}"):
+            D.load(f"imagefolder:{root}", cache_dir=str(cache))
+    assert not marker.exists()

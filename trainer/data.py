@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import EVAL_SPLITS
+from .storage import load_plain
 
 VAL_FRACTION = 0.1
 SINGLE_SPLIT_FRACTION = 0.2  # digits and trees without split folders: one held-out part for val and test
@@ -174,7 +175,12 @@ def _cached_decode(files: list[Path], side: int, cache_dir: Path) -> torch.Tenso
     key.update(str(side).encode())
     path = cache_dir / f"imagefolder-{key.hexdigest()[:20]}.pt"
     if path.exists():
-        return torch.load(path)
+        images = load_plain(path, DataError, "a byol-sweep image cache")
+        expected = (len(files), 3, side, side)
+        if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and tuple(images.shape) == expected):
+            raise DataError(f"{path} is not a byol-sweep image cache of these {len(files)} images "
+                            f"(expected a uint8 tensor of shape {expected}); delete it to decode them again")
+        return images
     images = _decode(files, side)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
