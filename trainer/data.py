@@ -73,6 +73,22 @@ def _stratified_split(labels: np.ndarray, eval_fraction: float, seed: int = 0) -
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
 
 
+def stratified_subset(labels: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
+    """Sorted indices of `size` images drawn at random within each label (unlabelled -1 is a label
+    too), each label in proportion to its count (largest remainders get the rounding); a fixed seed
+    gives the same images every time."""
+    y = labels.cpu().numpy()
+    if size >= len(y):
+        return torch.arange(len(y))
+    values, counts = np.unique(y, return_counts=True)
+    quota = counts * size / len(y)
+    take = np.floor(quota).astype(np.int64)
+    take[np.argsort(-(quota - take), kind="stable")[: size - take.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(y == v))[:k] for v, k in zip(values, take)]
+    return torch.from_numpy(np.sort(np.concatenate(chosen)))
+
+
 def load_digits(image_size: int) -> ImageData:
     """scikit-learn's 1,797 real 8x8 handwritten digits, upscaled to image_size, 3 channels."""
     from sklearn.datasets import load_digits as sk_digits

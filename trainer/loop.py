@@ -87,7 +87,8 @@ class Trainer:
                                  cache_dir=config.cache_dir, image_size=config.image_size,
                                  eval_split=config.eval_split)
         if config.train_limit:
-            data = datasets.ImageData(data.train_images[: config.train_limit], data.train_labels[: config.train_limit],
+            keep = datasets.stratified_subset(data.train_labels, config.train_limit).to(data.train_labels.device)
+            data = datasets.ImageData(data.train_images[keep], data.train_labels[keep],
                                       data.eval_images, data.eval_labels, data.classes)
         if len(data.train_images) < 2:  # BatchNorm needs two samples
             raise ConfigError(f"config: training needs at least 2 images; {config.dataset} gives "
