@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -349,3 +350,62 @@ def test_trainer_trains_on_an_imagefolder(tmp_path):
     assert trainer.data.train_images.shape[1:] == (3, 32, 32)  # stored at >= 32 px, viewed at 16
     (result,) = list(trainer.fit())
     assert np.isfinite(result.loss) and 0.0 <= result.knn_acc <= 1.0
+
+
+def test_imagefolder_cache_that_is_not_one_is_refused_naming_it(tmp_path):
+    root = make_tree(tmp_path / "pets")
+    cache = tmp_path / "cache"
+    D.load(f"imagefolder:{root}", cache_dir=str(cache))
+    (path,) = cache.glob("*.pt")
+    marker = tmp_path / "pwned"
+
+    class TouchOnLoad:
+        def __reduce__(self):
+            return Path.touch, (marker,)
+
+    for content, reason in ((lambda: torch.save(TouchOnLoad(), path), "never loaded"),
+                            (lambda: torch.save(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), path), "of these 15 images"),
+                            (lambda: path.write_bytes(b"PK\x03\x04 cut short"), "truncated or corrupt")):
+        content()
+        with pytest.raises(DataError, match=rf"^{re.escape(str(path))} is not a byol-sweep image cache.*{reason}"):
+            D.load(f"imagefolder:{root}", cache_dir=str(cache))
+    assert not marker.exists()
+
+
+# -- train_limit: a fixed, stratified subset -----------------------------------------------------
+
+def test_stratified_subset_keeps_every_class_in_proportion_on_class_sorted_labels():
+    labels = torch.tensor([0] * 500 + [1] * 300 + [2] * 150 + [-1] * 50)  # sorted by class, as ImageFolder lists
+    idx = D.stratified_subset(labels, 100)
+    assert len(idx) == len(set(idx.tolist())) == 100
+    assert torch.equal(idx, idx.sort().values)
+    counts = {c: int((labels[idx] == c).sum()) for c in (0, 1, 2, -1)}
+    assert counts == {0: 50, 1: 30, 2: 15, -1: 5}
+    # drawn at random within each class, not its first images
+    assert not torch.equal(idx[labels[idx] == 0], torch.arange(50))
+    # fixed: the same images on every call, whatever torch's global seed; another seed draws others
+    torch.manual_seed(123)
+    assert torch.equal(D.stratified_subset(labels, 100), idx)
+    assert not torch.equal(D.stratified_subset(labels, 100, seed=1), idx)
+
+
+def test_stratified_subset_rounds_to_exactly_the_size_asked():
+    labels = torch.tensor([0] * 7 + [1] * 7 + [2] * 7)
+    for size in range(1, 21):
+        idx = D.stratified_subset(labels, size)
+        counts = torch.bincount(labels[idx], minlength=3)
+        assert len(idx) == size and int(counts.max() - counts.min()) <= 1
+    assert torch.equal(D.stratified_subset(labels, 21), torch.arange(21))
+    assert torch.equal(D.stratified_subset(labels, 50), torch.arange(21))
+
+
+def test_train_limit_trains_every_trial_on_the_same_stratified_images():
+    images = (torch.arange(300) % 256).to(torch.uint8).view(300, 1, 1, 1).expand(300, 3, 8, 8).contiguous()
+    labels = torch.arange(300) // 100  # sorted by class: the first 30 images are all class 0
+    data = D.ImageData(images, labels, images[:20], labels[:20], ["a", "b", "c"])
+    base = dict(dataset="digits", train_limit=30, image_size=8, batch_size=16, projector_hidden=16,
+                projector_out=8, knn_bank_size=20, knn_queries=10, linear_probe=False, device="cpu")
+    seen = [Trainer(TrainConfig(**base, seed=seed), data=data).data for seed in (0, 1)]
+    assert torch.bincount(seen[0].train_labels).tolist() == [10, 10, 10]
+    assert torch.equal(seen[0].train_images, seen[1].train_images)
+    assert torch.equal(seen[0].train_images, images[D.stratified_subset(labels, 30)])

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -92,7 +95,7 @@ def test_resume_in_a_new_process_is_exact(straight, tmp_path):
         capture_output=True, text=True, timeout=300, env=env, cwd=package_root,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    resumed = torch.load(out, weights_only=False)
+    resumed = torch.load(out, weights_only=True)
 
     assert resumed["epoch"] == 2 and resumed["step"] == trainer.step == 8
     _assert_same_tensors(trainer.model.state_dict(), resumed["model"], "model")
@@ -124,12 +127,15 @@ def test_other_seed_other_initialisation():
 def test_checkpoint_holds_config_and_round_trips_in_process(straight, tmp_path):
     trainer, _ = straight
     path = tmp_path / "final.pt"
+    random.random(), np.random.rand(), torch.rand(1)  # global RNGs away from where a new Trainer seeds them
     trainer.save(path)
-    state = torch.load(path, weights_only=False)
+    draws = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    state = torch.load(path, weights_only=True)
     assert TrainConfig.from_dict(state["config"]) == trainer.config
     assert state["epoch"] == 2 and state["step"] == 8
     loaded = Trainer(TrainConfig(**TINY))
     loaded.load(path)
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == draws  # global RNGs restored
     _assert_same_tensors(trainer.model.state_dict(), loaded.model.state_dict(), "model")
     assert loaded.epoch == 2
     assert list(loaded.fit()) == []  # nothing left to train
@@ -144,7 +150,7 @@ def test_save_overwrites_atomically(straight, tmp_path):
     path = tmp_path / "ckpt.pt"
     path.write_bytes(b"an older checkpoint")
     trainer.save(path)
-    assert torch.load(path, weights_only=False)["epoch"] == 2
+    assert torch.load(path, weights_only=True)["epoch"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
 
 
@@ -170,3 +176,65 @@ def test_a_checkpoint_from_another_kind_of_device_is_refused(straight, tmp_path)
     torch.save(state, path)
     with pytest.raises(ConfigError, match="written on cuda and this run is on cpu"):
         Trainer(TrainConfig(**TINY)).load(path)
+
+
+# -- only tensors and plain values are ever loaded -----------------------------------------------
+
+class _TouchOnLoad:
+    """Unpickling this creates a marker file: what a crafted checkpoint could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def test_a_crafted_pickle_is_refused_without_running_its_code(tmp_path):
+    import pickle
+
+    proof = tmp_path / "payload-works"
+    pickle.loads(pickle.dumps(_TouchOnLoad(proof)))  # the payload really runs when unpickled naively
+    assert proof.exists()
+
+    marker = tmp_path / "pwned"
+    zipped = tmp_path / "crafted.pt"
+    torch.save({"config": {}, "model": _TouchOnLoad(marker)}, zipped)
+    legacy = tmp_path / "legacy.pt"
+    legacy.write_bytes(pickle.dumps(_TouchOnLoad(marker)))
+    for path in (zipped, legacy):
+        with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))} is not a byol-sweep checkpoint \(") as err:
+            Trainer(TrainConfig(**TINY)).load(path)
+        assert "\n" not in str(err.value)
+        assert not marker.exists()
+
+
+def test_a_truncated_checkpoint_is_refused_in_one_sentence(straight, tmp_path):
+    trainer, _ = straight
+    path = tmp_path / "ckpt.pt"
+    trainer.save(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ConfigError) as err:
+        Trainer(TrainConfig(**TINY)).load(path)
+    assert str(err.value) == f"{path} is not a byol-sweep checkpoint (it is truncated or corrupt)"
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda state: [1, 2, 3], "it holds a list, not a dict"),
+    (lambda state: {k: v for k, v in state.items() if k not in ("model", "rng")}, "keys missing: model, rng"),
+    (lambda state: {**state, "rng": {"torch": state["rng"]["torch"]}}, "its rng entry lacks some of"),
+    (lambda state: {**state, "epoch": "2"}, "its epoch and step are not integers"),
+    (lambda state: {**state, "model": {"encoder.0.weight": torch.zeros(1)}}, "of this model"),
+])
+def test_a_file_of_another_layout_is_refused_naming_it(straight, tmp_path, edit, problem):
+    trainer, _ = straight
+    path = tmp_path / "other.pt"
+    torch.save(edit(trainer.state_dict()), path)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))} is not a byol-sweep checkpoint.*{problem}") as err:
+        Trainer(TrainConfig(**TINY)).load(path)
+    assert "\n" not in str(err.value)
+
+
+def test_a_missing_checkpoint_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(tmp_path / 'none.pt'))} cannot be read"):
+        Trainer(TrainConfig(**TINY)).load(tmp_path / "none.pt")

@@ -34,7 +34,9 @@ class TrainConfig:
     download: bool = _spec(False, "allow torchvision to download cifar10/cifar100/stl10")
     cache_dir: str = _spec("~/.cache/byol-sweep/cache", "where decoded imagefolder trees are cached")
     image_size: int = _spec(32, "side of the augmented views in pixels", low=8, high=1024)
-    train_limit: int = _spec(0, "use only the first N training images (0 = all)", low=0)
+    train_limit: int = _spec(0, "train on N of the training images (0 = all): a stratified random subset, every "
+                                "class in proportion, drawn with a fixed seed (not the training seed), so every "
+                                "trial and seed with the same N trains on the same images", low=0)
     # model
     backbone: str = _spec("small_cnn", "encoder network", choices=BACKBONES)
     projector_hidden: int = _spec(4096, "projector/predictor hidden width", low=1)

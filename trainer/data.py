@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import EVAL_SPLITS
+from .storage import load_plain
 
 VAL_FRACTION = 0.1
 SINGLE_SPLIT_FRACTION = 0.2  # digits and trees without split folders: one held-out part for val and test
@@ -70,6 +71,22 @@ def _stratified_split(labels: np.ndarray, eval_fraction: float, seed: int = 0) -
         held.append(idx[:n_eval])
         train.append(idx[n_eval:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
+
+
+def stratified_subset(labels: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
+    """Sorted indices of `size` images drawn at random within each label (unlabelled -1 is a label
+    too), each label in proportion to its count (largest remainders get the rounding); a fixed seed
+    gives the same images every time."""
+    y = labels.cpu().numpy()
+    if size >= len(y):
+        return torch.arange(len(y))
+    values, counts = np.unique(y, return_counts=True)
+    quota = counts * size / len(y)
+    take = np.floor(quota).astype(np.int64)
+    take[np.argsort(-(quota - take), kind="stable")[: size - take.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(y == v))[:k] for v, k in zip(values, take)]
+    return torch.from_numpy(np.sort(np.concatenate(chosen)))
 
 
 def load_digits(image_size: int) -> ImageData:
@@ -174,7 +191,12 @@ def _cached_decode(files: list[Path], side: int, cache_dir: Path) -> torch.Tenso
     key.update(str(side).encode())
     path = cache_dir / f"imagefolder-{key.hexdigest()[:20]}.pt"
     if path.exists():
-        return torch.load(path)
+        images = load_plain(path, DataError, "a byol-sweep image cache")
+        expected = (len(files), 3, side, side)
+        if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and tuple(images.shape) == expected):
+            raise DataError(f"{path} is not a byol-sweep image cache of these {len(files)} images "
+                            f"(expected a uint8 tensor of shape {expected}); delete it to decode them again")
+        return images
     images = _decode(files, side)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")

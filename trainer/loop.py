@@ -17,6 +17,7 @@ from .byol import BYOL, ema_update, tau_at
 from .config import ConfigError, TrainConfig
 from .evaluation import extract_features, knn_accuracy, linear_probe, projection_std
 from .optim import build_optimizer, lr_at
+from .storage import load_plain
 
 
 class Diverged(RuntimeError):
@@ -38,6 +39,9 @@ class EpochResult:
     def metrics(self) -> dict[str, float]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
+
+CHECKPOINT_KEYS = ("config", "device_type", "model", "optimizer", "epoch", "step", "rng")
+RNG_KEYS = ("generator", "torch", "cuda", "python", "numpy")
 
 # fields a resumed run may change: where things are and how fast they run, not what is trained
 RESUMABLE_CHANGES = ("data_root", "download", "cache_dir", "linear_probe", "device", "precision",
@@ -83,7 +87,8 @@ class Trainer:
                                  cache_dir=config.cache_dir, image_size=config.image_size,
                                  eval_split=config.eval_split)
         if config.train_limit:
-            data = datasets.ImageData(data.train_images[: config.train_limit], data.train_labels[: config.train_limit],
+            keep = datasets.stratified_subset(data.train_labels, config.train_limit).to(data.train_labels.device)
+            data = datasets.ImageData(data.train_images[keep], data.train_labels[keep],
                                       data.eval_images, data.eval_labels, data.classes)
         if len(data.train_images) < 2:  # BatchNorm needs two samples
             raise ConfigError(f"config: training needs at least 2 images; {config.dataset} gives "
@@ -205,8 +210,8 @@ class Trainer:
                 "generator": self.gen.get_state(),
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "python": random.getstate(),
-                "numpy": np.random.get_state(),
+                "python": _python_rng_state(),
+                "numpy": _numpy_rng_state(),
             },
         }
 
@@ -231,8 +236,10 @@ class Trainer:
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
+        version, internal, gauss_next = rng["python"]
+        random.setstate((version, tuple(internal.tolist()), gauss_next))
+        name, keys, pos, has_gauss, cached_gaussian = rng["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached_gaussian))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write a checkpoint atomically (a crash mid-write leaves the previous one intact)."""
@@ -243,5 +250,42 @@ class Trainer:
         os.replace(tmp, path)
 
     def load(self, path: str | os.PathLike) -> None:
-        # on the CPU: RNG states must be CPU tensors; the weights are copied to the device on loading
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
+        """Resume from a checkpoint; a file that is not one raises ConfigError naming it."""
+        state = load_plain(path, ConfigError, "a byol-sweep checkpoint")
+        problem = checkpoint_problem(state)
+        if problem:
+            raise ConfigError(f"{path} is not a byol-sweep checkpoint ({problem})")
+        try:
+            self.load_state_dict(state)
+        except ConfigError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+            reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"{path} is not a byol-sweep checkpoint of this model ({reason})") from None
+
+
+def checkpoint_problem(state) -> str | None:
+    """What makes state not a checkpoint's layout, or None."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a dict"
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        return f"keys missing: {', '.join(missing)}"
+    if not isinstance(state["rng"], dict) or any(k not in state["rng"] for k in RNG_KEYS):
+        return f"its rng entry lacks some of {', '.join(RNG_KEYS)}"
+    if not isinstance(state["config"], dict):
+        return "its config entry is not a dict"
+    if not all(isinstance(state[k], int) for k in ("epoch", "step")):
+        return "its epoch and step are not integers"
+    return None
+
+
+# python's and numpy's RNG states as tensors and plain values (torch.load(weights_only=True) reads those)
+def _python_rng_state() -> list:
+    version, internal, gauss_next = random.getstate()
+    return [version, torch.tensor(internal, dtype=torch.int64), gauss_next]
+
+
+def _numpy_rng_state() -> list:
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    return [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached_gaussian)]
