@@ -411,5 +411,8 @@ def importance_blocks(s: Sweep, prefix: str) -> list:
     imp, note = param_importances(s)
     if imp is None:
         return [Para(note, note=True)]
-    return [Para(note), Table(pd.DataFrame({"parameter": list(imp), "importance": [num(v, 3) for v in imp.values()]})),
-            Image(f"{prefix}importances.png", figures.importances(imp), "parameter importances")]
+    t = imp.table
+    return [Para(note), Table(pd.DataFrame({
+        "parameter": t["parameter"], "importance": [num(v, 3) for v in t["importance"]],
+        f"bootstrap {imp.level:.0%} interval": [f"[{num(lo, 3)}, {num(hi, 3)}]" for lo, hi in zip(t["low"], t["high"])]})),
+        Image(f"{prefix}importances.png", figures.importances(dict(imp)), "parameter importances")]

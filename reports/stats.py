@@ -296,30 +296,6 @@ def compare_arms(df: pd.DataFrame, field: str, value: str = "final_metric", mode
     return Comparison(field, mode, level, True, arms, pairs, vs_best, best, m, detect, notes)
 
 
-def policy_table(df: pd.DataFrame, value: str = "final_metric", mode: str = "max", policy: str = "policy",
-                 seed_col: str = "seed", **_ignored) -> pd.DataFrame:
-    """DEPRECATED compatibility shim until reports/sections.py and figures.py call compare_arms: the old
-    columns, now filled from compare_arms (t intervals; diff columns: best − this, Bonferroni-simultaneous
-    paired interval; excludes_zero: Holm-significant). Does not check other config fields."""
-    columns = ["rank", "policy", "n", "seeds", "mean", "ci_low", "ci_high", "interval",
-               "diff", "diff_low", "diff_high", "diff_interval", "excludes_zero"]
-    c = compare_arms(df, policy, value=value, mode=mode, pair=seed_col)
-    if c.arms.empty:
-        return pd.DataFrame(columns=columns)
-    vs = {r["b"]: r for _, r in c.vs_best.iterrows()}
-    rows = []
-    for _, a in c.arms.iterrows():
-        row = {"rank": a["rank"], "policy": str(a["arm"]), "n": a["n"], "seeds": a["seeds"], "mean": a["mean"],
-               "ci_low": a["ci_low"], "ci_high": a["ci_high"], "interval": a["interval"], "diff": math.nan,
-               "diff_low": math.nan, "diff_high": math.nan, "diff_interval": "", "excludes_zero": None}
-        if a["arm"] in vs:
-            d = vs[a["arm"]]
-            row.update(diff=d["diff"], diff_low=d["adj_low"], diff_high=d["adj_high"], diff_interval=d["interval"],
-                       excludes_zero=d["significant"])
-        rows.append(row)
-    return pd.DataFrame(rows, columns=columns)
-
-
 def binomial_interval(accuracy: float, n_queries: int, level: float = 0.95, method: str = "exact") -> tuple[float, float]:
     """The metric's own noise: an accuracy measured on n_queries independent queries is k = round(accuracy *
     n_queries) successes of a binomial; (low, high) is scipy.stats.binomtest(k, n).proportion_ci at level
@@ -343,37 +319,6 @@ def within_noise(values, best_value: float, n_queries: int, mode: str = "max", l
     with np.errstate(invalid="ignore"):
         inside = x >= low if mode == "max" else x <= high
     return np.asarray(inside & np.isfinite(x), dtype=bool)
-
-
-def asha_rungs(grace: int, rf: int, max_t: int) -> list[int]:
-    """ASHA's milestones: grace * rf**k below max_t, then max_t itself."""
-    rungs, r = [], grace
-    while r < max_t:
-        rungs.append(int(r))
-        r *= rf
-    return rungs + [int(max_t)]
-
-
-def asha_cutoff(values, rf: int, mode: str = "max") -> float:
-    """The value a trial must reach at a rung to continue, as Ray's ASHA computes it from the
-    values recorded there: the (1 - 1/rf) quantile for max, the 1/rf quantile for min."""
-    x = _clean(values)
-    if len(x) == 0:
-        return math.nan
-    q = (1 - 1 / rf) if mode == "max" else 1 / rf
-    return float(np.percentile(x, q * 100))
-
-
-def rung_table(curves: pd.DataFrame, metric: str, grace: int, rf: int, max_t: int, mode: str = "max",
-               trial: str = "trial", epoch: str = "epoch") -> pd.DataFrame:
-    """Per rung: how many trials reached that epoch, and the cut-off over their values there."""
-    rows = []
-    for r in asha_rungs(grace, rf, max_t):
-        at = curves[curves[epoch] == r]
-        values = at[metric] if metric in at else []
-        rows.append({"rung": r, "reached": int(at[trial].nunique()),
-                     "cutoff": asha_cutoff(values, rf, mode), "final": r == max_t})
-    return pd.DataFrame(rows, columns=["rung", "reached", "cutoff", "final"])
 
 
 def rank_trials(trials: pd.DataFrame, mode: str = "max", value: str = "final_metric") -> pd.DataFrame:

@@ -10,15 +10,12 @@ import pytest
 
 from reports.stats import (
     NO_INTERVAL,
-    asha_cutoff,
-    asha_rungs,
     binomial_interval,
     compare_arms,
     detectable_difference,
     holm,
     paired_t,
     rank_trials,
-    rung_table,
     t_interval,
     within_noise,
 )
@@ -214,34 +211,3 @@ def test_rank_trials():
     df = pd.DataFrame({"trial": range(4), "final_metric": [0.5, 0.9, math.nan, 0.9]})
     assert list(rank_trials(df, mode="max")["trial"]) == [1, 3, 0]
     assert list(rank_trials(df, mode="min")["trial"]) == [0, 1, 3]
-
-
-def test_asha_rungs():
-    assert asha_rungs(1, 3, 9) == [1, 3, 9]
-    assert asha_rungs(1, 2, 10) == [1, 2, 4, 8, 10]
-    assert asha_rungs(2, 3, 20) == [2, 6, 18, 20]
-    assert asha_rungs(5, 2, 5) == [5]
-
-
-def test_rung_counts_and_cutoffs():
-    # nine trials reach epoch 1 with 0.1 .. 0.9; three reach epoch 3; one reaches 9
-    rows = [{"trial": f"t{i}", "epoch": 1, "knn_acc": (i + 1) / 10} for i in range(9)]
-    rows += [{"trial": t, "epoch": e, "knn_acc": v} for t, v in (("t6", 0.5), ("t7", 0.7), ("t8", 0.8))
-             for e in (2, 3)]
-    rows += [{"trial": "t8", "epoch": e, "knn_acc": 0.85} for e in range(4, 10)]
-    curves = pd.DataFrame(rows)
-    table = rung_table(curves, "knn_acc", grace=1, rf=3, max_t=9, mode="max")
-    assert list(table["rung"]) == [1, 3, 9]
-    assert list(table["reached"]) == [9, 3, 1]
-    assert list(table["final"]) == [False, False, True]
-    # (1 - 1/3) quantile, linear interpolation: position 8 * 2/3 = 5.33 in 0.1..0.9 -> 0.6 + 0.0333
-    assert table.loc[0, "cutoff"] == pytest.approx(0.6 + 0.1 / 3)
-    # position 2 * 2/3 = 1.33 in (0.5, 0.7, 0.8) -> 0.7 + 0.0333
-    assert table.loc[1, "cutoff"] == pytest.approx(0.7 + 0.1 / 3)
-    assert table.loc[2, "cutoff"] == pytest.approx(0.85)
-    low = rung_table(curves, "knn_acc", grace=1, rf=3, max_t=9, mode="min")
-    # 1/3 quantile: position 8/3 = 2.67 -> 0.3 + 0.0667
-    assert low.loc[0, "cutoff"] == pytest.approx(0.3 + 0.2 / 3)
-    empty = rung_table(curves[curves["epoch"] < 3], "knn_acc", 1, 3, 9)
-    assert list(empty["reached"]) == [9, 0, 0] and math.isnan(empty.loc[1, "cutoff"])
-    assert asha_cutoff([0.2, float("nan"), 0.4], rf=2) == pytest.approx(0.3)
