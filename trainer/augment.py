@@ -16,6 +16,9 @@ saturation, hue) with its probability; blur: probability, sigma range (0.1, 2.0)
 | no_color     | T/T' | as byol  | off                       | 0.0    | as byol| as byol    | ablation of byol             |
 | no_blur      | T/T' | as byol  | as byol                   | as byol| 0.0    | as byol    | ablation of byol             |
 
+byol_small has the views of no_blur: solo-learn's CIFAR recipe is the paper's without blur; the
+name says it is the recipe for small images, not an ablation.
+
 Blur sigma scales with the view's side (sigma * size / 224) and the kernel covers 3 sigma of the
 largest sigma drawn; solarize inverts pixels at or above its threshold (0.5).
 
@@ -76,15 +79,15 @@ NO_COLOUR = dict(jitter_p=0.0, grayscale_p=0.0)
 
 POLICIES: dict[str, tuple[ViewParams, ViewParams]] = {
     "byol": (BYOL_T, BYOL_T_PRIME),
-    # solo-learn's CIFAR BYOL (scripts/pretrain/cifar/byol.yaml -> augmentations/asymmetric.yaml):
-    # the paper's views without blur
-    "byol_small": (replace(BYOL_T, blur_p=0.0), replace(BYOL_T_PRIME, blur_p=0.0)),
     "simclr": (SIMCLR, SIMCLR),
-    # SimCLR's CIFAR-10 views (Chen et al. 2020, appendix B.9): no blur, colour strength 0.5
-    "simclr_small": (replace(SIMCLR, jitter=(0.4, 0.4, 0.4, 0.1), blur_p=0.0),) * 2,
     "crop_only": (replace(BYOL_T, **NO_COLOUR, blur_p=0.0),) * 2,
     "no_color": (replace(BYOL_T, **NO_COLOUR), replace(BYOL_T_PRIME, **NO_COLOUR)),
     "no_blur": (replace(BYOL_T, blur_p=0.0), replace(BYOL_T_PRIME, blur_p=0.0)),
+    # solo-learn's CIFAR BYOL (scripts/pretrain/cifar/byol.yaml -> augmentations/asymmetric.yaml):
+    # the paper's views without blur
+    "byol_small": (replace(BYOL_T, blur_p=0.0), replace(BYOL_T_PRIME, blur_p=0.0)),
+    # SimCLR's CIFAR-10 views (Chen et al. 2020, appendix B.9): no blur, colour strength 0.5
+    "simclr_small": (replace(SIMCLR, jitter=(0.4, 0.4, 0.4, 0.1), blur_p=0.0),) * 2,
 }
 
 
