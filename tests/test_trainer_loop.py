@@ -15,7 +15,7 @@ from trainer.optim import lr_at
 TINY = dict(dataset="digits", backbone="small_cnn", epochs=2, batch_size=64, train_limit=256,
             projector_hidden=64, projector_out=32, knn_bank_size=200, knn_queries=100, linear_probe=False,
             device="cpu")
-METRICS = {"epoch", "loss", "knn_acc", "z_std", "lr", "tau", "images_per_s", "epoch_s"}
+METRICS = {"epoch", "loss", "knn_acc", "z_std", "z_spread", "eff_rank", "lr", "tau", "images_per_s", "epoch_s"}
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,7 @@ def test_fit_yields_one_result_per_epoch_with_the_house_metrics(digits):
         assert math.isfinite(r.loss) and 0 <= r.loss <= 8
         assert 0.0 <= r.knn_acc <= 1.0
         assert 0.0 < r.z_std <= 1.0
+        assert 0.0 < r.z_spread <= 1.5 and 1.0 <= r.eff_rank <= 32  # projector_out 32
         assert r.images_per_s > 0 and r.epoch_s > 0
     # the lr and tau reported are those of the epoch's last step
     assert results[0].lr == pytest.approx(lr_at(3, 8, 4, t.peak_lr))
@@ -113,12 +114,12 @@ def test_nan_loss_raises_diverged(digits, monkeypatch):
     assert issubclass(Diverged, RuntimeError)
 
 
-def test_knn_evaluation_does_not_change_the_model(digits):
+def test_evaluation_does_not_change_the_model(digits):
     t = tiny(digits)
     before = {k: v.clone() for k, v in t.model.state_dict().items()}
     gen_before = t.gen.get_state()
-    a, b = t.knn(), t.knn()
-    assert a == b and 0.0 <= a <= 1.0
+    a, b = t.evaluate(), t.evaluate()
+    assert a == b and 0.0 <= a[0] <= 1.0
     for k, v in t.model.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert torch.equal(t.gen.get_state(), gen_before)
@@ -136,14 +137,33 @@ def test_knn_bank_and_queries_are_fixed_subsets(digits):
     assert len(everything.bank_idx) == 256 and len(everything.query_idx) == len(digits.eval_images)
 
 
+def test_evaluate_scores_the_features_knn_sees_and_projects_a_fixed_part_of_the_bank(digits, monkeypatch):
+    from trainer import loop
+    from trainer.evaluation import effective_rank, embed, knn_accuracy, z_spread
+
+    t = tiny(digits, knn_bank_size=150, knn_queries=50)
+    bank, bank_y, queries, query_y = t.features()
+    knn, spread, rank = t.evaluate()
+    assert knn == pytest.approx(float(knn_accuracy(bank, bank_y, queries, query_y, t.config.knn_k,
+                                                   t.config.knn_temperature, 10)))
+    z = embed(t.model.projector, embed(t.model.encoder, t.data.train_images[t.bank_idx], t._eval_view))
+    assert (spread, rank) == pytest.approx((float(z_spread(z)), float(effective_rank(z))), rel=1e-5)
+    # at most HEALTH_ROWS of the bank, drawn at random from all of it, the same for every seed
+    monkeypatch.setattr(loop, "HEALTH_ROWS", 40)
+    small, other = tiny(digits, knn_bank_size=150), tiny(digits, knn_bank_size=150, seed=2)
+    assert len(small.health_rows) == 40 and torch.equal(small.health_rows, other.health_rows)
+    assert int(small.health_rows.max()) > 40
+    assert len(t.health_rows) == 150
+
+
 def test_concat_views_option_trains(digits):
     (result,) = list(tiny(digits, epochs=1, train_limit=64, concat_views=True).fit())
     assert math.isfinite(result.loss)
 
 
-@pytest.mark.parametrize("policy", ["simclr", "crop_only", "no_color", "no_blur"])
+@pytest.mark.parametrize("policy", ["simclr", "simclr_small", "byol_small", "crop_only", "no_color", "no_blur"])
 def test_every_policy_trains(digits, policy):
-    t = tiny(digits, epochs=1, train_limit=64, batch_size=32, policy=policy, aug_strength=2.0)
+    t = tiny(digits, epochs=1, train_limit=64, batch_size=32, policy=policy, aug_strength=1.8)
     (result,) = list(t.fit())
     assert math.isfinite(result.loss)
 
@@ -173,3 +193,11 @@ def test_cuda_device_without_cuda_is_refused():
 def test_a_malformed_device_is_refused_by_name():
     with pytest.raises(ConfigError, match="device 'cuda:x' is unknown; allowed: auto, cpu, cuda, cuda:N"):
         TrainConfig(**{**TINY, "device": "cuda:x"})
+
+
+def test_the_console_line_shows_collapse_health(digits):
+    from trainer.standalone import format_result
+
+    (result,) = list(tiny(digits, epochs=1, train_limit=64).fit())
+    line = format_result(result.metrics())
+    assert f"z_spread {result.z_spread:.3f}" in line and f"eff_rank {result.eff_rank:.1f}" in line

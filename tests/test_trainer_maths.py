@@ -175,7 +175,7 @@ def test_lr_without_warmup_starts_at_peak():
 
 # -- evaluation maths ----------------------------------------------------------------------------
 
-from trainer.evaluation import knn_accuracy, linear_probe, projection_std  # noqa: E402
+from trainer.evaluation import effective_rank, knn_accuracy, linear_probe, projection_std, z_spread  # noqa: E402
 
 
 def _clusters(n_bank=60, n_query=30, classes=3, dim=16, noise=0.1, seed=0):
@@ -247,3 +247,22 @@ def test_linear_probe_separates_separable_features():
     bank, bank_y, queries, query_y = _clusters(n_bank=90, n_query=30)
     assert linear_probe(bank, bank_y, queries, query_y, epochs=100) == 1.0
     assert linear_probe(bank, bank_y, queries, query_y, epochs=100, seed=3) == 1.0
+
+
+def test_z_spread_and_effective_rank_tell_collapse_a_line_and_a_spread_cloud_apart():
+    gen = torch.Generator().manual_seed(0)
+    d = 64
+    collapsed = torch.randn(1, d, generator=gen).expand(2048, d)
+    axis = torch.zeros(d)
+    axis[3] = 1.0
+    line = torch.randn(2048, 1, generator=gen) * axis  # rank 1, spread along one axis both ways
+    cloud = torch.randn(2048, d, generator=gen)
+
+    assert float(z_spread(collapsed)) == pytest.approx(0.0, abs=1e-3)
+    assert float(z_spread(line)) == pytest.approx(1 / math.sqrt(d), rel=0.05)  # one of d dimensions used
+    assert float(z_spread(cloud)) == pytest.approx(1.0, abs=0.02)
+    assert float(effective_rank(collapsed)) == pytest.approx(1.0, abs=0.01)
+    assert float(effective_rank(line)) == pytest.approx(1.0, abs=0.01)
+    assert 0.95 * d < float(effective_rank(cloud)) <= d
+    # a cloud in k of the d dimensions has rank about k, whatever its scale
+    assert float(effective_rank(100 * cloud[:, :8] @ torch.randn(8, d, generator=gen))) == pytest.approx(8, rel=0.15)

@@ -190,6 +190,7 @@ class _TouchOnLoad:
         return Path.touch, (self.marker,)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch on the legacy file, refused anyway
 def test_a_crafted_pickle_is_refused_without_running_its_code(tmp_path):
     import pickle
 

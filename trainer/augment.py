@@ -1,12 +1,36 @@
 """Batched, per-sample augmentation on the device (uint8 NCHW in, normalised float views out).
 
-`aug_strength` s scales a policy as follows (1.0 is exactly the policy's recipe, 0 the identity
-apart from the resize):
-- crop: minimum area = 1 - s * (1 - min_area), clamped to [0.01, 1]; the aspect-ratio range is
-  exp(+-s * ln(max_ratio)) (max_ratio 4/3 in every shipped policy), clamped to [1/3, 3];
-- probabilities (jitter, grayscale, blur, solarize) = min(1, p * s); flip = min(0.5, 0.5 * s);
-- jitter magnitudes scale by s, brightness/contrast/saturation clamped at 1, hue at 0.5;
-- blur sigma range [0.1, 2.0 * s] (no blur when s = 0).
+Policies: the two views (T, T') each policy draws. Crop: minimum area fraction (maximum 1) and
+aspect-ratio range (3/4, 4/3) everywhere; flip p 0.5 everywhere; jitter: (brightness, contrast,
+saturation, hue) with its probability; blur: probability, sigma range (0.1, 2.0) at 224 px.
+
+| policy       | view | crop min | jitter (b, c, s, h), p    | gray p | blur p | solarize p | source                       |
+|--------------|------|----------|---------------------------|--------|--------|------------|------------------------------|
+| byol         | T    | 0.08     | (0.4, 0.4, 0.2, 0.1), 0.8 | 0.2    | 1.0    | 0.0        | BYOL paper (Grill et al.)    |
+|              | T'   | 0.08     | (0.4, 0.4, 0.2, 0.1), 0.8 | 0.2    | 0.1    | 0.2        |                              |
+| byol_small   | T    | 0.08     | (0.4, 0.4, 0.2, 0.1), 0.8 | 0.2    | 0.0    | 0.0        | solo-learn CIFAR BYOL        |
+|              | T'   | 0.08     | (0.4, 0.4, 0.2, 0.1), 0.8 | 0.2    | 0.0    | 0.2        |                              |
+| simclr       | both | 0.08     | (0.8, 0.8, 0.8, 0.2), 0.8 | 0.2    | 0.5    | 0.0        | SimCLR paper, ImageNet       |
+| simclr_small | both | 0.08     | (0.4, 0.4, 0.4, 0.1), 0.8 | 0.2    | 0.0    | 0.0        | SimCLR paper, CIFAR-10       |
+| crop_only    | both | 0.08     | off                       | 0.0    | 0.0    | 0.0        | ablation                     |
+| no_color     | T/T' | as byol  | off                       | 0.0    | as byol| as byol    | ablation of byol             |
+| no_blur      | T/T' | as byol  | as byol                   | as byol| 0.0    | as byol    | ablation of byol             |
+
+byol_small has the views of no_blur: solo-learn's CIFAR recipe is the paper's without blur; the
+name says it is the recipe for small images, not an ablation.
+
+Blur sigma scales with the view's side (sigma * size / 224) and the kernel covers 3 sigma of the
+largest sigma drawn; solarize inverts pixels at or above its threshold (0.5).
+
+`aug_strength` s scales magnitudes, never the probabilities, so 1.0 is exactly the recipe; every
+magnitude moves strictly monotonically with s and none reaches its limit:
+- crop: minimum area a**s, aspect-ratio range (lo**s, hi**s) (s = 0: always the whole image);
+- jitter: brightness, contrast and saturation 1 - (1 - m)**s (the lower factor 1 - m can shrink
+  towards 0, never reach it), hue 0.5 - 0.5 * (1 - 2h)**s (stays below half a turn);
+- blur: sigma range times s (0: no blur);
+- solarize: threshold t**s (0: only white pixels invert, larger s inverts darker ones).
+The allowed range [0, MAX_STRENGTH] stops where the smallest crop would fall under
+CROP_AREA_FLOOR of the image (0.08**1.82 = 0.01), the first limit any shipped policy meets.
 """
 from __future__ import annotations
 
@@ -16,8 +40,9 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+CROP_AREA_FLOOR = 0.01  # a crop of a tenth of the side: 3 px of a 32 px image
+MAX_STRENGTH = 1.8
+BLUR_REFERENCE_SIZE = 224  # the side the blur sigmas are given for
 
 
 @dataclass(frozen=True)
@@ -29,43 +54,40 @@ class ViewParams:
     jitter_p: float = 0.8
     grayscale_p: float = 0.2
     blur_p: float = 1.0
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # at BLUR_REFERENCE_SIZE px
     solarize_p: float = 0.0
+    solarize_threshold: float = 0.5
 
     def scaled(self, s: float) -> "ViewParams":
         if s == 1.0:
             return self  # exactly the recipe, bit for bit
-        log_r = math.log(self.crop_ratio[1]) * s
         b, c, sat, hue = self.jitter
-        return ViewParams(
-            crop_min_area=min(1.0, max(0.01, 1 - s * (1 - self.crop_min_area))),
-            crop_ratio=(max(1 / 3, math.exp(-log_r)), min(3.0, math.exp(log_r))),
-            flip_p=min(0.5, self.flip_p * s),
-            jitter=(min(1.0, b * s), min(1.0, c * s), min(1.0, sat * s), min(0.5, hue * s)),
-            jitter_p=min(1.0, self.jitter_p * s),
-            grayscale_p=min(1.0, self.grayscale_p * s),
-            blur_p=min(1.0, self.blur_p * s),
-            blur_sigma=(self.blur_sigma[0], max(self.blur_sigma[0], self.blur_sigma[1] * s)),
-            solarize_p=min(1.0, self.solarize_p * s),
+        return replace(
+            self,
+            crop_min_area=self.crop_min_area ** s,
+            crop_ratio=(self.crop_ratio[0] ** s, self.crop_ratio[1] ** s),
+            jitter=(1 - (1 - b) ** s, 1 - (1 - c) ** s, 1 - (1 - sat) ** s, 0.5 - 0.5 * (1 - 2 * hue) ** s),
+            blur_sigma=(self.blur_sigma[0] * s, self.blur_sigma[1] * s),
+            solarize_threshold=self.solarize_threshold ** s,
         )
 
 
 BYOL_T = ViewParams(blur_p=1.0, solarize_p=0.0)
 BYOL_T_PRIME = ViewParams(blur_p=0.1, solarize_p=0.2)
 SIMCLR = ViewParams(jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.5, solarize_p=0.0)
+NO_COLOUR = dict(jitter_p=0.0, grayscale_p=0.0)
 
 POLICIES: dict[str, tuple[ViewParams, ViewParams]] = {
     "byol": (BYOL_T, BYOL_T_PRIME),
     "simclr": (SIMCLR, SIMCLR),
-    "crop_only": (
-        ViewParams(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0),
-        ViewParams(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0),
-    ),
-    "no_color": (
-        replace(BYOL_T, jitter_p=0.0, grayscale_p=0.0),
-        replace(BYOL_T_PRIME, jitter_p=0.0, grayscale_p=0.0),
-    ),
+    "crop_only": (replace(BYOL_T, **NO_COLOUR, blur_p=0.0),) * 2,
+    "no_color": (replace(BYOL_T, **NO_COLOUR), replace(BYOL_T_PRIME, **NO_COLOUR)),
     "no_blur": (replace(BYOL_T, blur_p=0.0), replace(BYOL_T_PRIME, blur_p=0.0)),
+    # solo-learn's CIFAR BYOL (scripts/pretrain/cifar/byol.yaml -> augmentations/asymmetric.yaml):
+    # the paper's views without blur
+    "byol_small": (replace(BYOL_T, blur_p=0.0), replace(BYOL_T_PRIME, blur_p=0.0)),
+    # SimCLR's CIFAR-10 views (Chen et al. 2020, appendix B.9): no blur, colour strength 0.5
+    "simclr_small": (replace(SIMCLR, jitter=(0.4, 0.4, 0.4, 0.1), blur_p=0.0),) * 2,
 }
 
 
@@ -84,22 +106,39 @@ def _bernoulli(n: int, p: float, gen: torch.Generator, device) -> torch.Tensor:
     return torch.rand(n, generator=gen, device=device) < p
 
 
+CROP_TRIES = 10
+
+
+def crop_boxes(b: int, h: int, w: int, p: ViewParams, gen: torch.Generator, device) -> tuple[torch.Tensor, ...]:
+    """(centre x, centre y, width, height) of b crop boxes in fractions of an h x w image, drawn as
+    torchvision's RandomResizedCrop draws them: area fraction uniform and log aspect uniform,
+    redrawn up to CROP_TRIES times until the box fits, else the central crop clamped to the ratio
+    range. All tries are drawn at once; each image takes its first that fits."""
+    area = _uniform(b * CROP_TRIES, p.crop_min_area, 1.0, gen, device).view(b, CROP_TRIES)
+    log_ratio = _uniform(b * CROP_TRIES, math.log(p.crop_ratio[0]), math.log(p.crop_ratio[1]), gen, device)
+    ratio = torch.exp(log_ratio).view(b, CROP_TRIES) * (h / w)  # aspect in fractions of the sides
+    cw, ch = torch.sqrt(area * ratio), torch.sqrt(area / ratio)
+    fits = (cw <= 1 + 1e-6) & (ch <= 1 + 1e-6)
+    first = fits.int().argmax(dim=1, keepdim=True)
+    aspect = w / h
+    fallback_w = h * p.crop_ratio[1] / w if aspect > p.crop_ratio[1] else 1.0
+    fallback_h = w / (p.crop_ratio[0] * h) if aspect < p.crop_ratio[0] else 1.0
+    found = fits.any(dim=1)
+    cw = torch.where(found, cw.gather(1, first).squeeze(1).clamp(max=1.0), torch.full((b,), fallback_w, device=device))
+    ch = torch.where(found, ch.gather(1, first).squeeze(1).clamp(max=1.0), torch.full((b,), fallback_h, device=device))
+    cx = torch.where(found, torch.rand(b, generator=gen, device=device) * (1 - cw) + cw / 2, 0.5)
+    cy = torch.where(found, torch.rand(b, generator=gen, device=device) * (1 - ch) + ch / 2, 0.5)
+    return cx, cy, cw, ch
+
+
 def crop_and_flip(images: torch.Tensor, p: ViewParams, size: int, gen: torch.Generator) -> torch.Tensor:
     """Random resized crop + horizontal flip, one affine grid_sample for the whole batch.
 
-    images: float (B, C, H, W) in [0, 1]. Crop boxes are sampled per image in normalised
-    coordinates (area fraction and aspect ratio as torchvision's RandomResizedCrop, with the box
-    clamped into the image instead of torchvision's retry loop).
+    images: float (B, C, H, W) in [0, 1]; the boxes come from crop_boxes.
     """
     b, _, h, w = images.shape
     dev = images.device
-    area = _uniform(b, p.crop_min_area, 1.0, gen, dev)
-    log_ratio = _uniform(b, math.log(p.crop_ratio[0]), math.log(p.crop_ratio[1]), gen, dev)
-    ratio = torch.exp(log_ratio) * (h / w)  # aspect in normalised units
-    cw = torch.sqrt(area * ratio).clamp(max=1.0)
-    ch = torch.sqrt(area / ratio).clamp(max=1.0)
-    cx = (torch.rand(b, generator=gen, device=dev) * (1 - cw)) + cw / 2
-    cy = (torch.rand(b, generator=gen, device=dev) * (1 - ch)) + ch / 2
+    cx, cy, cw, ch = crop_boxes(b, h, w, p, gen, dev)
     flip = _bernoulli(b, p.flip_p, gen, dev)
     sx = torch.where(flip, -cw, cw)
     theta = torch.zeros(b, 2, 3, device=dev, dtype=images.dtype)
@@ -208,10 +247,15 @@ def grayscale(x: torch.Tensor, p: ViewParams, gen: torch.Generator) -> torch.Ten
     return torch.where(apply, _gray(x).expand_as(x), x)
 
 
-def blur_kernel_size(size: int) -> int:
-    """Odd kernel of about 10% of the image side, as in SimCLR/BYOL (23 px at 224)."""
-    k = max(3, int(round(size * 0.1)))
-    return k if k % 2 == 1 else k + 1
+def blur_sigmas(p: ViewParams, size: int) -> tuple[float, float]:
+    """The sigma range for a view of side `size`: the policy's range, given at 224 px, scaled."""
+    return p.blur_sigma[0] * size / BLUR_REFERENCE_SIZE, p.blur_sigma[1] * size / BLUR_REFERENCE_SIZE
+
+
+def blur_kernel_size(max_sigma: float, size: int) -> int:
+    """Odd kernel reaching 3 sigma either side (at least 3 taps, reflect padding needs radius < size)."""
+    radius = min(max(1, math.ceil(3 * max_sigma)), size - 1)
+    return 2 * radius + 1
 
 
 def gaussian_blur(x: torch.Tensor, p: ViewParams, gen: torch.Generator) -> torch.Tensor:
@@ -219,10 +263,11 @@ def gaussian_blur(x: torch.Tensor, p: ViewParams, gen: torch.Generator) -> torch
     n, ch, h, w = x.shape
     dev = x.device
     apply = _bernoulli(n, p.blur_p, gen, dev)
-    sigma = _uniform(n, p.blur_sigma[0], p.blur_sigma[1], gen, dev)
-    if p.blur_p == 0:
+    low, high = blur_sigmas(p, min(h, w))
+    sigma = _uniform(n, low, high, gen, dev).clamp(min=1e-6)
+    if p.blur_p == 0 or high == 0:
         return x
-    k = blur_kernel_size(h)
+    k = blur_kernel_size(high, min(h, w))
     offsets = torch.arange(k, device=dev, dtype=x.dtype) - k // 2
     kernel = torch.exp(-(offsets.view(1, -1) ** 2) / (2 * sigma.view(-1, 1).to(x.dtype) ** 2))
     kernel = kernel / kernel.sum(dim=1, keepdim=True)  # (n, k)
@@ -237,7 +282,7 @@ def gaussian_blur(x: torch.Tensor, p: ViewParams, gen: torch.Generator) -> torch
 
 def solarize(x: torch.Tensor, p: ViewParams, gen: torch.Generator) -> torch.Tensor:
     apply = _bernoulli(x.shape[0], p.solarize_p, gen, x.device).view(-1, 1, 1, 1)
-    return torch.where(apply & (x >= 0.5), 1.0 - x, x)
+    return torch.where(apply & (x >= p.solarize_threshold), 1.0 - x, x)
 
 
 def augment(
@@ -257,7 +302,7 @@ def augment(
         x = color_jitter(x, p, gen)
     if p.grayscale_p > 0:
         x = grayscale(x, p, gen)
-    if p.blur_p > 0:
+    if p.blur_p > 0 and p.blur_sigma[1] > 0:
         x = gaussian_blur(x, p, gen)
     if p.solarize_p > 0:
         x = solarize(x, p, gen)

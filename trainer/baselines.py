@@ -19,4 +19,4 @@ def baseline_accuracies(config: TrainConfig) -> dict[str, float]:
     bank = extract_features(flatten, d.train_images[trainer.bank_idx], trainer.eval_view)
     queries = extract_features(flatten, d.eval_images[trainer.query_idx], trainer.eval_view)
     raw = float(knn_accuracy(bank, bank_y, queries, query_y, cfg.knn_k, cfg.knn_temperature, len(d.classes)))
-    return {"raw_pixels": raw, "untrained": trainer.knn(), "queries": float(len(trainer.query_idx))}
+    return {"raw_pixels": raw, "untrained": trainer.evaluate()[0], "queries": float(len(trainer.query_idx))}

@@ -1,5 +1,7 @@
-"""Frozen-feature evaluation: weighted kNN, projection spread (z_std), linear probe."""
+"""Frozen-feature evaluation: weighted kNN, collapse health (z_std, z_spread, eff_rank), linear probe."""
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -7,14 +9,18 @@ from torch import nn
 
 
 @torch.no_grad()
-def extract_features(encoder: nn.Module, images: torch.Tensor, view, batch_size: int = 512) -> torch.Tensor:
-    """L2-normalised encoder features of uint8 images; view maps a uint8 batch to network input."""
-    was_training = encoder.training
-    encoder.eval()
-    chunks = [F.normalize(encoder(view(images[i : i + batch_size])).float(), dim=1)
-              for i in range(0, len(images), batch_size)]
-    encoder.train(was_training)
+def embed(network: nn.Module, inputs: torch.Tensor, view=lambda x: x, batch_size: int = 512) -> torch.Tensor:
+    """network(view(batch)) over inputs in eval mode, as float; view maps a batch to network input."""
+    was_training = network.training
+    network.eval()
+    chunks = [network(view(inputs[i : i + batch_size])).float() for i in range(0, len(inputs), batch_size)]
+    network.train(was_training)
     return torch.cat(chunks)
+
+
+def extract_features(encoder: nn.Module, images: torch.Tensor, view, batch_size: int = 512) -> torch.Tensor:
+    """L2-normalised encoder features of uint8 images."""
+    return F.normalize(embed(encoder, images, view, batch_size), dim=1)
 
 
 @torch.no_grad()
@@ -38,6 +44,19 @@ def knn_accuracy(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.T
 def projection_std(z: torch.Tensor) -> torch.Tensor:
     """Mean per-dimension std of L2-normalised projections: 1/sqrt(d) when spread, 0 when collapsed."""
     return F.normalize(z.float(), dim=1).std(dim=0).mean()
+
+
+def z_spread(z: torch.Tensor) -> torch.Tensor:
+    """projection_std * sqrt(d): 1 when the normalised projections spread over the sphere, 0 collapsed."""
+    return projection_std(z) * math.sqrt(z.shape[1])
+
+
+def effective_rank(z: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """RankMe (Garrido et al. 2023): exp of the entropy of the singular values of z normalised to
+    sum 1; from 1 (every row on one line) to min(n, d) (all directions used equally)."""
+    s = torch.linalg.svdvals(z.float())
+    p = s / s.sum().clamp(min=eps) + eps
+    return torch.exp(-(p * p.log()).sum())
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,

@@ -15,7 +15,7 @@ from . import augment
 from . import data as datasets
 from .byol import BYOL, ema_update, tau_at
 from .config import ConfigError, TrainConfig
-from .evaluation import extract_features, knn_accuracy, linear_probe, projection_std
+from .evaluation import effective_rank, embed, extract_features, knn_accuracy, linear_probe, projection_std, z_spread
 from .optim import build_optimizer, lr_at
 from .storage import load_plain
 
@@ -30,6 +30,8 @@ class EpochResult:
     loss: float
     knn_acc: float
     z_std: float
+    z_spread: float
+    eff_rank: float
     lr: float
     tau: float
     images_per_s: float
@@ -42,6 +44,8 @@ class EpochResult:
 
 CHECKPOINT_KEYS = ("config", "device_type", "model", "optimizer", "epoch", "step", "rng")
 RNG_KEYS = ("generator", "torch", "cuda", "python", "numpy")
+
+HEALTH_ROWS = 2048  # kNN bank images whose projections measure collapse (z_spread, eff_rank)
 
 # fields a resumed run may change: where things are and how fast they run, not what is trained
 RESUMABLE_CHANGES = ("data_root", "download", "cache_dir", "linear_probe", "device", "precision",
@@ -100,6 +104,7 @@ class Trainer:
         del stats
         self.bank_idx = _fixed_subset(len(data.train_images), config.knn_bank_size, data.train_labels >= 0).to(self.device)
         self.query_idx = _fixed_subset(len(data.eval_images), config.knn_queries).to(self.device)
+        self.health_rows = _fixed_subset(len(self.bank_idx), HEALTH_ROWS).to(self.device)  # positions in the bank
         self.views = augment.policy_views(config.policy, config.aug_strength)
 
         self.model = BYOL(config.backbone, config.projector_hidden, config.projector_out, config.image_size).to(self.device)
@@ -167,10 +172,10 @@ class Trainer:
         self.epoch += 1
         if not np.isfinite(mean_loss):
             raise Diverged(f"loss became {mean_loss} in epoch {self.epoch} (step {self.step}); training stopped")
-        knn = self.knn()
+        knn, spread, rank = self.evaluate()
         return EpochResult(
             epoch=self.epoch, loss=mean_loss, knn_acc=knn,
-            z_std=float(z_std_sum) / self.steps_per_epoch, lr=lr, tau=tau,
+            z_std=float(z_std_sum) / self.steps_per_epoch, z_spread=spread, eff_rank=rank, lr=lr, tau=tau,
             images_per_s=self.steps_per_epoch * self.batch_size / train_s,
             epoch_s=time.perf_counter() - start,
         )
@@ -180,18 +185,30 @@ class Trainer:
         x = augment.resize_only(batch, self.config.image_size, self.mean, self.std)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
     def features(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(bank features, bank labels, query features, query labels) from the online encoder."""
         d = self.data
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+        with self._autocast():
             bank = extract_features(self.model.encoder, d.train_images[self.bank_idx], self.eval_view)
             queries = extract_features(self.model.encoder, d.eval_images[self.query_idx], self.eval_view)
         return bank, d.train_labels[self.bank_idx], queries, d.eval_labels[self.query_idx]
 
-    def knn(self) -> float:
-        bank, bank_y, queries, query_y = self.features()
-        return float(knn_accuracy(bank, bank_y, queries, query_y, self.config.knn_k,
-                                  self.config.knn_temperature, len(self.data.classes)))
+    def evaluate(self) -> tuple[float, float, float]:
+        """(knn_acc, z_spread, eff_rank): kNN top-1 of the online encoder's features, and the spread
+        and effective rank of the online projections of a fixed set of the bank's images."""
+        d = self.data
+        with self._autocast():
+            raw = embed(self.model.encoder, d.train_images[self.bank_idx], self.eval_view)
+            queries = extract_features(self.model.encoder, d.eval_images[self.query_idx], self.eval_view)
+            z = embed(self.model.projector, raw[self.health_rows])
+        knn = knn_accuracy(torch.nn.functional.normalize(raw, dim=1), d.train_labels[self.bank_idx], queries,
+                           d.eval_labels[self.query_idx], self.config.knn_k, self.config.knn_temperature,
+                           len(self.data.classes))
+        values = torch.stack([knn.float(), z_spread(z), effective_rank(z)]).tolist()  # one host sync
+        return values[0], values[1], values[2]
 
     def probe(self) -> float:
         bank, bank_y, queries, query_y = self.features()

@@ -15,7 +15,8 @@ METRICS = "metrics.json"
 
 def format_result(metrics: dict) -> str:
     parts = [f"epoch {metrics['epoch']:>3}", f"loss {metrics['loss']:.4f}", f"knn_acc {metrics['knn_acc']:.4f}",
-             f"z_std {metrics['z_std']:.4f}", f"lr {metrics['lr']:.4g}", f"tau {metrics['tau']:.5f}",
+             f"z_std {metrics['z_std']:.4f}", f"z_spread {metrics['z_spread']:.3f}",
+             f"eff_rank {metrics['eff_rank']:.1f}", f"lr {metrics['lr']:.4g}", f"tau {metrics['tau']:.5f}",
              f"{metrics['images_per_s']:.0f} img/s", f"{metrics['epoch_s']:.1f} s"]
     if "linear_probe_acc" in metrics:
         parts.append(f"linear_probe_acc {metrics['linear_probe_acc']:.4f}")
