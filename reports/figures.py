@@ -113,6 +113,31 @@ def z_std_curves(sweep: Sweep, threshold: float) -> bytes | None:
     return to_png(fig)
 
 
+def spread_curves(sweep: Sweep) -> bytes | None:
+    """z_spread and eff_rank per epoch, with the collapse thresholds."""
+    from vocabulary import COLLAPSE_RANK, COLLAPSE_SPREAD
+
+    keys = [k for k in ("z_spread", "eff_rank") if k in sweep.curves]
+    if not keys:
+        return None
+    fig = new_figure(4.2 * len(keys), 3.2)
+    status = dict(zip(sweep.trials["trial"], sweep.trials["status"]))
+    for k, (key, threshold) in enumerate(zip(keys, (COLLAPSE_SPREAD, COLLAPSE_RANK) if keys[0] == "z_spread"
+                                             else (COLLAPSE_RANK,))):
+        ax = fig.add_subplot(1, len(keys), k + 1)
+        for trial, c in sweep.curves.groupby("trial", sort=True):
+            style = dict(STYLE.get(status.get(trial, "running"), STYLE["running"]))
+            style.setdefault("color", PALETTE[0])
+            ax.plot(c["epoch"], c[key], **style)
+        ax.axhline(threshold, color="#d62728", lw=1, ls="-.", label=f"collapse below {threshold:g}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.25)
+        ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return to_png(fig)
+
+
 def sensitivity(sweep: Sweep, fields: list[str]) -> bytes | None:
     done = sweep.full_budget
     fields = [f for f in fields if f in done]

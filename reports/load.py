@@ -18,7 +18,8 @@ from reports.errors import ReportError
 from vocabulary import COMPLETED, EPOCH_METRICS, FINAL_METRICS, FINISHED, RUNNING, best_index, objective
 TRIAL_COLUMNS = (
     "experiment", "trial", "trial_id", "run_id", "status", "policy", "seed", "epochs_run",
-    "metric", "final_metric", "best_metric", "best_epoch", "final_loss", "final_z_std",
+    "metric", "final_metric", "best_metric", "best_epoch", "final_loss", "final_z_std", "final_z_spread",
+    "final_eff_rank",
     "linear_probe_acc", "compute_s", "wall_s", "resources_cpu", "resources_gpu",
     "stopped_epoch", "error",
 )
@@ -273,6 +274,8 @@ def _trials(runs: list, curves: pd.DataFrame, experiment: str, metric: str, mode
             "best_epoch": best_epoch,
             "final_loss": _last(c, "loss"),
             "final_z_std": _last(c, "z_std"),
+            "final_z_spread": _last(c, "z_spread"),
+            "final_eff_rank": _last(c, "eff_rank"),
             "linear_probe_acc": run.data.metrics.get("linear_probe_acc", math.nan),
             "compute_s": float(c["epoch_s"].sum()) if "epoch_s" in c else 0.0,
             "wall_s": (end - run.info.start_time) / 1000 if run.info.start_time else math.nan,

@@ -12,7 +12,7 @@ from reports.importance import param_importances
 from reports.load import Sweep
 from reports.render import Code, Columns, Heading, Image, Para, Table
 from reports.stats import binomial_interval, compare_arms, t_interval, within_noise
-from vocabulary import FINISHED, asha_rungs
+from vocabulary import COLLAPSE_RANK, COLLAPSE_SPREAD, FINISHED, RUNTIME_FIELDS, asha_rungs, collapsed
 
 TOP = 5
 COLLAPSE_Z_STD = 0.01
@@ -316,7 +316,7 @@ def comparisons_section(s: Sweep, level: int, prefix: str) -> list:
     if not fields:
         return []
     out = [Heading("Comparisons", level)]
-    config_columns = [c for c in s.param_names if c in s.full_budget]
+    config_columns = [c for c in s.param_names if c in s.full_budget and c not in RUNTIME_FIELDS]
     for field in fields:
         out.append(Heading(field, level + 1))
         comparison = compare_arms(s.full_budget, field, mode=s.mode, pair="seed", config_columns=config_columns)
@@ -349,25 +349,37 @@ def health_section(s: Sweep, level: int, prefix: str) -> list:
     out = [Heading("Health", level)]
     t = s.trials
     diverged = t[t["status"] == "diverged"]
-    collapsed = t[~t["status"].isin(["diverged", "failed"]) & (t["final_z_std"] < COLLAPSE_Z_STD)]
+    alive = t[~t["status"].isin(["diverged", "failed"])]
+    has_spread = alive["final_z_spread"].notna().any() or alive["final_eff_rank"].notna().any()
+    if has_spread:
+        flags = [collapsed(z, r) for z, r in zip(alive["final_z_spread"], alive["final_eff_rank"])]
+        rule = (f"a trial that did not diverge but ended with z_spread below {COLLAPSE_SPREAD:g} (z_spread: the "
+                "std of the L2-normalised projections times sqrt(dim): 1 when spread, 0 when every image maps to one "
+                f"point) or an effective rank below {COLLAPSE_RANK:g} (RankMe: about 1 when the projections lie on "
+                "a line or two antipodal points)")
+    else:  # a sweep older than z_spread and eff_rank
+        flags = list(alive["final_z_std"] < COLLAPSE_Z_STD)
+        rule = f"a trial that did not diverge but ended with z_std below {COLLAPSE_Z_STD:g}"
+    collapsed_trials = alive[np.asarray(flags, dtype=bool)]
     failed = t[t["status"] == "failed"]
-    out.append(Para(f"Collapsed: a trial that did not diverge but ended with z_std below {COLLAPSE_Z_STD:g} "
-                    "(z_std: mean per-dimension std of the L2-normalised projections; about 1/sqrt(dim) when "
-                    "spread, 0 when every image maps to one point)."))
-    if diverged.empty and collapsed.empty and failed.empty:
+    out.append(Para(f"Collapsed: {rule}."))
+    if diverged.empty and collapsed_trials.empty and failed.empty:
         out.append(Para("No trial diverged, collapsed or failed."))
-    for label, rows in (("Diverged", diverged), ("Collapsed", collapsed), ("Failed", failed)):
+    for label, rows in (("Diverged", diverged), ("Collapsed", collapsed_trials), ("Failed", failed)):
         if rows.empty:
             continue
         out.append(Para(f"{label}: {len(rows)} trial{'s' if len(rows) != 1 else ''}."))
         out.append(Table(pd.DataFrame({
             "trial": rows["trial"], "status": rows["status"], "epochs run": rows["epochs_run"].astype(str),
             "final loss": [num(v) for v in rows["final_loss"]], "final z_std": [num(v) for v in rows["final_z_std"]],
+            "final z_spread": [num(v, 3) for v in rows["final_z_spread"]],
+            "final eff_rank": [num(v, 1) for v in rows["final_eff_rank"]],
             "error": [e or "–" for e in rows["error"]],
         })))
-    png = figures.z_std_curves(s, COLLAPSE_Z_STD)
+    png = figures.spread_curves(s) if has_spread else figures.z_std_curves(s, COLLAPSE_Z_STD)
     if png is not None and not s.curves.empty:
-        out.append(Image(f"{prefix}z_std.png", png, "z_std per epoch"))
+        name = "z_spread.png" if has_spread else "z_std.png"
+        out.append(Image(f"{prefix}{name}", png, "collapse health per epoch"))
     return out
 
 

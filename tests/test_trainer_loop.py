@@ -146,7 +146,7 @@ def test_evaluate_scores_the_features_knn_sees_and_projects_a_fixed_part_of_the_
     knn, spread, rank = t.evaluate()
     assert knn == pytest.approx(float(knn_accuracy(bank, bank_y, queries, query_y, t.config.knn_k,
                                                    t.config.knn_temperature, 10)))
-    z = embed(t.model.projector, embed(t.model.encoder, t.data.train_images[t.bank_idx], t._eval_view))
+    z = embed(t.model.projector, embed(t.model.encoder, t.data.train_images[t.bank_idx], t.eval_view))
     assert (spread, rank) == pytest.approx((float(z_spread(z)), float(effective_rank(z))), rel=1e-5)
     # at most HEALTH_ROWS of the bank, drawn at random from all of it, the same for every seed
     monkeypatch.setattr(loop, "HEALTH_ROWS", 40)

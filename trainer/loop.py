@@ -11,6 +11,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from vocabulary import RUNTIME_FIELDS
+
 from . import augment
 from . import data as datasets
 from .byol import BYOL, ema_update, tau_at
@@ -47,9 +49,7 @@ RNG_KEYS = ("generator", "torch", "cuda", "python", "numpy")
 
 HEALTH_ROWS = 2048  # kNN bank images whose projections measure collapse (z_spread, eff_rank)
 
-# fields a resumed run may change: where things are and how fast they run, not what is trained
-RESUMABLE_CHANGES = ("data_root", "download", "cache_dir", "linear_probe", "device", "precision",
-                     "channels_last", "compile")
+RESUMABLE_CHANGES = RUNTIME_FIELDS  # a resumed run may change where and how fast it runs, not what it trains
 
 
 def resolve_device(name: str) -> torch.device:

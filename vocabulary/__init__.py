@@ -29,6 +29,20 @@ FINAL_METRICS = ("linear_probe_acc",)
 OBJECTIVES = {"knn_acc": "max", "loss": "min", "z_std": "max", "z_spread": "max", "eff_rank": "max"}
 MODES = ("max", "min")
 
+# TrainConfig fields that change where and how fast a run goes, not what it learns: a resumed run
+# may change them, and a comparison of arms ignores them
+RUNTIME_FIELDS = ("data_root", "download", "cache_dir", "linear_probe", "device", "precision", "channels_last",
+                  "compile")
+
+# collapse: the projections no longer spread (z_spread = z_std * sqrt(dim): 1 spread, 0 one point)
+# or lie on a line (eff_rank, RankMe: about 1 for a line or two antipodal points)
+COLLAPSE_SPREAD = 0.1
+COLLAPSE_RANK = 2.0
+
+
+def collapsed(z_spread: float, eff_rank: float) -> bool:
+    return (z_spread == z_spread and z_spread < COLLAPSE_SPREAD) or (eff_rank == eff_rank and eff_rank < COLLAPSE_RANK)
+
 
 def default_mode(metric: str) -> str:
     return OBJECTIVES.get(metric, "max")
