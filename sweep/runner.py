@@ -226,7 +226,8 @@ def measure_baselines(spec: SweepSpec, uri: str, parent_run_id: str, resources: 
         return None
     log_baselines(uri, parent_run_id, split, baselines)
     print(f"baselines on the {split} split ({int(baselines['queries'])} queries): kNN on raw pixels "
-          f"{baselines['raw_pixels']:.4f}, on the untrained encoder {baselines['untrained']:.4f}", flush=True)
+          f"{baselines['raw_pixels']:.4f}, on the untrained encoder {baselines['untrained']:.4f} "
+          f"({baselines['untrained_bn']:.4f} with BatchNorm calibrated)", flush=True)
     return baselines
 
 

@@ -37,7 +37,8 @@ TRIALS_A = [
     ("crop_only", 0, "stopped_early", 1), ("crop_only", 1, "diverged", 4), ("crop_only", 2, "failed", 0),
 ]
 LEVEL = {"byol": 0.80, "simclr": 0.70, "crop_only": 0.45, "no_color": 0.6}
-BASELINES = {"baseline.raw_pixels.test": 0.30, "baseline.untrained.test": 0.25, "baseline.queries.test": 1000.0,
+BASELINES = {"baseline.raw_pixels.test": 0.30, "baseline.untrained.test": 0.25, "baseline.untrained_bn.test": 0.35,
+             "baseline.queries.test": 1000.0,
              "baseline.raw_pixels.val": 0.31, "baseline.untrained.val": 0.26, "baseline.queries.val": 500.0}
 # ASHA's decisions as the scheduler would have recorded them: trial index -> rung -> record
 DECISIONS_A = {
