@@ -7,11 +7,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import augment
+from . import policies
 
 BACKBONES = ("small_cnn", "resnet18_cifar", "resnet18", "resnet50")
 OPTIMIZERS = ("lars", "sgd", "adamw")
-POLICIES = tuple(augment.POLICIES)
+POLICIES = tuple(policies.POLICIES)
 PRECISIONS = ("auto", "fp32", "bf16")
 EVAL_SPLITS = ("val", "test")
 FIXED_DATASETS = ("digits", "cifar10", "cifar100", "stl10")
@@ -58,7 +58,7 @@ class TrainConfig:
     aug_strength: float = _spec(1.0, "scales the policy's magnitudes (crop area and aspect, jitter, blur sigma, "
                                      "solarize threshold), not its probabilities: 1 the recipe, 0 no crop, jitter or "
                                      "blur; the range ends before a crop could fall under 1% of the image",
-                                low=0.0, high=augment.MAX_STRENGTH)
+                                low=0.0, high=policies.MAX_STRENGTH)
     # evaluation
     knn_k: int = _spec(200, "neighbours in the kNN monitor (capped by the bank size)", low=1)
     knn_temperature: float = _spec(0.1, "kNN vote temperature", low=0.0, low_open=True)
