@@ -12,7 +12,7 @@ OPTIMIZERS = ("lars", "sgd", "adamw")
 POLICIES = ("byol", "simclr", "crop_only", "no_color", "no_blur")
 PRECISIONS = ("auto", "fp32", "bf16")
 EVAL_SPLITS = ("val", "test")
-FIXED_DATASETS = ("digits", "cifar10", "cifar100", "stl10")
+FIXED_DATASETS = ("digits", "digits_canvas", "shapes", "cifar10", "cifar100", "stl10")
 
 
 class ConfigError(ValueError):
