@@ -24,23 +24,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer import TrainConfig, Trainer  # noqa: E402
 from trainer import data as datasets  # noqa: E402
+from trainer import embedded  # noqa: E402
 from trainer.evaluation import knn_accuracy  # noqa: E402
 
 # the quick sweep's fixed settings (search_spaces/quick.yaml's base), evaluated on everything
 QUICK = dict(backbone="small_cnn", projector_hidden=512, projector_out=128, optimizer="lars",
              warmup_epochs=1, knn_bank_size=0, knn_queries=0, knn_k=20, linear_probe=False, device="cpu")
 
+# name -> (TrainConfig settings, data variant); epochs 8 and policy no_blur (the 32-px stand-in) throughout
+LARS_128 = dict(epochs=8, batch_size=128, base_lr=1.0, policy="no_blur")
+LARS_64 = dict(epochs=8, batch_size=64, base_lr=0.5, policy="no_blur")
 CANDIDATES = {
-    "digits32": dict(dataset="digits", image_size=32, epochs=8, batch_size=128, base_lr=1.0, policy="no_blur"),
-    "shapes32": dict(dataset="shapes", image_size=32, epochs=8, batch_size=128, base_lr=1.0, policy="no_blur"),
-    "shapes24": dict(dataset="shapes", image_size=24, epochs=8, batch_size=128, base_lr=1.0, policy="no_blur"),
-    "shapes16": dict(dataset="shapes", image_size=16, epochs=8, batch_size=64, base_lr=0.5, policy="no_blur"),
-    "shapes20": dict(dataset="shapes", image_size=20, epochs=8, batch_size=64, base_lr=0.5, policy="no_blur"),
-    "canvas16": dict(dataset="digits_canvas", image_size=16, epochs=8, batch_size=64, base_lr=0.5, policy="no_blur"),
-    "canvas20": dict(dataset="digits_canvas", image_size=20, epochs=8, batch_size=64, base_lr=0.5, policy="no_blur"),
-    "canvas32": dict(dataset="digits_canvas", image_size=32, epochs=8, batch_size=128, base_lr=1.0, policy="no_blur"),
-    "cifar16": dict(dataset="cifar10", image_size=16, epochs=8, batch_size=64, base_lr=0.5, policy="no_blur"),
-    "cifar24": dict(dataset="cifar10", image_size=24, epochs=8, batch_size=64, base_lr=0.5, policy="no_blur"),
+    "digits32": (dict(dataset="digits", image_size=32, **LARS_128), {}),
+    "shapes32": (dict(dataset="shapes", image_size=32, **LARS_128), {"colours": "rgb"}),
+    "shapes16_gray": (dict(dataset="shapes", image_size=16, **LARS_64), {"colours": "gray"}),
+    "shapes16_fixed": (dict(dataset="shapes", image_size=16, **LARS_64), {"colours": "fixed"}),
+    "canvas16_x3": (dict(dataset="digits_canvas", image_size=16, **LARS_64),
+                    {"copies": 3, "scale": (0.45, 0.8), "rotation": 15.0}),
+    "canvas32_wide": (dict(dataset="digits_canvas", image_size=32, **LARS_128),
+                      {"copies": 1, "scale": (0.45, 0.8), "rotation": 15.0}),
+    "canvas32": (dict(dataset="digits_canvas", image_size=32, **LARS_128), {}),
+    "cifar16": (dict(dataset="cifar10", image_size=16, **LARS_64), {}),
 }
 CIFAR_TREE = Path("/tmp/cifar10-jpeg")
 
@@ -73,7 +77,7 @@ def baselines(trainer: Trainer) -> dict[str, float]:
     d, cfg = trainer.data, trainer.config
 
     def pixels(images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(trainer._eval_view(images).float().flatten(1), dim=1)
+        return F.normalize(trainer.eval_view(images).float().flatten(1), dim=1)
 
     bank_y, query_y = d.train_labels[trainer.bank_idx], d.eval_labels[trainer.query_idx]
     raw = knn_accuracy(pixels(d.train_images[trainer.bank_idx]), bank_y, pixels(d.eval_images[trainer.query_idx]),
@@ -83,15 +87,21 @@ def baselines(trainer: Trainer) -> dict[str, float]:
 
 def run(name: str, overrides: dict, seeds: list[int], taus: list[float], eval_split: str,
         per_class: int = 400) -> dict:
-    settings = {**QUICK, **CANDIDATES[name], **overrides, "eval_split": eval_split}
+    settings = {**QUICK, **CANDIDATES[name][0], **overrides, "eval_split": eval_split}
+    variant = CANDIDATES[name][1]
     cfg0 = TrainConfig.from_dict(settings)
     if cfg0.dataset == "cifar10":
         data = cifar_subset(cfg0.image_size, per_class, 100)
+    elif cfg0.dataset == "shapes":
+        data = embedded.load_shapes(cfg0.image_size, eval_split, **variant)
+    elif cfg0.dataset == "digits_canvas":
+        data = embedded.load_digits_canvas(cfg0.image_size, eval_split, **variant)
     else:
         data = datasets.load(cfg0.dataset, image_size=cfg0.image_size, eval_split=eval_split)
     first = Trainer(cfg0, data=data)
     n_queries = len(first.query_idx)
     out = {"candidate": name, "settings": {k: v for k, v in settings.items() if k not in QUICK or k in overrides},
+           "variant": variant,
            "train_images": len(data.train_images), "queries": n_queries, **baselines(first), "trained": {}}
     out["noise_95"] = round(wilson_half_width(max(out["raw_pixels"], out["untrained"]), n_queries), 4)
     for tau in taus:

@@ -79,14 +79,14 @@ def subset(root: Path, per_class: int) -> tuple[torch.Tensor, torch.Tensor, list
 
 def knn_of(encoder, trainer: Trainer) -> float:
     d, cfg = trainer.data, trainer.config
-    bank = extract_features(encoder, d.train_images[trainer.bank_idx], trainer._eval_view)
-    queries = extract_features(encoder, d.eval_images[trainer.query_idx], trainer._eval_view)
+    bank = extract_features(encoder, d.train_images[trainer.bank_idx], trainer.eval_view)
+    queries = extract_features(encoder, d.eval_images[trainer.query_idx], trainer.eval_view)
     return float(knn_accuracy(bank, d.train_labels[trainer.bank_idx], queries, d.eval_labels[trainer.query_idx],
                               cfg.knn_k, cfg.knn_temperature, len(d.classes)))
 
 
 def raw_pixels(trainer: Trainer) -> float:
-    flat = lambda x: torch.nn.functional.normalize(trainer._eval_view(x).float().flatten(1), dim=1)  # noqa: E731
+    flat = lambda x: torch.nn.functional.normalize(trainer.eval_view(x).float().flatten(1), dim=1)  # noqa: E731
     d, cfg = trainer.data, trainer.config
     return float(knn_accuracy(flat(d.train_images[trainer.bank_idx]), d.train_labels[trainer.bank_idx],
                               flat(d.eval_images[trainer.query_idx]), d.eval_labels[trainer.query_idx],

@@ -1,4 +1,4 @@
-"""`shapes`, the dataset generated in code: deterministic, right shapes, labels and splits."""
+"""Datasets generated in code (`shapes`, `digits_canvas`): deterministic, right shapes, labels and splits."""
 from __future__ import annotations
 
 import hashlib
@@ -70,6 +70,17 @@ def test_other_size_and_pictures_are_two_coloured():
         assert np.sort(counts)[-2:].sum() > 0.6 * img.shape[0] * img.shape[1]
 
 
+def test_colour_variants():
+    fixed, _ = E.generate(1, 16, seed=0)
+    assert set(np.unique(fixed)) >= {26, 230}  # 0.1 and 0.9 grey
+    rgb, _ = E.generate(1, 16, seed=0, colours="rgb")
+    assert not np.array_equal(rgb[..., 0], rgb[..., 1])
+    gray, _ = E.generate(1, 16, seed=0, colours="gray")
+    assert np.array_equal(gray[..., 0], gray[..., 1]) and np.array_equal(gray[..., 1], gray[..., 2])
+    with pytest.raises(ValueError, match="colours"):
+        E.generate(1, 16, seed=0, colours="pink")
+
+
 def test_each_shape_draws_something_and_shapes_differ():
     u, v = np.meshgrid(np.linspace(-1, 1, 64), np.linspace(-1, 1, 64))
     masks = [E._unit_mask(s, u, v) for s in E.SHAPES]
@@ -79,4 +90,41 @@ def test_each_shape_draws_something_and_shapes_differ():
             assert (masks[i] != masks[j]).mean() > 0.03, (E.SHAPES[i], E.SHAPES[j])
 
 
-PINNED_SHA = "4ca57cf98ea59cae"
+PINNED_SHA = "9426c4c31ecd605f"
+
+
+# -- digits_canvas -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def canvas_val():
+    return D.load("digits_canvas", eval_split="val")
+
+
+def test_digits_canvas_parts(canvas_val):
+    test = D.load("digits_canvas", eval_split="test")
+    digits = D.load("digits")  # the same 80/20 split of scikit-learn's digits
+    for d in (canvas_val, test):
+        assert d.classes == [str(i) for i in range(10)]
+        assert d.train_images.dtype == torch.uint8 and d.train_images.shape[1:] == (3, 32, 32)
+        assert d.eval_images.shape[1:] == (3, 32, 32)
+        assert len(d.train_images) == len(digits.train_images) * E.CANVAS_COPIES
+        assert len(d.eval_images) == len(digits.eval_images) * E.CANVAS_COPIES
+        assert torch.equal(torch.bincount(d.train_labels), torch.bincount(digits.train_labels) * E.CANVAS_COPIES)
+        assert torch.equal(torch.bincount(d.eval_labels), torch.bincount(digits.eval_labels) * E.CANVAS_COPIES)
+        x = d.train_images
+        assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2])  # grey
+    assert torch.equal(canvas_val.train_images, test.train_images)
+    assert torch.equal(canvas_val.eval_labels, test.eval_labels)
+    assert not torch.equal(canvas_val.eval_images, test.eval_images)  # same digits, other placements
+    again = D.load("digits_canvas", eval_split="val")
+    assert torch.equal(again.train_images, canvas_val.train_images) and torch.equal(again.eval_images, canvas_val.eval_images)
+
+
+def test_place_digits_keeps_the_digit_inside_and_varies_its_place():
+    one = np.zeros((1, 8, 8))
+    one[:, 1:7, 3:5] = 1.0  # a bar
+    placed = E.place_digits(one, 32, copies=20, seed=0)
+    assert placed.shape == (20, 32, 32) and placed.dtype == np.uint8
+    assert (placed[:, 0, :] == 0).all() and (placed[:, -1, :] == 0).all()  # nothing touches the border rows
+    centres = [np.argwhere(p > 128).mean(0) for p in placed]
+    assert np.ptp(np.array(centres), axis=0).min() > 2  # moved by more than 2 px in both directions

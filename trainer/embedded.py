@@ -1,19 +1,20 @@
-"""`shapes`: a small image dataset generated in code, the embedded default of the quick sweep.
+"""Datasets generated in code (no download, the same images on every machine).
 
-Each image is one filled shape on a plain background. The label is the shape's identity, one of
-SHAPES (10 classes, equally many of each). Everything else is a nuisance drawn at random per
-image: the shape's colour and the background's colour (independent uniform RGB, redrawn until
-their luminances differ by at least 0.25), the centre (anywhere that keeps most of the shape
-inside), the size (radius 22-38% of the side), a rotation of +-20 degrees, and a mirror image
-for the chiral shapes. Raw pixels are dominated by the colours and the position, so they
-classify shapes badly; features invariant to colour and position (what BYOL's crop and colour
-augmentations ask for) classify them well.
+`shapes`: one filled shape on a plain background. The label is the shape's identity, one of
+SHAPES (10 classes, equally many of each, interleaved). The nuisances, drawn at random per image:
+the centre (anywhere that keeps most of the shape inside), the size (radius 22-38% of the side),
+a rotation of +-20 degrees and a mirror image. Colours: light grey 0.9 on dark grey 0.1 (the
+default, `fixed`); `rgb` (independent random shape and background colours, luminances at least
+0.25 apart) and `gray` (their luminances) are the variants measured in docs/main-job.md, where
+BYOL learned the colours, not the shapes. Drawn 4x supersampled and box-filtered (anti-aliased)
+at image_size pixels, from numpy PCG64 streams with fixed seeds: training part TRAIN_PER_CLASS a
+class (seed 0), val VAL_PER_CLASS a class (seed 2), test TEST_PER_CLASS a class (seed 1); val and
+test are generated apart from the training images, as held-out images.
 
-Generated with numpy's PCG64 from fixed seeds, so every machine gets the same images: the
-training part (TRAIN_PER_CLASS a class, seed 0) and an independent test part (TEST_PER_CLASS a
-class, seed 1). Shapes are drawn 4x supersampled and box-filtered (anti-aliased) at `side`
-pixels. `eval_split` val is a fixed, stratified 10% of the training part held out of training
-(as for CIFAR-10); test is the test part.
+`digits_canvas`: scikit-learn's 8x8 digits (label = the digit), each drawn at a random size
+(CANVAS_SCALE of the side), rotation (+-CANVAS_ROTATION degrees) and position (wholly inside) on
+a black canvas of image_size pixels: training images from digits' fixed 80%, val and test from
+its held-out 20% with their own placements.
 """
 from __future__ import annotations
 
@@ -27,8 +28,7 @@ TRAIN_PER_CLASS = 400
 TEST_PER_CLASS = 100
 VAL_PER_CLASS = 100
 SUPERSAMPLE = 4
-import os
-COLOURS = os.environ.get("SHAPES_COLOURS", "rgb")
+COLOUR_MODES = ("rgb", "gray", "fixed")
 
 
 def _polygon_mask(x: np.ndarray, y: np.ndarray, vertices: np.ndarray) -> np.ndarray:
@@ -83,8 +83,12 @@ def _luminance(rgb: np.ndarray) -> float:
     return float(rgb @ np.array([0.299, 0.587, 0.114]))
 
 
-def generate(per_class: int, side: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 (N, side, side, 3), labels int64 (N,)), N = per_class * len(SHAPES), classes interleaved."""
+def generate(per_class: int, side: int, seed: int, colours: str = "fixed") -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 (N, side, side, 3), labels int64 (N,)), N = per_class * len(SHAPES), classes interleaved.
+    colours: fixed (light grey 0.9 on dark grey 0.1, the dataset), rgb (random shape and background
+    colours) or gray (their luminances): see the module's docstring."""
+    if colours not in COLOUR_MODES:
+        raise ValueError(f"colours {colours!r} is unknown; allowed: {', '.join(COLOUR_MODES)}")
     rng = np.random.default_rng(seed)
     hi = side * SUPERSAMPLE
     grid = (np.arange(hi) + 0.5) / hi  # pixel centres in [0, 1]
@@ -97,9 +101,9 @@ def generate(per_class: int, side: int, seed: int) -> tuple[np.ndarray, np.ndarr
             fg, bg = rng.random(3), rng.random(3)
             if abs(_luminance(fg) - _luminance(bg)) >= 0.25:
                 break
-        if COLOURS == "gray":
+        if colours == "gray":
             fg, bg = np.full(3, _luminance(fg)), np.full(3, _luminance(bg))
-        elif COLOURS == "fixed":
+        elif colours == "fixed":
             fg, bg = np.full(3, 0.9), np.full(3, 0.1)
         radius = rng.uniform(0.22, 0.38)
         cx, cy = rng.uniform(radius * 0.8, 1 - radius * 0.8, size=2)
@@ -114,12 +118,12 @@ def generate(per_class: int, side: int, seed: int) -> tuple[np.ndarray, np.ndarr
     return images, labels
 
 
-def load_shapes(image_size: int, eval_split: str = "val"):
-    """The `shapes` dataset at image_size pixels: train and val (10% of train) or test."""
+def load_shapes(image_size: int, eval_split: str = "val", colours: str = "fixed"):
+    """The `shapes` dataset at image_size pixels: the training part and val or test."""
     from .data import ImageData
 
     def tensors(per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = generate(per_class, image_size, seed)
+        images, labels = generate(per_class, image_size, seed, colours)
         return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)
 
     classes = list(SHAPES)
@@ -129,12 +133,13 @@ def load_shapes(image_size: int, eval_split: str = "val"):
 
 
 # -- digits_canvas ------------------------------------------------------------------------------
-CANVAS_COPIES = int(os.environ.get("CANVAS_COPIES", 3))  # each digit is placed this many times, each time with new nuisances
-CANVAS_SCALE = (0.45, 0.8)  # side of the digit's 8x8 box, as a fraction of the image side
-CANVAS_ROTATION = 15.0  # degrees, either way
+CANVAS_COPIES = 1  # each digit is placed this many times, each time with new nuisances
+CANVAS_SCALE = (0.65, 0.95)  # side of the digit's 8x8 box, as a fraction of the image side
+CANVAS_ROTATION = 10.0  # degrees, either way
 
 
-def place_digits(digits: np.ndarray, side: int, copies: int, seed: int) -> np.ndarray:
+def place_digits(digits: np.ndarray, side: int, copies: int, seed: int,
+                 scale: tuple[float, float] = CANVAS_SCALE, rotation: float = CANVAS_ROTATION) -> np.ndarray:
     """uint8 (len(digits) * copies, side, side): each 8x8 digit (floats in [0, 1]) drawn `copies`
     times at a random size, rotation and position (wholly inside) on a black side x side canvas,
     bilinearly; digit-major order (the copies of a digit are consecutive)."""
@@ -142,10 +147,10 @@ def place_digits(digits: np.ndarray, side: int, copies: int, seed: int) -> np.nd
 
     rng = np.random.default_rng(seed)
     n = len(digits) * copies
-    half = rng.uniform(*CANVAS_SCALE, size=n)  # half the box side in [-1, 1] units = its fraction of the side
-    angle = np.radians(rng.uniform(-CANVAS_ROTATION, CANVAS_ROTATION, size=n))
+    half = rng.uniform(*scale, size=n)  # half the box side in [-1, 1] units = its fraction of the side
+    angle = np.radians(rng.uniform(-rotation, rotation, size=n))
     reach = half * (np.abs(np.cos(angle)) + np.abs(np.sin(angle)))  # half-extent of the rotated box
-    centre = rng.uniform(-1, 1, size=(n, 2)) * (1 - reach)[:, None]
+    centre = rng.uniform(-1, 1, size=(n, 2)) * np.clip(1 - reach, 0, None)[:, None]
     cos, sin = np.cos(angle) / half, np.sin(angle) / half
     theta = np.empty((n, 2, 3))
     theta[:, 0, :2] = np.stack([cos, sin], 1)
@@ -157,8 +162,11 @@ def place_digits(digits: np.ndarray, side: int, copies: int, seed: int) -> np.nd
     return (out.squeeze(1).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
-def load_digits_canvas(image_size: int, eval_split: str = "val"):
-    """scikit-learn's digits, each drawn CANVAS_COPIES times at a random size, rotation and place."""
+def load_digits_canvas(image_size: int, eval_split: str = "val", copies: int = CANVAS_COPIES,
+                       scale: tuple[float, float] = CANVAS_SCALE, rotation: float = CANVAS_ROTATION):
+    """scikit-learn's digits, each drawn `copies` times at a random size, rotation and place: the
+    training part from the digits trainer/data.py trains on (80%, stratified, fixed), val and
+    test from the held-out 20%, each drawn with its own nuisances (seeds 2 and 1)."""
     from sklearn.datasets import load_digits as sk_digits
 
     from .data import SINGLE_SPLIT_FRACTION, ImageData, _stratified_split
@@ -168,8 +176,8 @@ def load_digits_canvas(image_size: int, eval_split: str = "val"):
     train, held = _stratified_split(labels, SINGLE_SPLIT_FRACTION)
 
     def part(idx: np.ndarray, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.from_numpy(place_digits(digits[idx], image_size, CANVAS_COPIES, seed))
-        return x.unsqueeze(1).expand(-1, 3, -1, -1).contiguous(), torch.from_numpy(np.repeat(labels[idx], CANVAS_COPIES))
+        x = torch.from_numpy(place_digits(digits[idx], image_size, copies, seed, scale, rotation))
+        return x.unsqueeze(1).expand(-1, 3, -1, -1).contiguous(), torch.from_numpy(np.repeat(labels[idx], copies))
 
     train_images, train_labels = part(train, 0)
     eval_images, eval_labels = part(held, 1 if eval_split == "test" else 2)
