@@ -14,7 +14,7 @@ OPTIMIZERS = ("lars", "sgd", "adamw")
 POLICIES = tuple(policies.POLICIES)
 PRECISIONS = ("auto", "fp32", "bf16")
 EVAL_SPLITS = ("val", "test")
-FIXED_DATASETS = ("digits", "cifar10", "cifar100", "stl10")
+FIXED_DATASETS = ("digits", "digits_canvas", "shapes", "cifar10", "cifar100", "stl10")
 
 
 class ConfigError(ValueError):

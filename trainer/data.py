@@ -53,12 +53,18 @@ def load(dataset: str, *, data_root: str = "~/.cache/byol-sweep/data", download:
         raise DataError(f"eval split {eval_split!r} is unknown; allowed: {', '.join(EVAL_SPLITS)}")
     if dataset == "digits":
         return load_digits(image_size)
+    if dataset == "shapes":  # generated in code: trainer/embedded.py
+        from .embedded import load_shapes
+        return load_shapes(image_size, eval_split)
+    if dataset == "digits_canvas":  # generated in code: trainer/embedded.py
+        from .embedded import load_digits_canvas
+        return load_digits_canvas(image_size, eval_split)
     if dataset in ("cifar10", "cifar100", "stl10"):
         return load_torchvision(dataset, Path(data_root).expanduser(), download, eval_split)
     if dataset.startswith("imagefolder:"):
         return load_imagefolder(Path(dataset[len("imagefolder:"):]).expanduser(), Path(cache_dir).expanduser(),
                                 image_size, eval_split)
-    raise DataError(f"dataset {dataset!r} is unknown; allowed: digits, cifar10, cifar100, stl10, imagefolder:<path>")
+    raise DataError(f"dataset {dataset!r} is unknown; allowed: digits, shapes, cifar10, cifar100, stl10, imagefolder:<path>")
 
 
 def _stratified_split(labels: np.ndarray, eval_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
