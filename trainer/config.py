@@ -31,7 +31,7 @@ def _spec(default, help: str, low=None, high=None, choices=None, low_open=False,
 @dataclass
 class TrainConfig:
     # data
-    dataset: str = _spec("digits", "digits | cifar10 | cifar100 | stl10 | imagefolder:<path>")
+    dataset: str = _spec("digits", "digits | digits_canvas | shapes (generated in code) | cifar10 | cifar100 | stl10 | imagefolder:<path>")
     data_root: str = _spec("~/.cache/byol-sweep/data", "where torchvision datasets live")
     download: bool = _spec(False, "allow torchvision to download cifar10/cifar100/stl10")
     cache_dir: str = _spec("~/.cache/byol-sweep/cache", "where decoded imagefolder trees are cached")

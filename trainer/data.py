@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import EVAL_SPLITS
+from .config import EVAL_SPLITS, FIXED_DATASETS
 from .storage import load_plain
 
 VAL_FRACTION = 0.1
@@ -64,7 +64,7 @@ def load(dataset: str, *, data_root: str = "~/.cache/byol-sweep/data", download:
     if dataset.startswith("imagefolder:"):
         return load_imagefolder(Path(dataset[len("imagefolder:"):]).expanduser(), Path(cache_dir).expanduser(),
                                 image_size, eval_split)
-    raise DataError(f"dataset {dataset!r} is unknown; allowed: digits, shapes, cifar10, cifar100, stl10, imagefolder:<path>")
+    raise DataError(f"dataset {dataset!r} is unknown; allowed: {', '.join(FIXED_DATASETS)}, imagefolder:<path>")
 
 
 def _stratified_split(labels: np.ndarray, eval_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
