@@ -231,19 +231,63 @@ def _json(text: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+RUN_IDS_PER_CALL = 100  # the tracking server's limit for one bulk-history request
+SERVER_MAX_RESULTS = 25_000
+
+
+def metric_histories(client: MlflowClient, runs: list, keys: list[str]) -> dict[tuple[str, str], list]:
+    """(run id, key) -> that metric's history [(timestamp, step, value)], read in bulk: one query
+    per metric for a SQL store, one request per metric and 100 runs for a tracking server, one
+    call per run and metric only for a store that has neither."""
+    run_ids = [r.info.run_id for r in runs]
+    out: dict[tuple[str, str], list] = {}
+    if not run_ids:
+        return out
+    store = client._tracking_client.store
+    for key in keys:
+        wanted = [r.info.run_id for r in runs if key in r.data.metrics]
+        if not wanted:
+            continue
+        if hasattr(store, "get_metric_history_bulk"):  # SQLAlchemy: one query for all runs
+            for i in range(0, len(wanted), 500):
+                for m in store.get_metric_history_bulk(wanted[i : i + 500], key, max_results=10**9):
+                    out.setdefault((m.run_id, key), []).append((m.timestamp, m.step, m.value))
+        elif hasattr(store, "get_host_creds"):  # a tracking server
+            for i in range(0, len(wanted), RUN_IDS_PER_CALL):
+                _bulk_from_server(store, wanted[i : i + RUN_IDS_PER_CALL], key, out)
+        else:
+            for run_id in wanted:
+                out[(run_id, key)] = [(m.timestamp, m.step, m.value) for m in client.get_metric_history(run_id, key)]
+    return out
+
+
+def _bulk_from_server(store, run_ids: list[str], key: str, out: dict) -> None:
+    from mlflow.utils.rest_utils import http_request
+
+    response = http_request(store.get_host_creds(), "/ajax-api/2.0/mlflow/metrics/get-history-bulk", "GET",
+                            params={"run_id": run_ids, "metric_key": key, "max_results": SERVER_MAX_RESULTS})
+    response.raise_for_status()
+    metrics = response.json().get("metrics", [])
+    if len(metrics) >= SERVER_MAX_RESULTS and len(run_ids) > 1:  # the answer was cut: ask in halves
+        half = len(run_ids) // 2
+        _bulk_from_server(store, run_ids[:half], key, out)
+        _bulk_from_server(store, run_ids[half:], key, out)
+        return
+    for m in metrics:
+        out.setdefault((m["run_id"], key), []).append((int(m["timestamp"]), int(m["step"]), float(m["value"])))
+
+
 def _curves(client: MlflowClient, runs: list, experiment: str) -> pd.DataFrame:
+    keys = sorted({k for run in runs for k in run.data.metrics if k not in FINAL_METRICS})
+    histories = metric_histories(client, runs, keys)
     rows: dict[tuple[str, int], dict] = {}
-    keys_seen: set[str] = set()
     for run in runs:
         trial = run.info.run_name or run.info.run_id
-        for key in run.data.metrics:
-            if key in FINAL_METRICS:
-                continue
-            keys_seen.add(key)
+        for key in keys:
             # a resumed trial may log an epoch twice: the later value wins
-            for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.timestamp):
-                rows.setdefault((trial, int(m.step)), {"experiment": experiment, "trial": trial, "epoch": int(m.step)})[key] = m.value
-    ordered = [k for k in EPOCH_METRICS if k in keys_seen] + sorted(keys_seen - set(EPOCH_METRICS))
+            for _, step, value in sorted(histories.get((run.info.run_id, key), ())):
+                rows.setdefault((trial, int(step)), {"experiment": experiment, "trial": trial, "epoch": int(step)})[key] = value
+    ordered = [k for k in EPOCH_METRICS if k in keys] + sorted(set(keys) - set(EPOCH_METRICS))
     columns = ["experiment", "trial", "epoch", *ordered]
     df = pd.DataFrame(list(rows.values()), columns=columns)
     return df.sort_values(["trial", "epoch"], kind="stable").reset_index(drop=True)

@@ -213,6 +213,16 @@ def test_the_same_sweep_lands_on_a_real_mlflow_server(tmp_path, mlflow_server, c
         assert epochs_logged(client, run.info.run_id) == [1, 2]
     assert parents[0].data.tags["byol_sweep.best_trial_id"] == outcome.best_trial
     assert not any("s3cret" in v for v in parents[0].data.tags.values())
+    # the report reads the server's histories in bulk; every epoch of every metric arrives
+    from reports import build_report
+
+    out = build_report(["remote"], mlflow_server, tmp_path / "report").parent
+    curves = pd.read_csv(out / "curves.csv")
+    for run in runs:
+        mine = curves[curves["trial"] == run.info.run_name]
+        for key in ("knn_acc", "loss", "epoch_s"):
+            history = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
+            assert list(mine[key]) == pytest.approx([m.value for m in history])
 
 
 def test_the_quick_space_is_what_the_readme_promises():
