@@ -1,0 +1,157 @@
+"""How long and how much memory a 1000-trial sweep's report takes, from SQLite and from a server.
+
+    python benchmarks/report_scale.py                    # synthesise, then report from SQLite
+    python benchmarks/report_scale.py --server           # also through a real `mlflow server` on 127.0.0.1
+
+Synthesises a sweep in MLflow exactly as docs/mlflow-layout.md lays it out (ASHA grace 1,
+reduction factor 3, 100 epochs: most trials stopped at the early rungs, a few completed, every
+epoch of every metric, ASHA's decisions, baselines, a 3-seed final stage), then runs
+`byol-sweep report` on it in a child process and prints one JSON line per store: wall seconds and
+the child's peak resident memory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vocabulary import EPOCH_METRICS, asha_rungs  # noqa: E402
+
+GRACE, RF, MAX_EPOCHS = 1, 3, 100
+
+
+def synthesise(uri: str, trials: int, seed: int = 0) -> str:
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    name = f"scale-{trials}"
+    exp = client.create_experiment(name)
+    rng = np.random.default_rng(seed)
+    t0 = int(time.time() * 1000)
+    space = {"base_lr": {"type": "loguniform", "low": 0.1, "high": 3.0},
+             "tau_base": {"type": "one_minus_loguniform", "low": 0.9, "high": 0.9999},
+             "aug_strength": {"type": "uniform", "low": 0.25, "high": 1.5}}
+    params = {"metric": "knn_acc", "mode": "max", "search": "optuna", "num_samples": trials,
+              "asha.grace_period": GRACE, "asha.reduction_factor": RF, "asha.max_epochs": MAX_EPOCHS,
+              "optuna.n_startup_trials": 10, "swept": ",".join(space), "space_file": "scale.yaml",
+              **{f"space.{k}": json.dumps(v) for k, v in space.items()}}
+    parent = client.create_run(exp, run_name=name, tags={"byol_sweep.role": "sweep", "byol_sweep.sweep_name": name,
+                                                         "byol_sweep.state": "finished"}).info.run_id
+    baselines = {"baseline.raw_pixels.val": 0.30, "baseline.untrained.val": 0.25, "baseline.untrained_bn.val": 0.28,
+                 "baseline.queries.val": 5000, "baseline.raw_pixels.test": 0.31, "baseline.untrained.test": 0.26,
+                 "baseline.untrained_bn.test": 0.29, "baseline.queries.test": 10000}
+    client.log_batch(parent, params=[Param(k, str(v)) for k, v in params.items()],
+                     metrics=[Metric(k, v, t0, 0) for k, v in baselines.items()])
+    rungs = asha_rungs(GRACE, RF, MAX_EPOCHS)
+    recorded: dict[int, list[float]] = {r: [] for r in rungs}
+    best = (None, -1.0, None)
+    for i in range(trials):
+        lr, tau, aug = math.exp(rng.uniform(math.log(0.1), math.log(3))), 1 - math.exp(rng.uniform(math.log(1e-4), math.log(0.1))), rng.uniform(0.25, 1.5)
+        level = 0.5 + 0.3 * math.exp(-(math.log(lr / 0.8)) ** 2) + rng.normal(0, 0.03)
+        values, tags, epochs = [], {}, MAX_EPOCHS
+        for e in range(1, MAX_EPOCHS + 1):
+            knn = level * (1 - math.exp(-e / 10)) + rng.normal(0, 0.005)
+            values.append(knn)
+            if e in recorded:
+                cutoff = float(np.percentile(recorded[e], (1 - 1 / RF) * 100)) if recorded[e] else None
+                stop = cutoff is not None and knn < cutoff
+                tags[f"asha.rung_{e}"] = json.dumps({"rung": e, "value": knn, "cutoff": cutoff,
+                                                     "decision": "stop" if stop else "continue"})
+                recorded[e].append(knn)
+                if stop:
+                    epochs = e
+                    break
+        status = "completed" if epochs == MAX_EPOCHS else "stopped_early"
+        config = {"base_lr": lr, "tau_base": tau, "aug_strength": aug, "epochs": MAX_EPOCHS, "seed": 0,
+                  "policy": "byol", "dataset": "cifar10", "backbone": "resnet18_cifar"}
+        run = client.create_run(exp, run_name=f"trial_{i:05d}", start_time=t0 + i, tags={
+            "mlflow.parentRunId": parent, "byol_sweep.role": "trial", "byol_sweep.trial_id": f"{i:05d}",
+            "status": status, "policy": "byol", "seed": "0", "resources.cpu": "1", "resources.gpu": "0.25",
+            **({"stopped_epoch": str(epochs)} if status == "stopped_early" else {}), **tags}).info.run_id
+        metrics = []
+        for e, knn in enumerate(values, start=1):
+            row = {"loss": 2.0 / e, "knn_acc": knn, "z_std": 0.06, "z_spread": 0.7, "eff_rank": 40.0, "lr": lr,
+                   "tau": tau, "images_per_s": 3000.0, "epoch_s": 10.0}
+            metrics += [Metric(k, float(row[k]), t0 + 1000 * e, e) for k in EPOCH_METRICS]
+        for j in range(0, len(metrics), 1000):
+            client.log_batch(run, metrics=metrics[j : j + 1000], params=[Param(k, str(v)) for k, v in config.items()] if j == 0 else [])
+        client.set_terminated(run, "FINISHED", end_time=t0 + 1000 * epochs)
+        if status == "completed" and values[-1] > best[1]:
+            best = (f"{i:05d}", values[-1], config)
+    for k, seed in enumerate((10000, 10001, 10002)):
+        run = client.create_run(exp, run_name=f"final_{k}", tags={
+            "mlflow.parentRunId": parent, "byol_sweep.role": "final", "status": "completed", "policy": "byol",
+            "seed": str(seed), "final.rank": "1", "final.group": "", "final.source_trial": best[0],
+            "final.source_value": str(best[1])}).info.run_id
+        client.log_batch(run, params=[Param(k2, str(v)) for k2, v in {**best[2], "seed": seed, "eval_split": "test"}.items()],
+                         metrics=[Metric("knn_acc", best[1] + rng.normal(0, 0.01), t0, MAX_EPOCHS),
+                                  Metric("epoch_s", 10.0, t0, MAX_EPOCHS)])
+        client.set_terminated(run, "FINISHED")
+    client.set_terminated(parent, "FINISHED")
+    return name
+
+
+def report(uri: str, experiment: str, out: Path) -> dict:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "sweep.cli", "report", "--experiment", experiment, "--tracking-uri", uri,
+                    "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"seconds": round(seconds, 2), "peak_rss_mb": round(max(peak, before) / 1024, 1)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument("--server", action="store_true", help="also report through a real mlflow server")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="report-scale-"))
+    uri = f"sqlite:///{folder}/mlflow.db"
+    start = time.perf_counter()
+    experiment = synthesise(uri, args.trials)
+    print(json.dumps({"synthesised_trials": args.trials, "seconds": round(time.perf_counter() - start, 1)}), flush=True)
+    print(json.dumps({"store": "sqlite", "trials": args.trials, **report(uri, experiment, folder / "sqlite")}), flush=True)
+    if args.server:
+        port = free_port()
+        server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host",
+                                   "127.0.0.1", "--port", str(port), "--workers", "1"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.time() + 120
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                    break
+                except OSError:
+                    if time.time() > deadline or server.poll() is not None:
+                        raise SystemExit("mlflow server did not start")
+                    time.sleep(0.5)
+            result = report(f"http://127.0.0.1:{port}", experiment, folder / "server")
+            print(json.dumps({"store": "server", "trials": args.trials, **result}), flush=True)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
