@@ -20,7 +20,7 @@ TRIAL_COLUMNS = (
     "experiment", "trial", "trial_id", "run_id", "status", "policy", "seed", "epochs_run",
     "metric", "final_metric", "best_metric", "best_epoch", "final_loss", "final_z_std", "final_z_spread",
     "final_eff_rank",
-    "linear_probe_acc", "compute_s", "wall_s", "resources_cpu", "resources_gpu",
+    "linear_probe_acc", "compute_s", "wall_s", "start_ms", "resources_cpu", "resources_gpu",
     "stopped_epoch", "error",
 )
 
@@ -323,6 +323,7 @@ def _trials(runs: list, curves: pd.DataFrame, experiment: str, metric: str, mode
             "linear_probe_acc": run.data.metrics.get("linear_probe_acc", math.nan),
             "compute_s": float(c["epoch_s"].sum()) if "epoch_s" in c else 0.0,
             "wall_s": (end - run.info.start_time) / 1000 if run.info.start_time else math.nan,
+            "start_ms": run.info.start_time,
             "resources_cpu": _number(tags.get("resources.cpu"), 0.0),
             "resources_gpu": _number(tags.get("resources.gpu"), 0.0),
             "stopped_epoch": _number(tags.get("stopped_epoch")),

@@ -55,8 +55,10 @@ def document(sweeps: list[Sweep]) -> list:
 def sweep_blocks(s: Sweep, prefix: str, level: int) -> list:
     best = summary.best_trial(s)
     best_name = None if best is None else best["trial"]
+    imp, imp_note = param_importances(s)
     return (result_section(s, level) + summary_section(s, level) + best_section(s, level, best)
-            + curves_section(s, level, prefix, best_name) + sensitivity_section(s, level, prefix)
+            + curves_section(s, level, prefix, best_name) + search_section(s, level, prefix, imp)
+            + sensitivity_section(s, level, prefix, imp, imp_note)
             + comparisons_section(s, level, prefix) + health_section(s, level, prefix))
 
 
@@ -297,7 +299,33 @@ def curves_section(s: Sweep, level: int, prefix: str, best_name) -> list:
     return out + [Table(pd.DataFrame(rows))]
 
 
-def sensitivity_section(s: Sweep, level: int, prefix: str) -> list:
+def search_section(s: Sweep, level: int, prefix: str, imp) -> list:
+    """How the search went: the objective in trial order, and the swept values of the full-budget trials."""
+    out = [Heading("Search", level)]
+    startup = s.params.get("optuna.n_startup_trials")
+    png = figures.optimisation_history(s, int(startup) if startup and s.params.get("search") == "optuna" else None)
+    if png is None:
+        return out + [Para("No trial has finished: no history yet.", note=True)]
+    out.append(Image(f"{prefix}history.png", png, "optimisation history"))
+    fields = [f for f in s.swept if f != "seed"]
+    png = figures.parallel_coordinates(s, fields)
+    if png is not None:
+        out.append(Image(f"{prefix}parallel.png", png, "parallel coordinates"))
+    numeric = [f for f in fields if f in s.full_budget and s.full_budget[f].nunique(dropna=True) > 1]
+    pair = [f for f in (imp or {}) if f in numeric][:2] if imp is not None else []
+    pair = pair if len(pair) == 2 else numeric[:2]
+    why = "the two most important parameters" if imp is not None and len(pair) == 2 and list(imp)[:2] == pair \
+        else "the first two swept parameters (too few full-budget trials to rank them)"
+    if len(pair) == 2:
+        png = figures.interaction(s, pair[0], pair[1])
+        if png is not None:
+            out.append(Image(f"{prefix}interaction.png", png, f"{pair[0]} and {pair[1]}"))
+            out.append(Para(f"{pair[0]} against {pair[1]}, {why}; each full-budget trial coloured by its "
+                            f"{s.metric}, with a contour interpolated between them where there are enough."))
+    return out
+
+
+def sensitivity_section(s: Sweep, level: int, prefix: str, imp, imp_note: str) -> list:
     out = [Heading("Sensitivity", level)]
     fields = [f for f in s.swept if f in s.trials]
     png = figures.sensitivity(s, fields)
@@ -307,7 +335,7 @@ def sensitivity_section(s: Sweep, level: int, prefix: str) -> list:
         out.append(Image(f"{prefix}sensitivity.png", png, f"{s.metric} against each swept parameter"))
         out.append(Para(f"{s.metric} at the last epoch of each trial that ran the full budget, against each swept "
                         "value" + ("; colour: policy." if figures.policy_colours(s) else ".")))
-    return out + importance_blocks(s, prefix)
+    return out + importance_blocks(imp, imp_note, prefix)
 
 
 def comparisons_section(s: Sweep, level: int, prefix: str) -> list:
@@ -421,8 +449,7 @@ def comparison_blocks(sweeps: list[Sweep]) -> list:
     return out + [Table(aligned)]
 
 
-def importance_blocks(s: Sweep, prefix: str) -> list:
-    imp, note = param_importances(s)
+def importance_blocks(imp, note: str, prefix: str) -> list:
     if imp is None:
         return [Para(note, note=True)]
     t = imp.table

@@ -18,7 +18,8 @@ from reports import ReportError, build_report
 T0 = 1_700_000_000_000  # ms
 EPOCH_S = 10.0
 MAX_EPOCHS, GRACE, RF = 9, 1, 3
-SECTIONS = ("Result", "Summary", "Best configurations", "Learning curves", "Sensitivity", "Comparisons", "Health")
+SECTIONS = ("Result", "Summary", "Best configurations", "Learning curves", "Search", "Sensitivity", "Comparisons",
+            "Health")
 BASE = {
     "dataset": "digits", "backbone": "small_cnn", "epochs": MAX_EPOCHS, "batch_size": 256, "optimizer": "lars",
     "base_lr": 0.2, "tau_base": 0.996, "aug_strength": 1.0, "policy": "byol", "seed": 0, "linear_probe": True,
@@ -178,7 +179,7 @@ def test_report_files_and_sections(report_a):
         assert f"## {title}" in md
         assert f"<h2>{title}</h2>" in html
     pngs = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)
-    assert {"curves.png", "sensitivity.png", "z_std.png"} <= set(pngs)
+    assert {"curves.png", "history.png", "parallel.png", "interaction.png", "sensitivity.png", "z_std.png"} <= set(pngs)
     for name in pngs:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert html.count('src="data:image/png;base64,') == len(pngs)

@@ -234,7 +234,7 @@ def test_the_quick_space_is_what_the_readme_promises():
 
 # -- the report, end to end, from real sweeps ---------------------------------------------------
 
-REPORT_SECTIONS = ("Result", "Summary", "Best configurations", "Learning curves", "Sensitivity", "Health")
+REPORT_SECTIONS = ("Result", "Summary", "Best configurations", "Learning curves", "Search", "Sensitivity", "Health")
 
 
 def summary_value(md: str, label: str) -> str:
