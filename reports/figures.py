@@ -43,7 +43,8 @@ def policy_colours(sweep: Sweep) -> dict[str, str] | None:
     return {p: PALETTE[i % len(PALETTE)] for i, p in enumerate(names)}
 
 
-def learning_curves(sweep: Sweep, rungs: list[int], best_trial: str | None) -> bytes:
+def learning_curves(sweep: Sweep, rungs: list[int], best_trial: str | None,
+                    ylim: tuple[float, float] | None = None) -> bytes:
     fig = new_figure()
     ax = fig.add_subplot()
     colours = policy_colours(sweep)
@@ -58,6 +59,8 @@ def learning_curves(sweep: Sweep, rungs: list[int], best_trial: str | None) -> b
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} per epoch" + ("  (dotted verticals: ASHA rungs)" if rungs else ""), fontsize=10, pad=14)
+    if ylim:
+        ax.set_ylim(*ylim)
     ax.grid(alpha=0.25)
     ax.xaxis.get_major_locator().set_params(integer=True)
     handles = [Line2D([], [], color="#333333" if colours else PALETTE[0], **_no_colour(STYLE["completed"]),
@@ -367,4 +370,46 @@ def interaction(sweep: Sweep, a: str, b: str) -> bytes | None:
     ax.set_xlabel(la)
     ax.set_ylabel(lb)
     ax.grid(alpha=0.25)
+    return to_png(fig)
+
+
+def shared_limits(sweeps: list[Sweep]) -> tuple[float, float] | None:
+    """One y-range for sweeps that report the same metric, so their figures read alike."""
+    if len({s.metric for s in sweeps}) != 1:
+        return None
+    values = np.concatenate([s.curves[s.metric].to_numpy(dtype=float) for s in sweeps if s.metric in s.curves] or [[]])
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return None
+    pad = 0.05 * (np.ptp(values) or 1.0)
+    return float(values.min() - pad), float(values.max() + pad)
+
+
+def overlaid_curves(sweeps: list[Sweep]) -> bytes | None:
+    """Every sweep's learning curves on one pair of axes, a colour per sweep."""
+    from matplotlib.collections import LineCollection
+
+    if len({s.metric for s in sweeps}) != 1 or all(s.curves.empty for s in sweeps):
+        return None
+    metric = sweeps[0].metric
+    fig = new_figure(8, 4.2)
+    ax = fig.add_subplot()
+    handles = []
+    for k, s in enumerate(sweeps):
+        if metric not in s.curves:
+            continue
+        colour = PALETTE[k % len(PALETTE)]
+        status = dict(zip(s.trials["trial"], s.trials["status"]))
+        full, other = [], []
+        for trial, c in s.curves.groupby("trial", sort=True):
+            xy = np.column_stack([c["epoch"].to_numpy(dtype=float), c[metric].to_numpy(dtype=float)])
+            (full if status.get(trial) == "completed" else other).append(xy)
+        ax.add_collection(LineCollection(other, colors=colour, linewidths=0.7, alpha=0.25, linestyles="--"))
+        ax.add_collection(LineCollection(full, colors=colour, linewidths=1.5, alpha=0.9))
+        handles.append(Line2D([], [], color=colour, lw=2, label=s.experiment))
+    ax.autoscale_view()
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.25)
+    ax.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     return to_png(fig)

@@ -38,13 +38,6 @@ class Code:
     text: str
 
 
-@dataclass
-class Columns:
-    """Blocks side by side in HTML (one column per sweep); one after the other in Markdown."""
-
-    columns: list[list] = field(default_factory=list)
-
-
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1400px;
 padding:0 1.5em;color:#222;line-height:1.45}
@@ -56,7 +49,6 @@ img{max-width:100%;height:auto;display:block;margin:.5em 0 1em}
 pre{background:#f6f8fa;padding:.8em;overflow-x:auto;font-size:.85em;border-radius:4px}
 .note{color:#8a5a00;background:#fff8e6;padding:.4em .7em;border-left:3px solid #e0a800}
 .tbl{overflow-x:auto;max-width:100%}
-.cols{display:grid;grid-template-columns:repeat(var(--n),minmax(0,1fr));gap:2em}
 """
 
 
@@ -83,9 +75,6 @@ def _html_block(b) -> str:
         return f'<img src="data:image/png;base64,{data}" alt="{html.escape(b.alt)}">'
     if isinstance(b, Code):
         return f"<pre><code>{html.escape(b.text)}</code></pre>"
-    if isinstance(b, Columns):
-        cols = "".join("<div>" + "\n".join(_html_block(x) for x in col) + "</div>" for col in b.columns)
-        return f'<div class="cols" style="--n:{len(b.columns)}">{cols}</div>'
     raise TypeError(f"unknown block {b!r}")
 
 
@@ -94,14 +83,7 @@ def to_markdown(title: str, blocks: list) -> str:
 
 
 def images(blocks: list) -> list[Image]:
-    out = []
-    for b in blocks:
-        if isinstance(b, Image):
-            out.append(b)
-        elif isinstance(b, Columns):
-            for col in b.columns:
-                out.extend(images(col))
-    return out
+    return [b for b in blocks if isinstance(b, Image)]
 
 
 def write_markdown(path: Path, title: str, blocks: list) -> None:
@@ -129,6 +111,4 @@ def _md_block(b) -> str:
         return f"![{b.alt}]({b.name})"
     if isinstance(b, Code):
         return f"```sh\n{b.text}\n```"
-    if isinstance(b, Columns):
-        return "\n\n".join(_md_block(x) for col in b.columns for x in col)
     raise TypeError(f"unknown block {b!r}")

@@ -10,7 +10,7 @@ import pandas as pd
 from reports import figures, summary
 from reports.importance import param_importances
 from reports.load import Sweep
-from reports.render import Code, Columns, Heading, Image, Para, Table
+from reports.render import Code, Heading, Image, Para, Table
 from reports.stats import binomial_interval, compare_arms, t_interval, within_noise
 from vocabulary import COLLAPSE_RANK, COLLAPSE_SPREAD, FINISHED, RUNTIME_FIELDS, asha_rungs, collapsed
 
@@ -48,16 +48,19 @@ def title(sweeps: list[Sweep]) -> str:
 def document(sweeps: list[Sweep]) -> list:
     if len(sweeps) == 1:
         return sweep_blocks(sweeps[0], prefix="", level=2)
-    columns = [[Heading(s.experiment, 2)] + sweep_blocks(s, prefix=slug(s.experiment) + "_", level=3) for s in sweeps]
-    return comparison_blocks(sweeps) + [Columns(columns)]
+    ylim = figures.shared_limits(sweeps)
+    out = comparison_blocks(sweeps)
+    for s in sweeps:  # one after the other at full width: nothing squeezed into a column
+        out += [Heading(s.experiment, 2)] + sweep_blocks(s, prefix=slug(s.experiment) + "_", level=3, ylim=ylim)
+    return out
 
 
-def sweep_blocks(s: Sweep, prefix: str, level: int) -> list:
+def sweep_blocks(s: Sweep, prefix: str, level: int, ylim: tuple[float, float] | None = None) -> list:
     best = summary.best_trial(s)
     best_name = None if best is None else best["trial"]
     imp, imp_note = param_importances(s)
     return (result_section(s, level) + summary_section(s, level) + best_section(s, level, best)
-            + curves_section(s, level, prefix, best_name) + search_section(s, level, prefix, imp)
+            + curves_section(s, level, prefix, best_name, ylim) + search_section(s, level, prefix, imp)
             + sensitivity_section(s, level, prefix, imp, imp_note)
             + comparisons_section(s, level, prefix) + health_section(s, level, prefix))
 
@@ -269,13 +272,13 @@ def stopped_blocks(s: Sweep) -> list:
                  "not ranked with the full-budget trials."), Table(pd.DataFrame(rows))]
 
 
-def curves_section(s: Sweep, level: int, prefix: str, best_name) -> list:
+def curves_section(s: Sweep, level: int, prefix: str, best_name, ylim=None) -> list:
     out = [Heading("Learning curves", level)]
     if s.curves.empty or s.metric not in s.curves:
         return out + [Para(f"No epoch of {s.metric} has been logged yet.", note=True)]
     asha = s.asha
     rungs = asha_rungs(*asha) if asha else []
-    out.append(Image(f"{prefix}curves.png", figures.learning_curves(s, rungs, best_name), f"{s.metric} per epoch"))
+    out.append(Image(f"{prefix}curves.png", figures.learning_curves(s, rungs, best_name, ylim), f"{s.metric} per epoch"))
     out.append(Para("Blue: ran the full budget; grey dashed: stopped early by ASHA; red dotted: diverged or failed; "
                     "thick: the best trial."))
     if not asha:
@@ -435,6 +438,11 @@ def comparison_blocks(sweeps: list[Sweep]) -> list:
         best_rows.append({"experiment": s.experiment, "trial": b["trial"],
                           "best": f"{num(b['final_metric'])} {s.metric}", "values": vals or "–"})
     out.append(Table(pd.DataFrame(best_rows)))
+    png = figures.overlaid_curves(sweeps)
+    if png is not None:
+        out.append(Image("comparison_curves.png", png, "learning curves of the sweeps, overlaid"))
+        out.append(Para("Each sweep's trials on shared axes: solid, the trials that ran the full budget; faint, those "
+                        "stopped early. The per-sweep figures below share the same y-axis."))
     out.append(Heading("Policies side by side", 3))
     tables = {s.experiment: compare_arms(s.full_budget, "policy", mode=s.mode).arms for s in sweeps}
     names = sorted({str(p) for t in tables.values() for p in t["arm"]})

@@ -318,7 +318,9 @@ def test_running_sweep_and_comparison(store, tmp_path):
         assert (tmp_path / f"{exp}_curves.png").exists()
     trials = pd.read_csv(tmp_path / "trials.csv")
     assert trials.groupby("experiment").size().to_dict() == {"sweep-a": 9, "sweep-b": 3}
-    assert (tmp_path / "report.html").read_text().count('class="cols"') == 1
+    # the comparison (overlaid curves on shared axes) first, then each sweep at full width
+    assert md.index("## Comparison") < md.index("## sweep-a") < md.index("## sweep-b")
+    assert (tmp_path / "comparison_curves.png").exists()
 
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -360,6 +362,28 @@ def test_html_renders_in_headless_chromium(report_a, tmp_path):
     assert m, f"the check script did not run: {dom[:300]!r}"
     images, broken, errors = map(int, m.groups())
     assert images >= 5 and broken == 0 and errors == 0
+
+
+OVERFLOW_SCRIPT = """<script>
+window.addEventListener('load', function () {
+  var over = 0, all = document.querySelectorAll('.tbl, pre, img, body');
+  for (var i = 0; i < all.length; i++) if (all[i].scrollWidth > all[i].clientWidth + 1) over++;
+  document.title = 'CHECK overflow=' + over + ' width=' + document.documentElement.scrollWidth;
+});
+</script>"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+def test_a_two_sweep_comparison_clips_nothing_at_1280_px(store, tmp_path):
+    html_path = build_report(["sweep-a", "sweep-b"], store["uri"], tmp_path / "both")
+    checked = tmp_path / "checked.html"
+    checked.write_text(html_path.read_text().replace("<head>", "<head>" + OVERFLOW_SCRIPT, 1))
+    dom = _chromium(tmp_path, "--dump-dom", "--window-size=1280,2000", "--virtual-time-budget=5000",
+                    checked.as_uri()).stdout
+    m = re.search(r"<title>CHECK overflow=(\d+) width=(\d+)</title>", dom)
+    assert m, f"the check script did not run: {dom[:300]!r}"
+    assert int(m.group(1)) == 0 and int(m.group(2)) <= 1280
 
 
 def test_a_completed_trial_without_a_finite_metric_is_named_not_silently_dropped(store, tmp_path):
