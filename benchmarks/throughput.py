@@ -379,6 +379,8 @@ def main(argv=None) -> int:
         "lightly": None,
         "lightly_version": lightly_version(),
         "speedup": None,
+        "peak_device_mb": (round(torch.cuda.max_memory_allocated(trainer.device) / 2**20, 1)
+                           if trainer.device.type == "cuda" else None),
     }
     if other is not None:
         result["lightly"] = summary(lightly_rounds, workers=args.workers, optimizer=args.lightly_optimizer)
