@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -15,11 +16,14 @@ from mlflow.tracking import MlflowClient
 from .conftest import write_space
 
 CLI = [sys.executable, "-m", "sweep.cli"]
+ROOT = str(Path(__file__).resolve().parents[1])
 
 
 def byol_sweep(*args, cwd, timeout=600, check=True, env=None):
+    # the command from this checkout, not whichever one is installed
+    path = os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     proc = subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+                          env={**os.environ, "PYTHONPATH": path, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
     return proc
@@ -91,7 +95,7 @@ def test_a_killed_driver_resumes_and_every_trial_finishes_exactly_once(tmp_path)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     args = ["run", str(space), "--name", "killme", "--storage", "runs", "--tracking-uri", uri, "--no-report"]
     driver = subprocess.Popen([*CLI, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, start_new_session=True)
+                              text=True, start_new_session=True, env={**os.environ, "PYTHONPATH": ROOT})
     deadline = time.time() + 300
     while True:  # kill the driver once one trial has finished and others are under way
         done = [s for s in statuses(uri, "killme").values() if s == "completed"]
