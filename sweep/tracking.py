@@ -111,11 +111,12 @@ def _cause(err: BaseException) -> str:
         if nxt is None or nxt in causes:
             break
         causes.append(nxt)
+    noise = ("(Background on this error", "[SQL:", "[parameters:")  # SQLAlchemy's trailer lines
     for e in reversed(causes):
-        text = str(e).strip()
-        if text:
-            line = text.splitlines()[0] if isinstance(e, OSError) else text.splitlines()[-1]
-            return mask_secrets(line.strip()[:300])
+        lines = [line.strip() for line in str(e).strip().splitlines()
+                 if line.strip() and not line.strip().startswith(noise)]
+        if lines:
+            return mask_secrets(lines[-1][:300])
     return type(err).__name__
 
 
