@@ -259,6 +259,10 @@ def test_sigterm_leaves_the_sweep_interrupted_not_stopped_early_and_resume_finis
     assert "stopped early" not in out and "2 interrupted" in out, out
     runs = client.search_runs([client.get_experiment_by_name("term").experiment_id], "tags.`byol_sweep.role` = 'trial'")
     assert {r.info.status for r in runs} == {"KILLED"}
+    # the sweep's folder is the user's alone, and its Ray listened on the loopback address only
+    assert os.stat(tmp_path / "runs" / "term").st_mode & 0o777 == 0o700
+    raylet = next((tmp_path / "runs" / "term" / "ray").glob("session_2*/logs/raylet.out")).read_text()
+    assert "node_manager address: 127.0.0.1:" in raylet and "object_manager address: 127.0.0.1:" in raylet
 
     resumed = byol_sweep("resume", "term", "--storage", "runs", "--tracking-uri", uri, "--no-report", cwd=tmp_path)
     assert "sweep term finished: 2 completed" in resumed.stdout
