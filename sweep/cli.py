@@ -11,7 +11,14 @@ import yaml
 from trainer.config import ConfigError, TrainConfig
 
 from .secrets import mask_secrets
-from .space import read_yaml
+from .yaml_input import read_yaml
+
+
+class Parser(argparse.ArgumentParser):
+    """A command-line mistake is one sentence (`byol-sweep run: error: ...`), not the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {mask_secrets(message)} (see {self.prog} --help)\n")
 
 
 def _parse_bool(text: str) -> bool:
@@ -92,7 +99,7 @@ def cmd_run(args) -> int:
         name=args.name, storage=args.storage, address=args.address, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent, num_samples=args.num_samples,
         tracking_uri=args.tracking_uri, experiment=args.experiment, max_failures=args.max_failures,
-        checkpoint_every=args.checkpoint_every, seed=args.seed,
+        checkpoint_every=args.checkpoint_every, seed=args.seed, allow_large=args.allow_large,
     )
     outcome = run_sweep(args.space, options)
     return _after_sweep(outcome, args.report)
@@ -139,9 +146,11 @@ def _after_sweep(outcome, report: bool) -> int:
 
 
 def cmd_validate(args) -> int:
+    from .runner import check_size
     from .space import load_space
 
     spec = load_space(args.file)
+    check_size(spec, args.allow_large)
     print(f"{spec.source}: valid. {spec.total_trials} trials ({spec.algorithm}) over {', '.join(spec.swept) or 'nothing'}; "
           f"metric {spec.metric} ({spec.mode}); "
           + (f"ASHA grace {spec.asha.grace_period}, reduction {spec.asha.reduction_factor}, max {spec.asha.max_epochs} epochs"
@@ -175,7 +184,7 @@ def cmd_report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="byol-sweep", description="Sweep BYOL self-supervised training with Ray Tune, Optuna and MLflow.")
+    parser = Parser(prog="byol-sweep", description="Sweep BYOL self-supervised training with Ray Tune, Optuna and MLflow.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train_parser(sub)
 
@@ -192,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-every", type=int, default=1, help="checkpoint every N epochs (and at ASHA rungs)")
     run.add_argument("--seed", type=int, default=0, help="seed of the search algorithm")
     run.add_argument("--no-report", dest="report", action="store_false", help="do not write the report at the end")
+    run.add_argument("--allow-large", action="store_true",
+                     help="run a sweep of more than 10,000 trials or a grid of more than 1,000 combinations")
 
     resume = sub.add_parser("resume", help="continue a sweep whose driver stopped")
     resume.add_argument("name")
@@ -211,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a search space file without running it")
     validate.add_argument("file")
+    validate.add_argument("--allow-large", action="store_true", help="accept a sweep beyond the size limits")
     sub.add_parser("spaces", help="list the shipped search spaces")
 
     report = sub.add_parser("report", help="write the results report of one sweep (or two side by side)")

@@ -6,7 +6,7 @@ import time
 
 from ray.tune import Callback
 
-from vocabulary import COMPLETED, PENDING, RUNNING, better, outcome
+from vocabulary import COMPLETED, INTERRUPTED, PENDING, RUNNING, better, outcome
 
 from .space import SweepSpec
 
@@ -39,6 +39,7 @@ class ConsoleProgress(Callback):
         self.stream = stream
         self._last = 0.0
         self._best: tuple[float, str, str] | None = None
+        self._live: set[str] = set()  # trials that ran in this driver and have not ended
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -49,10 +50,12 @@ class ConsoleProgress(Callback):
         counts: dict[str, int] = {}
         for t in trials:
             outcome = trial_outcome(t, self.spec.max_epochs, ended=t is ended)  # final runs: the same budget
+            if t.trial_id in self._live and t.status == "TERMINATED" and t is not ended:
+                outcome = INTERRUPTED  # Tune stopped it because the driver was interrupted
             if t is ended and event.endswith("failed"):
                 outcome = "failed"
             counts[outcome] = counts.get(outcome, 0) + 1
-        order = ("running", "pending", "completed", "stopped_early", "diverged", "failed")
+        order = ("running", "pending", "completed", "stopped_early", "diverged", "failed", "interrupted")
         status = " | ".join(f"{counts[k]} {k.replace('_', ' ')}" for k in order if counts.get(k))
         best = ""
         if self._best:
@@ -62,11 +65,16 @@ class ConsoleProgress(Callback):
         print(f"[{stamp}] {status}{best}{(' | ' + event) if event else ''}", file=self.stream or sys.stdout, flush=True)
         self._last = time.monotonic()
 
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._live.add(trial.trial_id)
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._live.add(trial.trial_id)
         if time.monotonic() - self._last >= self.every_s:
             self._print(trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self._live.discard(trial.trial_id)
         status = trial_outcome(trial, self.spec.max_epochs, ended=True)
         result = trial.last_result or {}
         value = result.get(self.spec.metric)
@@ -77,8 +85,17 @@ class ConsoleProgress(Callback):
         self._print(trials, f"{_short(trial)} {status.replace('_', ' ')} at epoch {result.get('epoch', 0)}", ended=trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        self._live.discard(trial.trial_id)
         self._print(trials, f"{_short(trial)} failed", ended=trial)
+
+    def on_experiment_end(self, trials, **info):
+        """Tune has ended: trials it stopped without ending them are interrupted (resume continues them)."""
+        stopped = [t for t in trials if t.trial_id in self._live and t.status == "TERMINATED"]
+        if stopped:
+            self._print(trials, f"driver interrupted: {len(stopped)} trial{'s' if len(stopped) > 1 else ''} "
+                                f"interrupted ({', '.join(_short(t) for t in stopped)})")
 
 
 def _short(trial) -> str:
     return f"trial_{trial.trial_id}"
+

@@ -1,9 +1,13 @@
 """Run or resume a sweep: Ray, the Tuner, the callbacks, and where everything is stored."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import re
+import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -13,7 +17,8 @@ from typing import Any
 
 from vocabulary import COMPLETED, INTERRUPTED, better, outcome
 
-from .space import FinalStage, SweepSpec, load_space, parse_space, read_yaml
+from .space import FinalStage, SweepSpec, load_space, parse_space
+from .yaml_input import read_yaml
 from .tracking import (
     DRIVER_TRACKING_URI,
     FINAL,
@@ -28,6 +33,11 @@ from .tracking import (
 )
 
 STATE_FILE = "sweep.json"
+# a sweep's name becomes a folder, an MLflow run name and part of a filter: a safe set only
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+# sizes above which a sweep is refused unless asked for on purpose (--allow-large)
+MAX_TRIALS = 10_000
+MAX_GRID = 1_000
 # Ray adds up to 64 bytes (/session_<date>_<time>_<pid>/sockets/plasma_store); Unix sockets allow 107.
 MAX_RAY_TEMP_DIR = 43
 
@@ -51,6 +61,7 @@ class SweepOptions:
     checkpoint_every: int = 1
     seed: int = 0
     object_store_memory: int = 200 * 1024 * 1024
+    allow_large: bool = False
 
     def validate(self) -> None:
         """Raise SweepError naming the first option out of range."""
@@ -68,6 +79,47 @@ class SweepOptions:
         for flag, value, ok, allowed in checks:
             if value is not None and not ok(value):
                 raise SweepError(f"{flag} is {value}; allowed: {allowed}")
+        if self.name is not None:
+            check_name(self.name, "--name")
+
+
+def check_name(name: str, what: str) -> None:
+    """Refuse a sweep name outside [A-Za-z0-9._-], with a leading dot, or over 100 characters."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise SweepError(f"{what} {name!r} is not a safe sweep name; allowed: 1 to 100 of the characters "
+                         "A-Z a-z 0-9 . _ - (not starting with a dot)")
+
+
+def check_size(spec: SweepSpec, allow_large: bool = False) -> None:
+    """Refuse a sweep of more than MAX_TRIALS trials or a grid of more than MAX_GRID combinations,
+    unless allow_large: a typo (num_samples: 1000000000000) must not start a sweep that never ends."""
+    if allow_large:
+        return
+    grid = math.prod(len(v) for v in spec.grid.values()) if spec.grid else 1
+    if grid > MAX_GRID:
+        raise SweepError(f"{spec.source}: grid has {grid:,} combinations; allowed: at most {MAX_GRID:,} "
+                         "(pass --allow-large to run it on purpose)")
+    total = spec.num_samples * grid
+    if total > MAX_TRIALS:
+        raise SweepError(f"{spec.source}: {total:,} trials (num_samples {spec.num_samples:,} x {grid:,} grid "
+                         f"combinations); allowed: at most {MAX_TRIALS:,} (pass --allow-large to run it on purpose)")
+
+
+def check_datasets(spec: SweepSpec) -> None:
+    """Every dataset the sweep may train on, checked on the driver before Ray starts (paths, classes)."""
+    from trainer.data import check_dataset
+
+    values = [spec.base.get("dataset", "digits"), *spec.grid.get("dataset", [])]
+    if "dataset" in spec.search:
+        values += list(spec.search["dataset"].values)
+    for value in dict.fromkeys(values):
+        check_dataset(str(value))
+
+
+def make_private_dir(folder: Path) -> None:
+    """Create folder (and parents) with the sweep's folder itself readable by the user only."""
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
 
 
 @dataclass
@@ -104,7 +156,7 @@ def _ray_temp_dir(state_dir: Path) -> str:
     """Ray's temp dir: <state_dir>/ray. Ray puts Unix sockets in it, whose paths must stay under 108
     bytes, so a long one is reached through a short symlink in /tmp; the files stay under state_dir."""
     folder = state_dir / "ray"
-    folder.mkdir(parents=True, exist_ok=True)
+    make_private_dir(folder)
     if len(str(folder)) <= MAX_RAY_TEMP_DIR:
         return str(folder)
     import hashlib
@@ -132,7 +184,24 @@ def start_ray(address: str | None, state_dir: Path, object_store_memory: int, nu
             raise SweepError(_connection_error(address, err)) from None
         return
     ray.init(address="local", num_cpus=num_cpus, object_store_memory=object_store_memory,
-             _temp_dir=_ray_temp_dir(state_dir), include_dashboard=False, log_to_driver=False)
+             _temp_dir=_ray_temp_dir(state_dir), include_dashboard=False, log_to_driver=False,
+             **local_ray_binding())
+
+
+def local_ray_binding() -> dict:
+    """ray.init arguments that put a local sweep's Ray on the loopback address only.
+
+    Ray turns 127.0.0.1 into the machine's address on Linux unless its "no cluster" mode is on
+    (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read once when ray is imported; the default on macOS and
+    Windows), and then binds its GCS, raylets and workers to every interface. In that mode every
+    Ray process listens on 127.0.0.1. RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 keeps Ray's default."""
+    from ray._private import ray_constants
+
+    if os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0").lower() not in ("0", "false"):
+        return {}
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # the Ray processes this one starts
+    ray_constants.ENABLE_RAY_CLUSTER = False  # this process: ray was imported before
+    return {"_node_ip_address": "127.0.0.1"}
 
 
 def _connection_error(address: str, err: BaseException) -> str:
@@ -240,64 +309,137 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
     spec = load_space(space) if isinstance(space, str) else space
     if options.num_samples:
         spec.num_samples = options.num_samples
+    check_size(spec, options.allow_large)
     name = options.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_name(name, "--name" if options.name else f"{spec.source}: name")
+    check_datasets(spec)  # on the driver, before Ray starts
     root = storage_root(options.storage)
     state_dir = local_state_dir(options.storage, name)
     if (state_dir / STATE_FILE).exists():
         raise SweepError(f"a sweep named {name!r} already exists in {root}; continue it with "
                          f"`byol-sweep resume {name} --storage {options.storage}` or choose another --name")
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise SweepError(f"--storage {options.storage}: cannot create {state_dir} ({err.strerror}); "
-                         "give a writable folder or a URI") from None
     uri = resolve_tracking_uri(options.tracking_uri)
     experiment = options.experiment or name
-    check_store(uri)  # before any trial starts
+    created = not state_dir.exists()
+    started_ray = False
+    parent_run_id = None
+    try:
+        try:
+            make_private_dir(state_dir)
+        except OSError as err:
+            raise SweepError(f"--storage {options.storage}: cannot create {state_dir} ({err.strerror}); "
+                             "give a writable folder or a URI") from None
+        check_store(uri)  # before any trial starts
 
-    start_ray(options.address, state_dir, options.object_store_memory)
-    resources, concurrency = trial_resources(options)
-    quiet_ray()
-    parent_run_id = start_sweep(uri, experiment, spec, name, {
-        "cpus_per_trial": resources["cpu"], "gpus_per_trial": resources["gpu"], "max_concurrent": concurrency,
-        "storage": root, "sweep_name": name,
-    })
-    experiment_id = client_for(uri).get_run(parent_run_id).info.experiment_id
-    DRIVER_TRACKING_URI[parent_run_id] = uri
-    print(f"sweep {name}: {spec.total_trials} trials of space {spec.name} ({spec.algorithm}"
-          f"{', ASHA' if spec.asha else ''}), {concurrency} at a time with {resources['cpu']:g} CPU"
-          f"{' and %g GPU' % resources['gpu'] if resources['gpu'] else ''} each", flush=True)
-    print(f"  results: {root}/{name}   MLflow: {mask_uri(uri)} (experiment {experiment})", flush=True)
+        import ray
 
-    decisions: dict[str, list[dict]] = {}
-    tuner = tune.Tuner(
-        _trainable(spec, resources, options.checkpoint_every),
-        param_space=spec.param_space(),
-        tune_config=tune.TuneConfig(
-            metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
-            search_alg=build_searcher(spec, concurrency, options.seed, state_dir),
-            scheduler=build_scheduler(spec, decisions),
-            # the random/grid generator takes its limit itself; Tune wraps only a Searcher (Optuna)
-            max_concurrent_trials=concurrency if spec.algorithm == "optuna" else None,
-        ),
-        run_config=tune.RunConfig(
-            name=name, storage_path=root, verbose=0,
-            callbacks=_callbacks(spec, uri, experiment_id, parent_run_id, resources, decisions),
-            failure_config=tune.FailureConfig(max_failures=options.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        ),
-    )
-    # only now, with the Tuner built: a sweep that failed to start leaves no state that `run` would refuse
-    (state_dir / STATE_FILE).write_text(json.dumps({
-        "name": name, "space_source": spec.source, "space_text": spec.text, "num_samples": spec.num_samples,
-        "options": {**asdict(options), "tracking_uri": mask_uri(uri)}, "storage": root,
-        "tracking_uri": mask_uri(uri), "experiment": experiment, "experiment_id": experiment_id,
-        "parent_run_id": parent_run_id, "resources": resources, "concurrency": concurrency,
-    }, indent=2))
-    measure_baselines(spec, uri, parent_run_id, resources, "val")
-    outcome = _finish(tuner.fit(), spec, name, root, uri, experiment, parent_run_id)
-    return _final_and_end(outcome, spec, experiment_id, resources, concurrency, options.checkpoint_every,
-                          options.max_failures)
+        started_ray = not options.address and not ray.is_initialized()
+        start_ray(options.address, state_dir, options.object_store_memory)
+        resources, concurrency = trial_resources(options)
+        quiet_ray()
+        parent_run_id = start_sweep(uri, experiment, spec, name, {
+            "cpus_per_trial": resources["cpu"], "gpus_per_trial": resources["gpu"], "max_concurrent": concurrency,
+            "storage": root, "sweep_name": name,
+        })
+        experiment_id = client_for(uri).get_run(parent_run_id).info.experiment_id
+        DRIVER_TRACKING_URI[parent_run_id] = uri
+        print(f"sweep {name}: {spec.total_trials} trials of space {spec.name} ({spec.algorithm}"
+              f"{', ASHA' if spec.asha else ''}), {concurrency} at a time with {resources['cpu']:g} CPU"
+              f"{' and %g GPU' % resources['gpu'] if resources['gpu'] else ''} each", flush=True)
+        print(f"  results: {root}/{name}   MLflow: {mask_uri(uri)} (experiment {experiment})", flush=True)
+
+        decisions: dict[str, list[dict]] = {}
+        tuner = tune.Tuner(
+            _trainable(spec, resources, options.checkpoint_every),
+            param_space=spec.param_space(),
+            tune_config=tune.TuneConfig(
+                metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
+                search_alg=build_searcher(spec, concurrency, options.seed, state_dir),
+                scheduler=build_scheduler(spec, decisions),
+                # the random/grid generator takes its limit itself; Tune wraps only a Searcher (Optuna)
+                max_concurrent_trials=concurrency if spec.algorithm == "optuna" else None,
+            ),
+            run_config=tune.RunConfig(
+                name=name, storage_path=root, verbose=0,
+                callbacks=_callbacks(spec, uri, experiment_id, parent_run_id, resources, decisions),
+                failure_config=tune.FailureConfig(max_failures=options.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            ),
+        )
+        # only now, with the Tuner built: a sweep that failed to start leaves no state that `run` would refuse
+        (state_dir / STATE_FILE).write_text(json.dumps({
+            "name": name, "space_source": spec.source, "space_text": spec.text, "num_samples": spec.num_samples,
+            "options": {**asdict(options), "tracking_uri": mask_uri(uri)}, "storage": root,
+            "tracking_uri": mask_uri(uri), "experiment": experiment, "experiment_id": experiment_id,
+            "parent_run_id": parent_run_id, "resources": resources, "concurrency": concurrency,
+        }, indent=2))
+    except BaseException:
+        # a sweep that failed to start leaves no folder behind, and no parent run marked running
+        if parent_run_id is not None:
+            _end_quietly(uri, parent_run_id)
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+        if created:
+            shutil.rmtree(state_dir, ignore_errors=True)
+        raise
+    with _driver(uri, parent_run_id):
+        measure_baselines(spec, uri, parent_run_id, resources, "val")
+        outcome = _finish(_fit(tuner), spec, name, root, uri, experiment, parent_run_id)
+        return _final_and_end(outcome, spec, experiment_id, resources, concurrency, options.checkpoint_every,
+                              options.max_failures)
+
+
+# the driver's state while Tune runs: a SIGTERM then stops Tune as Ctrl-C does
+_FIT = {"active": False, "stopping": False}
+
+
+def _fit(tuner):
+    _FIT.update(active=True, stopping=False)
+    try:
+        return tuner.fit()
+    finally:
+        _FIT["active"] = False
+
+
+def _end_quietly(uri: str, parent_run_id: str) -> None:
+    try:
+        end_sweep(uri, parent_run_id, "interrupted")
+    except Exception as err:  # the store itself may be what failed
+        print(f"the sweep could not be marked interrupted in MLflow: {str(err).strip().splitlines()[-1:]}",
+              file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _driver(uri: str, parent_run_id: str):
+    """Run a sweep's driver: SIGTERM stops Tune gracefully (as Ctrl-C does: the trials are saved
+    and the sweep can be resumed), or, outside Tune, raises KeyboardInterrupt; any error or
+    interruption leaves the parent run `interrupted`."""
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+
+    def on_sigterm(signum, frame):
+        tune_handler = signal.getsignal(signal.SIGUSR1) if _FIT["active"] else None
+        if callable(tune_handler) and not _FIT["stopping"]:
+            _FIT["stopping"] = True
+            print("SIGTERM received: stopping the trials and saving the sweep's state", file=sys.stderr, flush=True)
+            tune_handler(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    if main:
+        signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    except BaseException:
+        _end_quietly(uri, parent_run_id)
+        raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _final_and_end(outcome: SweepOutcome, spec: SweepSpec, experiment_id: str, resources: dict[str, float],
@@ -354,7 +496,7 @@ def run_final_stage(outcome: SweepOutcome, spec: SweepSpec, experiment_id: str, 
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
-    results = tuner.fit()
+    results = _fit(tuner)
     counts: dict[str, int] = {}
     for result in results:  # no scheduler stops a final run: one short of the budget was interrupted
         status = outcome_of(result.metrics or {}, spec.max_epochs, bool(result.error), ended=False)
@@ -366,6 +508,7 @@ def run_final_stage(outcome: SweepOutcome, spec: SweepSpec, experiment_id: str, 
 
 
 def read_state(name: str, storage: str) -> dict:
+    check_name(name, "sweep name")
     path = local_state_dir(storage, name) / STATE_FILE
     if not path.exists():
         root = storage_root(storage)
@@ -393,13 +536,14 @@ def resume_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | None
     quiet_ray()
     parent_run_id = start_sweep(uri, state["experiment"], spec, name, {})  # finds the parent, marks it running
     print(f"resuming sweep {name} from {path}", flush=True)
-    tuner = tune.Tuner.restore(
-        path, trainable=_trainable(spec, state["resources"], state["options"]["checkpoint_every"]),
-        resume_unfinished=True, resume_errored=False, restart_errored=False,
-    )
-    outcome = _finish(tuner.fit(), spec, name, state["storage"], uri, state["experiment"], parent_run_id)
-    return _final_and_end(outcome, spec, state["experiment_id"], state["resources"], state["concurrency"],
-                          state["options"]["checkpoint_every"], state["options"]["max_failures"])
+    with _driver(uri, parent_run_id):
+        tuner = tune.Tuner.restore(
+            path, trainable=_trainable(spec, state["resources"], state["options"]["checkpoint_every"]),
+            resume_unfinished=True, resume_errored=False, restart_errored=False,
+        )
+        outcome = _finish(_fit(tuner), spec, name, state["storage"], uri, state["experiment"], parent_run_id)
+        return _final_and_end(outcome, spec, state["experiment_id"], state["resources"], state["concurrency"],
+                              state["options"]["checkpoint_every"], state["options"]["max_failures"])
 
 
 def finalize_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | None = None, address: str | None = None,
@@ -421,9 +565,10 @@ def finalize_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | No
     outcome = SweepOutcome(
         name=name, path=f"{state['storage']}/{name}", tracking_uri=uri, experiment=state["experiment"],
         parent_run_id=state["parent_run_id"], best_config=None, best_metric=None, best_trial=None)
-    run_final_stage(outcome, spec, state["experiment_id"], state["resources"], state["concurrency"],
-                    state["options"]["checkpoint_every"], state["options"]["max_failures"])
-    end_sweep(uri, outcome.parent_run_id, "interrupted" if outcome.interrupted else "finished")
+    with _driver(uri, outcome.parent_run_id):
+        run_final_stage(outcome, spec, state["experiment_id"], state["resources"], state["concurrency"],
+                        state["options"]["checkpoint_every"], state["options"]["max_failures"])
+        end_sweep(uri, outcome.parent_run_id, "interrupted" if outcome.interrupted else "finished")
     best = tags.get("byol_sweep.best_metric")
     outcome.best_metric = float(best) if best else None
     return outcome
@@ -460,16 +605,24 @@ def outcome_of(metrics: dict, max_epochs: int, errored: bool, ended: bool = True
 
 def _finish(results, spec: SweepSpec, name: str, root: str, uri: str, experiment: str, parent_run_id: str) -> SweepOutcome:
 
+    from .tracking import SEARCH, tracker_for
+
+    tracker = tracker_for(parent_run_id, SEARCH)
+    ended = tracker.ended if tracker is not None else None
     counts: dict[str, int] = {}
     best = None
     for result in results:
         metrics = result.metrics or {}
-        status = outcome_of(metrics, spec.max_epochs, bool(result.error))
+        # a trial ended when Tune told the callbacks so; one that Tune stopped because the driver
+        # was interrupted (Ctrl-C, SIGTERM) is interrupted, never stopped early
+        status = outcome_of(metrics, spec.max_epochs, bool(result.error), ended=ended is None)
+        if ended is not None and metrics.get("trial_id") in ended:
+            status = ended[metrics["trial_id"]]
         counts[status] = counts.get(status, 0) + 1
         value = metrics.get(spec.metric)  # the objective: the value at the last reported epoch
         if status == COMPLETED and value is not None and better(spec.mode, float(value), best and best[0]):
             best = (float(value), result, metrics.get("trial_id"))
-    interrupted = sum(counts.values()) < spec.total_trials or any(
+    interrupted = INTERRUPTED in counts or sum(counts.values()) < spec.total_trials or any(
         r.metrics is None or (not r.error and "epoch" not in (r.metrics or {})) for r in results)
     finished = SweepOutcome(
         name=name, path=f"{root}/{name}", tracking_uri=uri, experiment=experiment, parent_run_id=parent_run_id,

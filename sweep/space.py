@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -14,6 +13,8 @@ import yaml
 from trainer.config import ConfigError, TrainConfig, check_range, coerce
 from vocabulary import MODES, OBJECTIVES, asha_rungs, default_mode
 
+from .yaml_input import read_yaml  # noqa: F401  (re-exported: callers import it from here too)
+
 TOP_KEYS = ("name", "description", "base", "search", "grid", "metric", "mode", "algorithm", "num_samples", "asha",
             "final")
 FINAL_KEYS = ("top_k", "seeds", "per")
@@ -22,21 +23,6 @@ DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "one_minus_loguniform", "c
 ALGORITHMS = ("optuna", "random", "grid")
 ASHA_KEYS = ("grace_period", "reduction_factor", "max_epochs")
 ONE_MINUS = "one_minus_"
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML as people write numbers: 1e-6 is a float (PyYAML's YAML 1.1 reads it as a string)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
-    list("-+0123456789."),
-)
-
-
-def read_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)
 
 
 class SpaceError(ValueError):

@@ -5,6 +5,7 @@ The layout is documented in docs/mlflow-layout.md; reports/ reads exactly that.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib.metadata
 import json
 import os
@@ -17,7 +18,19 @@ from typing import Any
 
 from ray.tune import Callback
 
-from vocabulary import COMPLETED, DIVERGED, EPOCH_METRICS, FAILED, FINAL_METRICS, RUNNING, STOPPED_EARLY, better, outcome
+from vocabulary import (
+    COMPLETED,
+    DIVERGED,
+    ENDED,
+    EPOCH_METRICS,
+    FAILED,
+    FINAL_METRICS,
+    INTERRUPTED,
+    RUNNING,
+    STOPPED_EARLY,
+    better,
+    outcome,
+)
 
 from .secrets import mask_secrets
 from .space import SweepSpec
@@ -72,21 +85,58 @@ def client_for(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """An exclusive lock (fcntl) on a local SQLite store, held while it is created or migrated and
+    while an experiment is created: two sweeps starting at once on a new mlflow.db then take turns.
+    Other stores (a server) serialise on their own side."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(uri[len("sqlite:///"):] + ".lock")
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _cause(err: BaseException) -> str:
+    """The innermost error's last line: what really went wrong (e.g. SQLite's `duplicate column
+    name`), not the wrapper's summary."""
+    causes = [err]
+    while len(causes) < 10:
+        nxt = causes[-1].__cause__ or causes[-1].__context__
+        if nxt is None or nxt in causes:
+            break
+        causes.append(nxt)
+    noise = ("(Background on this error", "[SQL:", "[parameters:")  # SQLAlchemy's trailer lines
+    for e in reversed(causes):
+        lines = [line.strip() for line in str(e).strip().splitlines()
+                 if line.strip() and not line.strip().startswith(noise)]
+        if lines:
+            return mask_secrets(lines[-1][:300])
+    return type(err).__name__
+
+
 def check_store(uri: str) -> None:
     """Raise TrackingError unless the tracking store answers and can be written."""
-    if uri.startswith("sqlite:///"):
+    local = uri.startswith("sqlite:///")
+    if local:
         folder = Path(uri[len("sqlite:///"):]).parent
         if not folder.is_dir():
             raise TrackingError(f"MLflow store {mask_uri(uri)} cannot be created: folder {folder} does not exist")
         if not os.access(folder, os.W_OK):
             raise TrackingError(f"MLflow store {mask_uri(uri)} is not writable: no write permission on {folder}")
     try:
-        with _fail_fast_http():
+        with _fail_fast_http(), store_lock(uri):
             client_for(uri).search_experiments(max_results=1)
     except Exception as err:
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        reason = mask_secrets(reason)
-        raise TrackingError(f"MLflow tracking server {mask_uri(uri)} is unreachable or refused the request: {reason}") from None
+        if local:
+            raise TrackingError(f"MLflow store {mask_uri(uri)} cannot be opened: {_cause(err)}") from None
+        raise TrackingError(f"MLflow tracking server {mask_uri(uri)} is unreachable or refused the request: "
+                            f"{_cause(err)}") from None
 
 
 def _git_commit() -> str | None:
@@ -113,13 +163,19 @@ def start_sweep(uri: str, experiment: str, spec: SweepSpec, sweep_name: str, ext
     from mlflow.entities import Param
 
     client = client_for(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        artifact_location = None
-        if uri.startswith("sqlite:///"):
-            artifact_location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
-        experiment_id = client.create_experiment(experiment, artifact_location=artifact_location)
-    elif exp.lifecycle_stage == "deleted":
+    with store_lock(uri):
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            artifact_location = None
+            if uri.startswith("sqlite:///"):
+                artifact_location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+            try:
+                client.create_experiment(experiment, artifact_location=artifact_location)
+            except Exception:  # another driver (on a server) created it first
+                if client.get_experiment_by_name(experiment) is None:
+                    raise
+            exp = client.get_experiment_by_name(experiment)
+    if exp.lifecycle_stage == "deleted":
         raise TrackingError(f"MLflow experiment {experiment!r} was deleted; restore it with `mlflow experiments "
                             f"restore --experiment-id {exp.experiment_id}` or name another with --experiment")
     else:
@@ -186,6 +242,12 @@ def error_line(trial) -> str:
 
 # parent run id -> tracking URI, set by the driver that runs or resumes the sweep
 DRIVER_TRACKING_URI: dict[str, str] = {}
+# (parent run id, stage) -> the callback writing it in this driver (Tune restores a copy on resume)
+_TRACKERS: dict[tuple[str, str], "MlflowTracking"] = {}
+
+
+def tracker_for(parent_run_id: str, stage: str) -> "MlflowTracking | None":
+    return _TRACKERS.get((parent_run_id, stage))
 
 
 class MlflowTracking(Callback):
@@ -205,6 +267,7 @@ class MlflowTracking(Callback):
         self._runs: dict[str, str] = {}  # trial id -> run id
         self._last_epoch: dict[str, int] = {}
         self.best: tuple[float, str, dict] | None = None  # (objective, trial id, config) of a completed trial
+        self.ended: dict[str, str] = {}  # trial id -> status, for trials Tune ended (not interrupted ones)
 
     def __getstate__(self):
         # Tune pickles its callbacks into the sweep's folder: never the URI, which may hold a secret.
@@ -224,11 +287,29 @@ class MlflowTracking(Callback):
         return self._client
 
     def setup(self, **info):
-        """Pick up the best trial so far from MLflow: after a resume this object is a stale copy."""
+        """Pick up the best trial so far and the trials that ended from MLflow: after a resume this
+        object is a stale copy."""
+        _TRACKERS[(self.parent_run_id, self.stage)] = self
         tags = self.client.get_run(self.parent_run_id).data.tags
-        if "byol_sweep.best_metric" in tags:
+        if "byol_sweep.best_metric" in tags and self.stage == SEARCH:
             self.best = (float(tags["byol_sweep.best_metric"]), tags["byol_sweep.best_trial_id"],
                          json.loads(tags["byol_sweep.best_config"]))
+        for run in self._child_runs():
+            run_tags = run.data.tags
+            if run_tags.get("status") in ENDED and "byol_sweep.trial_id" in run_tags:
+                self.ended[run_tags["byol_sweep.trial_id"]] = run_tags["status"]
+
+    def _child_runs(self) -> list:
+        out, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], max_results=1000, page_token=token,
+                filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and "
+                              f"tags.`byol_sweep.role` = '{self._role}'")
+            out += list(page)
+            token = page.token
+            if not token:
+                return out
 
     def _run_for(self, trial) -> str:
         """The child run of a trial: found by its trial-id tag (after a resume) or created."""
@@ -290,7 +371,9 @@ class MlflowTracking(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         run_id = self._run_for(trial)
+        self.ended.pop(trial.trial_id, None)
         self.client.set_tag(run_id, "status", RUNNING)
+        self.client.update_run(run_id, status="RUNNING")  # a resumed run was ended as KILLED
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         from mlflow.entities import Metric
@@ -335,10 +418,12 @@ class MlflowTracking(Callback):
         if (self.stage == SEARCH and status == COMPLETED and value is not None
                 and better(self.spec.mode, float(value), self.best and self.best[0])):
             self.best = (float(value), trial.trial_id, self.config_of(trial).to_dict())
+        self.ended[trial.trial_id] = status
         self._finish(run_id, tags, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self._run_for(trial)
+        self.ended[trial.trial_id] = FAILED
         self._finish(run_id, {"status": FAILED, "error": error_line(trial)}, "FAILED")
 
     def _finish(self, run_id: str, tags: dict[str, str], state: str) -> None:
@@ -361,12 +446,27 @@ class MlflowTracking(Callback):
         ], metrics=[Metric(f"best_{self.spec.metric}", value, int(time.time() * 1000), 0)])
 
     def on_experiment_end(self, trials, **info):
+        """Tune ends: trials it stopped without ending them (the driver was interrupted) are
+        `interrupted`, their runs KILLED; `resume` continues them."""
+        from mlflow.entities import RunTag
+
+        for trial in trials:
+            run_id = self._runs.get(trial.trial_id)
+            if run_id is not None and trial.trial_id not in self.ended:
+                self.client.log_batch(run_id, tags=[RunTag("status", INTERRUPTED)])
+                self.client.set_terminated(run_id, "KILLED")
         self._write_best()
 
 
 def end_sweep(uri: str, parent_run_id: str, state: str) -> None:
     """Mark the sweep `finished` (every trial and final-stage run ended) or `interrupted`."""
     client = client_for(uri)
+    if state == "interrupted":  # runs the callbacks could not end (the driver died or raised)
+        parent = client.get_run(parent_run_id)
+        for run in client.search_runs([parent.info.experiment_id], max_results=10000, filter_string=(
+                f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.status = '{RUNNING}'")):
+            client.set_tag(run.info.run_id, "status", INTERRUPTED)
+            client.set_terminated(run.info.run_id, "KILLED")
     client.set_tag(parent_run_id, "byol_sweep.state", state)
     if state == "finished":
         client.set_terminated(parent_run_id, "FINISHED")

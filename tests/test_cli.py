@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -15,11 +16,14 @@ from mlflow.tracking import MlflowClient
 from .conftest import write_space
 
 CLI = [sys.executable, "-m", "sweep.cli"]
+ROOT = str(Path(__file__).resolve().parents[1])
 
 
 def byol_sweep(*args, cwd, timeout=600, check=True, env=None):
+    # the command from this checkout, not whichever one is installed
+    path = os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     proc = subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+                          env={**os.environ, "PYTHONPATH": path, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
     return proc
@@ -91,7 +95,7 @@ def test_a_killed_driver_resumes_and_every_trial_finishes_exactly_once(tmp_path)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     args = ["run", str(space), "--name", "killme", "--storage", "runs", "--tracking-uri", uri, "--no-report"]
     driver = subprocess.Popen([*CLI, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, start_new_session=True)
+                              text=True, start_new_session=True, env={**os.environ, "PYTHONPATH": ROOT})
     deadline = time.time() + 300
     while True:  # kill the driver once one trial has finished and others are under way
         done = [s for s in statuses(uri, "killme").values() if s == "completed"]
@@ -222,3 +226,59 @@ def test_a_sweep_whose_every_trial_failed_says_so_writes_its_report_and_exits_1(
     assert "sweep allfail finished: 1 failed" in proc.stdout
     assert "no trial reported a metric" in proc.stderr
     assert (tmp_path / "runs" / "allfail" / "report" / "report.html").exists()
+
+
+def parent_tags(uri: str, experiment: str) -> dict[str, str]:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`byol_sweep.role` = 'sweep'")
+    return runs[0].data.tags if runs else {}
+
+
+@pytest.mark.slow
+def test_sigterm_leaves_the_sweep_interrupted_not_stopped_early_and_resume_finishes_it(tmp_path):
+    space = write_space(tmp_path, "term", base={"epochs": 6}, grid={"seed": [0, 1]}, algorithm="grid", asha=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["run", str(space), "--name", "term", "--storage", "runs", "--tracking-uri", uri, "--no-report"]
+    driver = subprocess.Popen([*CLI, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True, env={**os.environ, "PYTHONPATH": ROOT})
+    client = MlflowClient(uri)
+    deadline = time.time() + 300
+    while time.time() < deadline and driver.poll() is None:  # until every trial has logged an epoch
+        running = statuses(uri, "term")
+        if len(running) == 2 and all(client.get_metric_history(r.info.run_id, "epoch_s") for r in client.search_runs(
+                [client.get_experiment_by_name("term").experiment_id], "tags.`byol_sweep.role` = 'trial'")):
+            break
+        time.sleep(0.5)
+    assert driver.poll() is None, driver.stdout.read()
+    driver.send_signal(signal.SIGTERM)  # the driver only, as a scheduler stops a job
+    out, _ = driver.communicate(timeout=180)
+    assert driver.returncode != 0, out
+    assert parent_tags(uri, "term")["byol_sweep.state"] == "interrupted", out
+    assert set(statuses(uri, "term").values()) == {"interrupted"}, out
+    assert "stopped early" not in out and "2 interrupted" in out, out
+    runs = client.search_runs([client.get_experiment_by_name("term").experiment_id], "tags.`byol_sweep.role` = 'trial'")
+    assert {r.info.status for r in runs} == {"KILLED"}
+    # the sweep's folder is the user's alone, and its Ray listened on the loopback address only
+    assert os.stat(tmp_path / "runs" / "term").st_mode & 0o777 == 0o700
+    raylet = next((tmp_path / "runs" / "term" / "ray").glob("session_2*/logs/raylet.out")).read_text()
+    assert "node_manager address: 127.0.0.1:" in raylet and "object_manager address: 127.0.0.1:" in raylet
+
+    resumed = byol_sweep("resume", "term", "--storage", "runs", "--tracking-uri", uri, "--no-report", cwd=tmp_path)
+    assert "sweep term finished: 2 completed" in resumed.stdout
+    tags = parent_tags(uri, "term")
+    assert tags["byol_sweep.state"] == "finished" and tags["byol_sweep.best_trial_id"] in statuses(uri, "term")
+    assert set(statuses(uri, "term").values()) == {"completed"}
+    for run in client.search_runs([client.get_experiment_by_name("term").experiment_id],
+                                  "tags.`byol_sweep.role` = 'trial'"):
+        assert run.info.status == "FINISHED"
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "knn_acc")) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_sweep_that_fails_to_start_leaves_no_folder(tmp_path):
+    (tmp_path / "bad.db").write_text("not a database at all " * 100)
+    proc = byol_sweep("run", "quick", "--name", "x", "--storage", "runs", "--tracking-uri",
+                      f"sqlite:///{tmp_path}/bad.db", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "cannot be opened: " in proc.stderr, proc.stderr
+    assert "unreachable" not in proc.stderr
+    assert not (tmp_path / "runs" / "x").exists()

@@ -30,7 +30,7 @@ asha: {grace_period: 1, reduction_factor: 2, max_epochs: 4}
     ("base: {learning_rate: 0.1}\nsearch: {base_lr: {uniform: [0.1, 1]}}", "base.learning_rate", "allowed: dataset"),
     ("search: {lr: {uniform: [0.1, 1]}}", "search.lr", "allowed: dataset"),
     ("base: {epochs: ten}\nsearch: {base_lr: {uniform: [0.1, 1]}}", "base.epochs", "must be an integer"),
-    ("base: {batch_size: 1}\nsearch: {base_lr: {uniform: [0.1, 1]}}", "base.batch_size", ">= 2"),
+    ("base: {batch_size: 1}\nsearch: {base_lr: {uniform: [0.1, 1]}}", "base.batch_size", "[2, 65536]"),
     ("search: {base_lr: {uniform: [1.0, 0.1]}}", "search.base_lr", "empty or inverted"),
     ("search: {base_lr: {uniform: [0.5, 0.5]}}", "search.base_lr", "empty or inverted"),
     ("search: {base_lr: {normal: [0, 1]}}", "search.base_lr", "allowed: uniform, loguniform"),

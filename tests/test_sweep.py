@@ -132,10 +132,15 @@ def test_optuna_sees_stopped_trials_as_pruned(asha_sweep):
 
 
 def test_failed_and_diverged_trials_get_their_status(tmp_path):
+    # a tree that passes the driver's checks (2 classes, image files) but whose images cannot be read
+    broken = tmp_path / "broken"
+    for c in ("a", "b"):
+        (broken / c).mkdir(parents=True)
+        (broken / c / "0.png").write_bytes(b"not a png")
     space = write_space(
         tmp_path, "health",
-        base={"epochs": 2, "optimizer": "sgd"},
-        grid={"dataset": ["digits", "imagefolder:/nonexistent/images"], "base_lr": [0.5, 1.0e12]},
+        base={"epochs": 2, "optimizer": "sgd", "cache_dir": str(tmp_path / "cache")},
+        grid={"dataset": ["digits", f"imagefolder:{broken}"], "base_lr": [0.5, 1.0e12]},
         algorithm="grid", asha=False,
     )
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -149,9 +154,9 @@ def test_failed_and_diverged_trials_get_their_status(tmp_path):
     diverged = by_config[("digits", 1e12)]
     assert diverged.data.tags["status"] == "diverged" and "nan" in diverged.data.tags["error"]
     for lr in (0.5, 1e12):
-        failed = by_config[("imagefolder:/nonexistent/images", lr)]
+        failed = by_config[(f"imagefolder:{broken}", lr)]
         assert failed.data.tags["status"] == "failed"
-        assert "/nonexistent/images does not exist" in failed.data.tags["error"]
+        assert "cannot read image" in failed.data.tags["error"] and "0.png" in failed.data.tags["error"]
         assert failed.info.status == "FAILED"
     assert outcome.counts == {"completed": 1, "diverged": 1, "failed": 2}
 

@@ -43,3 +43,61 @@ def test_an_unreachable_server_fails_fast_with_one_sentence():
 def test_a_store_in_a_missing_folder_is_refused(tmp_path):
     with pytest.raises(TrackingError, match="does not exist"):
         check_store(f"sqlite:///{tmp_path}/missing/mlflow.db")
+
+
+STARTER = """
+import sys, time
+from sweep.space import load_space
+from sweep.tracking import check_store, start_sweep
+uri, space, name, go = sys.argv[1:5]
+spec = load_space(space)
+while time.time() < float(go):  # both processes start at the same moment
+    time.sleep(0.005)
+check_store(uri)
+print(start_sweep(uri, "shared", spec, name, {}))
+"""
+
+
+def test_two_sweeps_starting_at_once_on_a_new_store_both_work(tmp_path):
+    """A new mlflow.db is created and migrated by one process at a time (a file lock), and the
+    experiment both use is created once."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    from .conftest import write_space
+
+    root = str(Path(__file__).resolve().parents[1])
+    space = write_space(tmp_path, "s", search={"base_lr": {"uniform": [0.1, 1.0]}}, num_samples=1)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    go = time.time() + 8  # after both interpreters have imported MLflow
+    env = {**os.environ, "PYTHONPATH": root}
+    procs = [subprocess.Popen([sys.executable, "-c", STARTER, uri, str(space), f"sweep-{i}", str(go)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("shared")
+    runs = client.search_runs([exp.experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["sweep-0", "sweep-1"]
+
+
+def test_a_store_that_fails_names_the_real_cause(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "mlflow.db"
+    con = sqlite3.connect(path)  # an MLflow-looking store whose migration cannot run
+    con.execute("create table alembic_version (version_num varchar(32) not null primary key)")
+    con.execute("insert into alembic_version values ('no-such-revision')")
+    con.commit()
+    con.close()
+    with pytest.raises(TrackingError) as err:
+        check_store(f"sqlite:///{path}")
+    message = str(err.value)
+    assert message.startswith(f"MLflow store sqlite:///{path} cannot be opened: ")
+    assert "unreachable" not in message and "no-such-revision" in message, message

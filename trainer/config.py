@@ -15,6 +15,8 @@ POLICIES = tuple(policies.POLICIES)
 PRECISIONS = ("auto", "fp32", "bf16")
 EVAL_SPLITS = ("val", "test")
 FIXED_DATASETS = ("digits", "digits_canvas", "shapes", "cifar10", "cifar100", "stl10")
+# upper bounds on sizes: far above any real run, low enough that a typo (1e20) is refused at once
+MAX_IMAGES = 100_000_000
 
 
 class ConfigError(ValueError):
@@ -38,19 +40,19 @@ class TrainConfig:
     image_size: int = _spec(32, "side of the augmented views in pixels", low=8, high=1024)
     train_limit: int = _spec(0, "train on N of the training images (0 = all): a stratified random subset, every "
                                 "class in proportion, drawn with a fixed seed (not the training seed), so every "
-                                "trial and seed with the same N trains on the same images", low=0)
+                                "trial and seed with the same N trains on the same images", low=0, high=MAX_IMAGES)
     # model
     backbone: str = _spec("small_cnn", "encoder network", choices=BACKBONES)
-    projector_hidden: int = _spec(4096, "projector/predictor hidden width", low=1)
-    projector_out: int = _spec(256, "projection size", low=1)
+    projector_hidden: int = _spec(4096, "projector/predictor hidden width", low=1, high=65536)
+    projector_out: int = _spec(256, "projection size", low=1, high=65536)
     # optimisation
-    batch_size: int = _spec(256, "images per step (each gives two views)", low=2)
-    epochs: int = _spec(10, "training epochs", low=1)
+    batch_size: int = _spec(256, "images per step (each gives two views)", low=2, high=65536)
+    epochs: int = _spec(10, "training epochs", low=1, high=10_000)
     optimizer: str = _spec("lars", "optimiser", choices=OPTIMIZERS)
     base_lr: float = _spec(0.2, "learning rate at batch 256 (lr = base_lr * batch / 256)", low=0.0, low_open=True)
     weight_decay: float = _spec(1.5e-6, "weight decay (not on biases or norm parameters)", low=0.0)
     momentum: float = _spec(0.9, "optimiser momentum (LARS/SGD)", low=0.0, high=1.0, high_open=True)
-    warmup_epochs: float = _spec(1.0, "linear learning-rate warmup, in epochs", low=0.0)
+    warmup_epochs: float = _spec(1.0, "linear learning-rate warmup, in epochs", low=0.0, high=10_000.0)
     tau_base: float = _spec(0.996, "EMA momentum at step 0; rises to 1 on a cosine", low=0.0, high=1.0)
     concat_views: bool = _spec(False, "run both views as one batch (shared BatchNorm statistics)")
     # augmentation
@@ -60,17 +62,17 @@ class TrainConfig:
                                      "blur; the range ends before a crop could fall under 1% of the image",
                                 low=0.0, high=policies.MAX_STRENGTH)
     # evaluation
-    knn_k: int = _spec(200, "neighbours in the kNN monitor (capped by the bank size)", low=1)
+    knn_k: int = _spec(200, "neighbours in the kNN monitor (capped by the bank size)", low=1, high=10_000)
     knn_temperature: float = _spec(0.1, "kNN vote temperature", low=0.0, low_open=True)
-    knn_bank_size: int = _spec(5000, "labelled training images in the kNN bank (0 = all)", low=0)
-    knn_queries: int = _spec(2000, "held-out images the kNN monitor classifies (0 = all)", low=0)
+    knn_bank_size: int = _spec(5000, "labelled training images in the kNN bank (0 = all)", low=0, high=MAX_IMAGES)
+    knn_queries: int = _spec(2000, "held-out images the kNN monitor classifies (0 = all)", low=0, high=MAX_IMAGES)
     eval_split: str = _spec("val", "what the kNN monitor and linear probe evaluate on: val (a fixed 10% of the "
                             "labelled training images, held out of training: select on this) or test (the "
                             "dataset's test split: final numbers)", choices=EVAL_SPLITS)
     linear_probe: bool = _spec(True, "after the last epoch, fit a linear probe on the frozen features of the kNN "
                                      "bank's images and score it on the kNN queries (a quick probe, not the full protocol)")
     # runtime
-    seed: int = _spec(0, "random seed", low=0)
+    seed: int = _spec(0, "random seed", low=0, high=2**32 - 1)
     device: str = _spec("auto", "auto | cpu | cuda | cuda:N")
     precision: str = _spec("auto", "auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16", choices=PRECISIONS)
     channels_last: bool = _spec(True, "channels_last memory format for images and weights")

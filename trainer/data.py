@@ -151,12 +151,48 @@ def hold_out(images: torch.Tensor, labels: torch.Tensor, classes: list[str], fra
     return ImageData(images[train], labels[train], images[held], labels[held], classes)
 
 
-def _list_tree(root: Path) -> tuple[list[Path], list[int], list[str]]:
-    if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist or is not a directory")
+def _classes(root: Path) -> list[str]:
+    """The class folders of a tree, at least two (one class teaches a kNN monitor nothing)."""
     classes = sorted(d.name for d in root.iterdir() if d.is_dir())
     if not classes:
         raise DataError(f"image folder {root} has no class subfolders (expected {root}/<class>/<image>)")
+    if len(classes) < 2:
+        raise DataError(f"image folder {root} has one class folder ({classes[0]}); at least 2 classes are needed "
+                        "(the kNN monitor and the linear probe classify)")
+    return classes
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def check_dataset(dataset: str) -> None:
+    """Cheap checks of a dataset before anything starts (no image is decoded): an imagefolder path
+    exists, is a folder, and has at least two class folders that each hold an image."""
+    if not dataset.startswith("imagefolder:"):
+        return
+    root = Path(dataset[len("imagefolder:"):]).expanduser()
+    if not root.exists():
+        raise DataError(f"image folder {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"image folder {root} is not a directory")
+    splits = [root / d for d in ("val", "test") if (root / d).is_dir()]
+    if (root / "train").is_dir() and splits:  # as load_imagefolder reads a tree
+        trees = [root / "train", *splits]
+    elif [d.name for d in root.iterdir() if d.is_dir()] == ["train"]:
+        trees = [root / "train"]
+    else:
+        trees = [root]
+    for tree in trees:
+        for c in _classes(tree):
+            if next((p for p in (tree / c).rglob("*") if _is_image(p)), None) is None:
+                raise DataError(f"class folder {tree / c} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+
+
+def _list_tree(root: Path) -> tuple[list[Path], list[int], list[str]]:
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist or is not a directory")
+    classes = _classes(root)
     files, labels = [], []
     for i, c in enumerate(classes):
         images = sorted(p for p in (root / c).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
