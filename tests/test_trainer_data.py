@@ -117,7 +117,7 @@ def test_imagefolder_loads_real_png_and_jpeg(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     calls = count_decodes(monkeypatch)
     data = D.load(f"imagefolder:{root}", cache_dir=str(cache), image_size=32)
-    assert calls == [15]
+    assert sorted(calls) == [3, 12]  # the training and held-out images, each decoded once
     assert data.classes == ["cat", "dog", "owl"]
     assert data.train_images.dtype == torch.uint8
     assert data.train_images.shape == (12, 3, 32, 32) and data.eval_images.shape == (3, 3, 32, 32)
@@ -165,7 +165,7 @@ def test_imagefolder_second_load_reads_the_cache(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     first = D.load(f"imagefolder:{root}", cache_dir=str(cache))
     cached = list(cache.glob("*.pt"))
-    assert len(cached) == 1
+    assert len(cached) == 2  # the training part and the held-out part
     assert not [p for p in cache.iterdir() if ".tmp" in p.name]
 
     def no_decoding(files, side):
@@ -188,13 +188,13 @@ def test_imagefolder_cache_is_invalidated_by_a_changed_file(tmp_path, monkeypatc
     stat = target.stat()
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     data = D.load(f"imagefolder:{root}", cache_dir=str(cache))
-    assert calls == [15]
+    assert len(calls) == 1 and calls[0] in (3, 12)  # only the part that holds the changed file
     everything = torch.cat([data.train_images, data.eval_images])
     assert any(bool((img[:, -8:] == 255).all()) for img in everything)
     # another image size is another cache entry
     D.load(f"imagefolder:{root}", cache_dir=str(cache), image_size=48)
-    assert calls == [15, 15]
-    assert len(list(cache.glob("*.pt"))) == 3
+    assert sum(calls[1:]) == 15
+    assert len(list(cache.glob("*.pt"))) == 5
 
 
 def test_imagefolder_train_and_test_subfolders_are_the_splits(tmp_path):
@@ -320,7 +320,8 @@ def test_unreadable_image_is_refused_naming_the_file(tmp_path):
     with pytest.raises(DataError) as err:
         D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "cache"))
     assert str(bad) in str(err.value)
-    assert not list(tmp_path.glob("cache/*.pt"))  # nothing half-decoded was cached
+    # nothing half-decoded was cached: at most the other part, which decoded whole
+    assert len(list(tmp_path.glob("cache/*.pt"))) <= 1 and not list(tmp_path.glob("cache/*.tmp*"))
 
 
 def test_empty_class_folder_is_refused_naming_it(tmp_path):
@@ -356,7 +357,7 @@ def test_imagefolder_cache_that_is_not_one_is_refused_naming_it(tmp_path):
     root = make_tree(tmp_path / "pets")
     cache = tmp_path / "cache"
     D.load(f"imagefolder:{root}", cache_dir=str(cache))
-    (path,) = cache.glob("*.pt")
+    path = max(cache.glob("*.pt"), key=lambda p: p.stat().st_size)  # the 12 training images
     marker = tmp_path / "pwned"
 
     class TouchOnLoad:
@@ -364,7 +365,7 @@ def test_imagefolder_cache_that_is_not_one_is_refused_naming_it(tmp_path):
             return Path.touch, (marker,)
 
     for content, reason in ((lambda: torch.save(TouchOnLoad(), path), "never loaded"),
-                            (lambda: torch.save(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), path), "of these 15 images"),
+                            (lambda: torch.save(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), path), "of these 12 images"),
                             (lambda: path.write_bytes(b"PK\x03\x04 cut short"), "truncated or corrupt")):
         content()
         with pytest.raises(DataError, match=rf"^{re.escape(str(path))} is not a byol-sweep image cache.*{reason}"):
@@ -409,3 +410,24 @@ def test_train_limit_trains_every_trial_on_the_same_stratified_images():
     assert torch.bincount(seen[0].train_labels).tolist() == [10, 10, 10]
     assert torch.equal(seen[0].train_images, seen[1].train_images)
     assert torch.equal(seen[0].train_images, images[D.stratified_subset(labels, 30)])
+
+
+def test_a_cached_dataset_is_mapped_from_one_file_per_node_not_copied(tmp_path):
+    root = make_tree(tmp_path / "pets")
+    cache = tmp_path / "cache"
+    first = D.load(f"imagefolder:{root}", cache_dir=str(cache))
+    second = D.load(f"imagefolder:{root}", cache_dir=str(cache))
+    assert torch.equal(first.train_images, second.train_images)
+    maps = Path("/proc/self/maps").read_text()
+    for path in cache.glob("imagefolder-*.pt"):
+        assert str(path) in maps  # read-only pages shared by every trial of the node
+    assert not list(cache.glob("*.tmp*"))
+
+
+def test_the_held_out_split_is_the_same_whether_decoded_whole_or_in_parts(tmp_path):
+    root = make_tree(tmp_path / "pets")
+    data = D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "cache"))
+    files, labels, classes = D._list_tree(root)
+    whole = D.hold_out(D._decode(files, 32), torch.tensor(labels), classes, D.SINGLE_SPLIT_FRACTION)
+    assert torch.equal(whole.train_images, data.train_images) and torch.equal(whole.eval_images, data.eval_images)
+    assert torch.equal(whole.train_labels, data.train_labels) and torch.equal(whole.eval_labels, data.eval_labels)

@@ -60,7 +60,8 @@ def load(dataset: str, *, data_root: str = "~/.cache/byol-sweep/data", download:
         from .embedded import load_digits_canvas
         return load_digits_canvas(image_size, eval_split)
     if dataset in ("cifar10", "cifar100", "stl10"):
-        return load_torchvision(dataset, Path(data_root).expanduser(), download, eval_split)
+        return load_torchvision(dataset, Path(data_root).expanduser(), download, eval_split,
+                                Path(cache_dir).expanduser())
     if dataset.startswith("imagefolder:"):
         return load_imagefolder(Path(dataset[len("imagefolder:"):]).expanduser(), Path(cache_dir).expanduser(),
                                 image_size, eval_split)
@@ -115,7 +116,14 @@ def _from_torchvision(ds) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(np.ascontiguousarray(data)), torch.from_numpy(labels)
 
 
-def load_torchvision(name: str, root: Path, download: bool, eval_split: str = "val") -> ImageData:
+def load_torchvision(name: str, root: Path, download: bool, eval_split: str = "val",
+                     cache_dir: Path | None = None) -> ImageData:
+    """A torchvision dataset, read once per node: its decoded arrays are cached in cache_dir as one
+    uint8 file that every later trial maps read-only instead of reading the pickles again."""
+    if cache_dir is not None and root.is_dir():
+        key = _files_key(sorted(p for p in root.rglob("*") if p.is_file()), f"{name}|{eval_split}")
+        return _cached_dataset(cache_dir / f"{name}-{eval_split}-{key}.pt",
+                               lambda: load_torchvision(name, root, download, eval_split))
     import torchvision.datasets as tvd
 
     try:
@@ -137,18 +145,59 @@ def load_torchvision(name: str, root: Path, download: bool, eval_split: str = "v
     return hold_out(xt, yt, classes, VAL_FRACTION)
 
 
-def hold_out(images: torch.Tensor, labels: torch.Tensor, classes: list[str], fraction: float) -> ImageData:
-    """Train on all but a fixed, stratified fraction of the labelled images; evaluate on those.
-    Unlabelled images (label -1, STL-10's) all stay in training."""
-    y = labels.numpy()
-    labelled = np.flatnonzero(y >= 0)
-    _, held = _stratified_split(y[labelled], fraction)
+def held_out_indices(labels: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held) indices: a fixed, stratified fraction of the labelled images is held out;
+    unlabelled images (label -1, STL-10's) all stay in training."""
+    labelled = np.flatnonzero(labels >= 0)
+    _, held = _stratified_split(labels[labelled], fraction)
     held = labelled[held]
-    keep = np.ones(len(y), dtype=bool)
+    keep = np.ones(len(labels), dtype=bool)
     keep[held] = False
-    train = torch.from_numpy(np.flatnonzero(keep))
-    held = torch.from_numpy(held)
+    return np.flatnonzero(keep), held
+
+
+def hold_out(images: torch.Tensor, labels: torch.Tensor, classes: list[str], fraction: float) -> ImageData:
+    """Train on all but a fixed, stratified fraction of the labelled images; evaluate on those."""
+    train, held = (torch.from_numpy(i) for i in held_out_indices(labels.numpy(), fraction))
     return ImageData(images[train], labels[train], images[held], labels[held], classes)
+
+
+def _files_key(files: list[Path], extra: str) -> str:
+    """A short key that changes when any file's path, size or modification time does."""
+    key = hashlib.sha256(extra.encode())
+    for f in files:
+        st = f.stat()
+        key.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return key.hexdigest()[:20]
+
+
+def _write_once(path: Path, build) -> None:
+    """Write build()'s value to path unless it is there; one process of a node builds it while
+    the others wait on the lock, then find it."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            torch.save(build(), tmp)
+            os.replace(tmp, path)
+
+
+def _cached_dataset(path: Path, build) -> ImageData:
+    def arrays():
+        d = build()
+        return {"train_images": d.train_images, "train_labels": d.train_labels, "eval_images": d.eval_images,
+                "eval_labels": d.eval_labels, "classes": list(d.classes)}
+
+    _write_once(path, arrays)
+    saved = load_plain(path, DataError, "a byol-sweep dataset cache", mmap=True)
+    try:
+        return ImageData(saved["train_images"], saved["train_labels"], saved["eval_images"], saved["eval_labels"],
+                         [str(c) for c in saved["classes"]])
+    except (KeyError, TypeError):
+        raise DataError(f"{path} is not a byol-sweep dataset cache; delete it to read the dataset again") from None
 
 
 def _classes(root: Path) -> list[str]:
@@ -226,25 +275,25 @@ def _decode(files: list[Path], side: int) -> torch.Tensor:
 
 
 def _cached_decode(files: list[Path], side: int, cache_dir: Path) -> torch.Tensor:
-    key = hashlib.sha256()
-    for f in files:
-        st = f.stat()
-        key.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    key.update(str(side).encode())
-    path = cache_dir / f"imagefolder-{key.hexdigest()[:20]}.pt"
-    if path.exists():
-        images = load_plain(path, DataError, "a byol-sweep image cache")
-        expected = (len(files), 3, side, side)
-        if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and tuple(images.shape) == expected):
-            raise DataError(f"{path} is not a byol-sweep image cache of these {len(files)} images "
-                            f"(expected a uint8 tensor of shape {expected}); delete it to decode them again")
-        return images
-    images = _decode(files, side)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(images, tmp)
-    os.replace(tmp, path)
+    """The files decoded once per node into a uint8 cache file, which every trial maps read-only."""
+    path = cache_dir / f"imagefolder-{_files_key(files, str(side))}.pt"
+    _write_once(path, lambda: _decode(files, side))
+    images = load_plain(path, DataError, "a byol-sweep image cache", mmap=True)
+    expected = (len(files), 3, side, side)
+    if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and tuple(images.shape) == expected):
+        raise DataError(f"{path} is not a byol-sweep image cache of these {len(files)} images "
+                        f"(expected a uint8 tensor of shape {expected}); delete it to decode them again")
     return images
+
+
+def _decoded_split(files: list[Path], labels: list[int], classes: list[str], fraction: float, side: int,
+                   cache_dir: Path) -> ImageData:
+    """hold_out on a file list: the training and the held-out files decoded (and mapped) apart, so
+    no trial copies either part."""
+    y = np.asarray(labels, dtype=np.int64)
+    train, held = held_out_indices(y, fraction)
+    return ImageData(_cached_decode([files[i] for i in train], side, cache_dir), torch.from_numpy(y[train]),
+                     _cached_decode([files[i] for i in held], side, cache_dir), torch.from_numpy(y[held]), classes)
 
 
 def load_imagefolder(root: Path, cache_dir: Path, image_size: int, eval_split: str = "val") -> ImageData:
@@ -265,13 +314,12 @@ def load_imagefolder(root: Path, cache_dir: Path, image_size: int, eval_split: s
         if eval_split == "test" and "test" not in listed:
             raise DataError(f"image folder {root} has no test/ folder beside train/; "
                             f"use eval_split val, or add {root / 'test'}")
-        train_images, train_labels = _cached_decode(tf, side, cache_dir), torch.tensor(tl)
         if eval_split not in listed:
-            return hold_out(train_images, train_labels, classes, VAL_FRACTION)
+            return _decoded_split(tf, tl, classes, VAL_FRACTION, side, cache_dir)
         ef, el, _ = listed[eval_split]
-        return ImageData(train_images, train_labels, _cached_decode(ef, side, cache_dir), torch.tensor(el), classes)
+        return ImageData(_cached_decode(tf, side, cache_dir), torch.tensor(tl), _cached_decode(ef, side, cache_dir),
+                         torch.tensor(el), classes)
     if root.is_dir() and [d.name for d in root.iterdir() if d.is_dir()] == ["train"]:
         root = root / "train"  # a train split alone: its subfolders are the classes
     files, labels, classes = _list_tree(root)
-    images = _cached_decode(files, side, cache_dir)
-    return hold_out(images, torch.tensor(labels, dtype=torch.int64), classes, SINGLE_SPLIT_FRACTION)
+    return _decoded_split(files, labels, classes, SINGLE_SPLIT_FRACTION, side, cache_dir)

@@ -7,11 +7,12 @@ import pickle
 import torch
 
 
-def load_plain(path: str | os.PathLike, error: type[Exception], what: str):
+def load_plain(path: str | os.PathLike, error: type[Exception], what: str, mmap: bool = False):
     """torch.load(path, weights_only=True) on the CPU; a file that cannot be read as one raises
-    error with one sentence naming the file and saying it is not `what`."""
+    error with one sentence naming the file and saying it is not `what`. With mmap the tensors are
+    mapped from the file, read-only pages the processes of a node share, instead of read into memory."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except OSError as err:
         raise error(f"{path} cannot be read ({err.strerror or err})") from None
     except pickle.UnpicklingError:
