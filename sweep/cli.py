@@ -21,12 +21,32 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {mask_secrets(message)} (see {self.prog} --help)\n")
 
 
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+REPORTS = Path("byol-reports")  # where `run`, `resume`, `finalize` and `report` write reports: REPORTS/<experiment>
+
+
+def report_folder(experiments: list[str]) -> Path:
+    return REPORTS / "-vs-".join(experiments)
+
+
+def _field_argument(name: str, f) -> tuple[list[str], dict]:
+    """The train command's flag for one TrainConfig field, from its metadata: choices, a metavar
+    that says what it takes, --x/--no-x for booleans."""
+    from trainer.config import describe_range
+
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    flag = f"--{name.replace('_', '-')}"
+    help_text = f"{f.metadata['help']} (default {f.default})".replace("%", "%%")
+    if kind == "bool":
+        return [flag], dict(action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    options = dict(type={"int": int, "float": float, "str": str}[kind], default=None, help=help_text)
+    if f.metadata["choices"]:
+        options.update(choices=f.metadata["choices"], metavar="{" + ",".join(f.metadata["choices"]) + "}")
+    elif kind in ("int", "float"):
+        options["metavar"] = ("N" if kind == "int" else "X") + (f" in {describe_range(name)}"
+                                                                 if describe_range(name) != "any value" else "")
+    else:
+        options["metavar"] = name.upper().replace("_", "-").split("-")[-1]
+    return [flag], options
 
 
 def _add_train_parser(sub) -> None:
@@ -39,9 +59,8 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     fields = p.add_argument_group("configuration fields")
     for name, f in TrainConfig.fields().items():
-        kind = {"int": int, "float": float, "bool": _parse_bool, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
-        fields.add_argument(f"--{name.replace('_', '-')}", dest=f"field_{name}", type=kind, default=None,
-                            help=f"{f.metadata['help']} (default {f.default})".replace("%", "%%"))
+        flags, options = _field_argument(name, f)
+        fields.add_argument(*flags, dest=f"field_{name}", **options)
 
 
 def _train_config(args) -> TrainConfig:
@@ -130,13 +149,10 @@ def cmd_finalize(args) -> int:
 def _after_sweep(outcome, report: bool) -> int:
     if outcome.interrupted:
         return 1
-    if report and "://" in outcome.path:
-        print(f"no report written here: the results are at {outcome.path}; write it with the report command above "
-              "(add --out DIR)", flush=True)
-    elif report:
+    if report:
         from reports import build_report
 
-        html = build_report([outcome.experiment], outcome.tracking_uri, Path(outcome.path) / "report")
+        html = build_report([outcome.experiment], outcome.tracking_uri, report_folder([outcome.experiment]))
         print(f"report written: {html}", flush=True)
     if outcome.best_metric is None:
         print("no trial reported a metric: every trial failed or diverged; the report's health section and "
@@ -174,7 +190,7 @@ def cmd_report(args) -> int:
 
     from .tracking import check_store, resolve_tracking_uri
 
-    out = args.out or str(Path("byol-reports") / "-vs-".join(args.experiment))
+    out = args.out or str(report_folder(args.experiment))
     uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
         check_store(uri)  # fails in seconds; MLflow alone retries an unreachable server for minutes
@@ -185,10 +201,14 @@ def cmd_report(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="byol-sweep", description="Sweep BYOL self-supervised training with Ray Tune, Optuna and MLflow.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train_parser(sub)
 
-    run = sub.add_parser("run", help="run a sweep over a search space (default: quick)")
+    run = sub.add_parser("run", help="run a sweep over a search space (default: quick)",
+                         description="Run a sweep: the search (Ray Tune, the space's scheduler and search algorithm), "
+                                     "then its final stage, logging to MLflow, then the report in "
+                                     f"{REPORTS}/<experiment>/.")
     run.add_argument("space", nargs="?", default="quick", help="a shipped space name (see `byol-sweep spaces`) or a YAML file")
     run.add_argument("--name", help="sweep name (default <space>-<time>)")
     _add_sweep_options(run)
@@ -204,8 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-large", action="store_true",
                      help="run a sweep of more than 10,000 trials or a grid of more than 1,000 combinations")
 
-    resume = sub.add_parser("resume", help="continue a sweep whose driver stopped")
-    resume.add_argument("name")
+    resume = sub.add_parser("resume", help="continue a sweep whose driver stopped",
+                            description="Continue a sweep whose driver stopped (Ctrl-C, SIGTERM, a crash): finished "
+                                        "trials stay finished, unfinished ones continue from their last checkpoint, "
+                                        "then the final stage runs or continues.")
+    resume.add_argument("name", help="the sweep's name (as `byol-sweep run` printed it)")
     _add_sweep_options(resume)
     resume.add_argument("--no-report", dest="report", action="store_false", help="do not write the report at the end")
 
@@ -220,16 +243,30 @@ def build_parser() -> argparse.ArgumentParser:
     finalize.add_argument("--per", help="re-train the top-k of each value of this swept field (e.g. policy)")
     finalize.add_argument("--no-report", dest="report", action="store_false", help="do not write the report at the end")
 
-    validate = sub.add_parser("validate", help="check a search space file without running it")
-    validate.add_argument("file")
+    validate = sub.add_parser("validate", help="check a search space file without running it",
+                              description="Check a search space: every key, field, range and setting; prints what "
+                                          "the sweep would run, or what is wrong.")
+    validate.add_argument("file", help="a YAML search space, or a shipped space's name")
     validate.add_argument("--allow-large", action="store_true", help="accept a sweep beyond the size limits")
-    sub.add_parser("spaces", help="list the shipped search spaces")
+    sub.add_parser("spaces", help="list the shipped search spaces",
+                   description="List the search spaces that ship with byol-sweep, with their trials and what they run.")
 
-    report = sub.add_parser("report", help="write the results report of one sweep (or two side by side)")
+    report = sub.add_parser("report", help="write the results report of one sweep (or two side by side)",
+                            description="Write a sweep's results report (report.html, report.md with PNGs, "
+                                        "trials.csv, curves.csv) from its MLflow runs.")
     report.add_argument("--experiment", action="append", required=True, help="MLflow experiment; twice to compare two")
     report.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
-    report.add_argument("--out", help="output folder (default byol-reports/<experiment>)")
+    report.add_argument("--out", help=f"output folder (default {REPORTS}/<experiment>, or <a>-vs-<b> for two)")
     return parser
+
+
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("byol-sweep")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 COMMANDS = {"train": cmd_train, "run": cmd_run, "resume": cmd_resume, "finalize": cmd_finalize, "validate": cmd_validate,

@@ -225,7 +225,7 @@ def test_a_sweep_whose_every_trial_failed_says_so_writes_its_report_and_exits_1(
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "sweep allfail finished: 1 failed" in proc.stdout
     assert "no trial reported a metric" in proc.stderr
-    assert (tmp_path / "runs" / "allfail" / "report" / "report.html").exists()
+    assert (tmp_path / "byol-reports" / "allfail" / "report.html").exists()
 
 
 def parent_tags(uri: str, experiment: str) -> dict[str, str]:
