@@ -144,8 +144,7 @@ def cmd_validate(args) -> int:
     spec = load_space(args.file)
     print(f"{spec.source}: valid. {spec.total_trials} trials ({spec.algorithm}) over {', '.join(spec.swept) or 'nothing'}; "
           f"metric {spec.metric} ({spec.mode}); "
-          + (f"ASHA grace {spec.asha.grace_period}, reduction {spec.asha.reduction_factor}, max {spec.asha.max_epochs} epochs"
-             if spec.asha else f"no early stopping, {spec.max_epochs} epochs"))
+          + spec.scheduler.describe() + ("" if spec.scheduler.max_epochs else f", {spec.max_epochs} epochs"))
     return 0
 
 

@@ -15,12 +15,10 @@ CHECKPOINT_FILE = "trainer.pt"
 
 
 def checkpoint_epochs(spec: SweepSpec, every: int) -> set[int]:
-    """Epochs that end with a checkpoint: every `every` epochs, each ASHA rung (where a trial may
-    be stopped and later resumed), and the last."""
-    marks = every_epochs(spec.max_epochs, every)
-    if spec.asha:
-        marks |= set(spec.asha.rungs())
-    return marks
+    """Epochs that end with a checkpoint: every `every` epochs, the last, and each epoch where the
+    scheduler needs one (an ASHA rung or HyperBand milestone, where a trial may be stopped or paused
+    and later resumed; a PBT perturbation, where another member may copy it)."""
+    return every_epochs(spec.max_epochs, every) | spec.scheduler.checkpoint_epochs(spec.max_epochs)
 
 
 def every_epochs(last: int, every: int) -> set[int]:
