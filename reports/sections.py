@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from reports import figures, summary
+from reports import figures, pbt, summary
 from reports.importance import param_importances
 from reports.load import Sweep
 from reports.render import Code, Columns, Heading, Image, Para, Table
@@ -56,7 +56,9 @@ def sweep_blocks(s: Sweep, prefix: str, level: int) -> list:
     best = summary.best_trial(s)
     best_name = None if best is None else best["trial"]
     return (result_section(s, level) + summary_section(s, level) + best_section(s, level, best)
-            + curves_section(s, level, prefix, best_name) + sensitivity_section(s, level, prefix)
+            + curves_section(s, level, prefix, best_name)
+            + (pbt.pbt_section(s, level, prefix) if s.scheduler == "pbt" else [])
+            + sensitivity_section(s, level, prefix)
             + comparisons_section(s, level, prefix) + health_section(s, level, prefix))
 
 

@@ -280,7 +280,7 @@ class Pbt(Scheduler):
             quantile_fraction=self.quantile_fraction, resample_probability=self.resample_probability,
             perturbation_factors=tuple(self.perturbation_factors), custom_explore_fn=Clip(self.bounds(spec)),
             synch=self.synch, log_config=False, require_attrs=False,  # a diverged trial's last result has no metric
-            decisions=decisions)
+            decisions=decisions, max_t=spec.max_epochs)
 
     def describe(self) -> str:
         return (f"PBT every {self.perturbation_interval} epoch(s) after {self.burn_in_period}, quantile "

@@ -111,9 +111,15 @@ class RecordingPBT(PopulationBasedTraining):
     of the perturbed fields, as TrainConfig fields. `decisions` is shared with the MLflow callback,
     which logs each record as the tag pbt.exploit_<epoch> on the member that copied."""
 
-    def __init__(self, *args, decisions: dict[str, list[dict]], **kwargs):
+    def __init__(self, *args, decisions: dict[str, list[dict]], max_t: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.decisions = decisions
+        self.max_t = max_t
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if result.get(self._time_attr, 0) >= self.max_t:
+            return self.CONTINUE  # the member's last epoch: its run ends; nothing is left to copy into
+        return super().on_trial_result(tune_controller, trial, result)
 
     def _fields(self, config: dict) -> dict[str, float]:
         out = {}

@@ -87,7 +87,7 @@ def pbt_sweep(tmp_path_factory, ray_local):
         folder, "pbt",
         base={"epochs": EPOCHS, "linear_probe": False},
         search={"base_lr": {"loguniform": [0.02, 4.0]}, "tau_base": {"one_minus_loguniform": [0.5, 0.999]},
-                "aug_strength": {"uniform": [0.1, 2.0]}},
+                "aug_strength": {"uniform": [0.1, 1.8]}},
         num_samples=4,
         scheduler={"name": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5,
                    "resample_probability": 0.0, "perturbation_factors": [2.0, 0.5]},
