@@ -88,7 +88,7 @@ def final_values(s: Sweep, members: list[str], fields: list[str]) -> pd.DataFram
         row = {"member": m, f"{s.metric} (last epoch)": _fmt(t.loc[m, "final_metric"]), "status": t.loc[m, "status"]}
         for f in fields:
             row[f"{f} (last epoch)"] = _fmt(c[f"hp.{f}"].dropna().iloc[-1]) if c[f"hp.{f}"].notna().any() else "–"
-        row["copied others"] = str(int(copies.get(m, 0)))
+        row["times it copied another"] = str(int(copies.get(m, 0)))
         rows.append(row)
     return pd.DataFrame(rows)
 

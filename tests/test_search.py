@@ -183,3 +183,32 @@ def test_pbt_records_each_exploit_and_keeps_values_in_range():
     assert out == {"base_lr": 1.0, "one_minus_tau_base": pytest.approx(0.1), "aug_strength": pytest.approx(1.2)}
     assert pbt._fields({"base_lr": 0.5, "one_minus_tau_base": 0.01, "aug_strength": 1.0}) == {
         "base_lr": 0.5, "tau_base": pytest.approx(0.99), "aug_strength": 1.0}
+
+
+@pytest.mark.slow
+def test_a_real_hyperband_sweep_pauses_resumes_and_stops(ray_local, tmp_path):
+    """Ray's HyperBand on function trials: a trial paused at a milestone resumes from the checkpoint
+    it left there; every epoch is logged once; the parent records the scheduler."""
+    from mlflow.tracking import MlflowClient
+
+    from sweep.runner import SweepOptions, run_sweep
+
+    from .conftest import write_space
+
+    space = write_space(tmp_path, "hb", base={"epochs": 4, "linear_probe": False},
+                        search={"base_lr": {"loguniform": [0.05, 2.0]}}, algorithm="random", num_samples=4,
+                        scheduler={"name": "hyperband", "reduction_factor": 2})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    outcome = run_sweep(str(space), SweepOptions(name="hb", storage=str(tmp_path / "runs"), tracking_uri=uri,
+                                                 max_failures=0))
+    assert not outcome.interrupted and set(outcome.counts) <= {"completed", "stopped_early"}
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("hb")
+    parent = client.search_runs([exp.experiment_id], "tags.`byol_sweep.role` = 'sweep'")[0]
+    assert parent.data.params["scheduler"] == "hyperband" and parent.data.params["scheduler.reduction_factor"] == "2"
+    runs = client.search_runs([exp.experiment_id], "tags.`byol_sweep.role` = 'trial'")
+    assert len(runs) == 4
+    for run in runs:
+        epochs = sorted(m.step for m in client.get_metric_history(run.info.run_id, "knn_acc"))
+        assert epochs == list(range(1, len(epochs) + 1)) and epochs
+        assert run.data.tags["status"] == ("completed" if epochs[-1] == 4 else "stopped_early")
