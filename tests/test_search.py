@@ -186,9 +186,10 @@ def test_pbt_records_each_exploit_and_keeps_values_in_range():
 
 
 @pytest.mark.slow
-def test_a_real_hyperband_sweep_pauses_resumes_and_stops(ray_local, tmp_path):
-    """Ray's HyperBand on function trials: a trial paused at a milestone resumes from the checkpoint
-    it left there; every epoch is logged once; the parent records the scheduler."""
+def test_a_real_hyperband_sweep_runs_its_brackets(ray_local, tmp_path):
+    """Ray's HyperBand on function trials, end to end: trials wait paused until their bracket is judged
+    (4 trials fill brackets of 3 and 1 here, so none is stopped), every epoch is logged once, a trial's
+    status follows its epochs, and the parent records the scheduler."""
     from mlflow.tracking import MlflowClient
 
     from sweep.runner import SweepOptions, run_sweep
