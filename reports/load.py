@@ -48,12 +48,18 @@ class Sweep:
     finals: pd.DataFrame = field(default_factory=pd.DataFrame)  # the final stage's runs, one row each
     decisions: pd.DataFrame = field(default_factory=pd.DataFrame)  # ASHA's, as made: trial, rung, value, cutoff, decision
     baselines: dict[str, float] = field(default_factory=dict)  # parent metrics baseline.<what>.<split>
+    exploits: pd.DataFrame = field(default_factory=pd.DataFrame)  # PBT's, as made (see reports/pbt.py)
     other_parents: int = 0
     loaded_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
     @property
     def running(self) -> bool:
         return self.state == "running"
+
+    @property
+    def scheduler(self) -> str:
+        """The trial scheduler's name (param `scheduler`; older sweeps: asha when asha.* was recorded)."""
+        return self.params.get("scheduler") or ("asha" if self.asha else "fifo")
 
     @property
     def asha(self) -> tuple[int, int, int] | None:
@@ -197,6 +203,7 @@ def load_sweep(client: MlflowClient, experiment: str) -> Sweep:
         param_names=param_names,
         finals=finals,
         decisions=_decisions(children),
+        exploits=_exploits(children),
         baselines={k: v for k, v in parent.data.metrics.items() if k.startswith("baseline.")},
         other_parents=len(parents) - 1,
         loaded_ms=now_ms,
@@ -369,6 +376,26 @@ def _decisions(runs: list) -> pd.DataFrame:
                                  "cutoff": math.nan if cutoff is None else float(cutoff),
                                  "decision": str(d.get("decision", ""))})
     return pd.DataFrame(rows, columns=DECISION_COLUMNS).sort_values(["rung", "trial"]).reset_index(drop=True)
+
+
+EXPLOIT_COLUMNS = ["trial", "epoch", "from_trial", "from_epoch", "old", "new"]
+
+
+def _exploits(runs: list) -> pd.DataFrame:
+    """PBT's exploits as the scheduler recorded them (tags pbt.exploit_<epoch> on the member that copied):
+    at `epoch` it took `from_trial`'s checkpoint of `from_epoch` and continued with `new` values."""
+    names = {r.data.tags.get("byol_sweep.trial_id"): r.info.run_name or r.info.run_id for r in runs}
+    rows = []
+    for run in runs:
+        for key, text in run.data.tags.items():
+            if key.startswith("pbt.exploit_"):
+                d = _json(text)
+                if d:
+                    rows.append({"trial": run.info.run_name or run.info.run_id, "epoch": int(d.get("epoch", 0)),
+                                 "from_trial": names.get(d.get("from"), f"trial_{d.get('from')}"),
+                                 "from_epoch": int(d.get("from_epoch", 0)), "old": d.get("old") or {},
+                                 "new": d.get("new") or {}})
+    return pd.DataFrame(rows, columns=EXPLOIT_COLUMNS).sort_values(["epoch", "trial"]).reset_index(drop=True)
 
 
 def _final_best(c: pd.DataFrame, metric: str, mode: str) -> tuple[float, float, float]:

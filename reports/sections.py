@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from reports import figures, summary
+from reports import figures, pbt, summary
 from reports.importance import param_importances
 from reports.load import Sweep
 from reports.render import Code, Heading, Image, Para, Table
@@ -60,8 +60,9 @@ def sweep_blocks(s: Sweep, prefix: str, level: int, ylim: tuple[float, float] | 
     best_name = None if best is None else best["trial"]
     imp, imp_note = param_importances(s)
     return (result_section(s, level) + summary_section(s, level) + best_section(s, level, best)
-            + curves_section(s, level, prefix, best_name, ylim) + search_section(s, level, prefix, imp)
-            + sensitivity_section(s, level, prefix, imp, imp_note)
+            + curves_section(s, level, prefix, best_name, ylim)
+            + (pbt.pbt_section(s, level, prefix) if s.scheduler == "pbt" else [])
+            + search_section(s, level, prefix, imp) + sensitivity_section(s, level, prefix, imp, imp_note)
             + comparisons_section(s, level, prefix) + health_section(s, level, prefix))
 
 

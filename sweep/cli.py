@@ -169,8 +169,10 @@ def cmd_validate(args) -> int:
     check_size(spec, args.allow_large)
     print(f"{spec.source}: valid. {spec.total_trials} trials ({spec.algorithm}) over {', '.join(spec.swept) or 'nothing'}; "
           f"metric {spec.metric} ({spec.mode}); "
-          + (f"ASHA grace {spec.asha.grace_period}, reduction {spec.asha.reduction_factor}, max {spec.asha.max_epochs} epochs"
-             if spec.asha else f"no early stopping, {spec.max_epochs} epochs"))
+          + spec.scheduler.describe() + ("" if spec.scheduler.max_epochs else f", {spec.max_epochs} epochs")
+          + "; " + (f"final stage: the top {spec.final.top_k}" + (f" per {spec.final.per}" if spec.final.per else "")
+                    + f" re-trained with {spec.final.seeds} new seeds on the test split" if spec.final
+                    else "no final stage"))
     return 0
 
 

@@ -303,7 +303,7 @@ def measure_baselines(spec: SweepSpec, uri: str, parent_run_id: str, resources: 
 def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
     from ray import tune
 
-    from .search import build_scheduler, build_searcher
+    from .search import tune_parts
 
     options.validate()
     spec = load_space(space) if isinstance(space, str) else space
@@ -343,27 +343,28 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
         })
         experiment_id = client_for(uri).get_run(parent_run_id).info.experiment_id
         DRIVER_TRACKING_URI[parent_run_id] = uri
-        print(f"sweep {name}: {spec.total_trials} trials of space {spec.name} ({spec.algorithm}"
-              f"{', ASHA' if spec.asha else ''}), {concurrency} at a time with {resources['cpu']:g} CPU"
+        decisions: dict[str, list[dict]] = {}
+        parts = tune_parts(spec, concurrency, options.seed, state_dir, decisions)
+        print(f"sweep {name}: {spec.total_trials} trials of space {spec.name} ({spec.algorithm}, "
+              f"{spec.scheduler.describe()}), {concurrency} at a time with {resources['cpu']:g} CPU"
               f"{' and %g GPU' % resources['gpu'] if resources['gpu'] else ''} each", flush=True)
         print(f"  results: {root}/{name}   MLflow: {mask_uri(uri)} (experiment {experiment})", flush=True)
-
-        decisions: dict[str, list[dict]] = {}
+        if parts.note:
+            print(f"  {parts.note}", flush=True)
         tuner = tune.Tuner(
             _trainable(spec, resources, options.checkpoint_every),
             param_space=spec.param_space(),
             tune_config=tune.TuneConfig(
                 metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
-                search_alg=build_searcher(spec, concurrency, options.seed, state_dir),
-                scheduler=build_scheduler(spec, decisions),
-                # the random/grid generator takes its limit itself; Tune wraps only a Searcher (Optuna)
-                max_concurrent_trials=concurrency if spec.algorithm == "optuna" else None,
+                # the scheduler sets the limit, the searcher says where it goes (sweep/search.py tune_parts)
+                search_alg=parts.search_alg, scheduler=parts.scheduler,
+                max_concurrent_trials=parts.max_concurrent_trials,
             ),
             run_config=tune.RunConfig(
                 name=name, storage_path=root, verbose=0,
                 callbacks=_callbacks(spec, uri, experiment_id, parent_run_id, resources, decisions),
                 failure_config=tune.FailureConfig(max_failures=options.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=parts.num_to_keep),
             ),
         )
         # only now, with the Tuner built: a sweep that failed to start leaves no state that `run` would refuse

@@ -1,4 +1,6 @@
-"""Search algorithms and the scheduler for a SweepSpec.
+"""The Ray objects a sweep runs with: our subclasses of Ray's searchers and schedulers, and
+`tune_parts`, which asks the space's searcher and scheduler entries (sweep/searchers.py,
+sweep/schedulers.py) for them and for the concurrency rule.
 
 Ray's OptunaSearch tells Optuna that a trial ASHA stopped early COMPLETED with its truncated
 last value, which biases TPE toward configurations that look good early. PruningOptunaSearch
@@ -8,11 +10,12 @@ ranks them by how far they got); diverged and failed trials are told as FAIL.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import BasicVariantGenerator
+from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
 from ray.tune.search.optuna import OptunaSearch
 
 from .space import SweepSpec
@@ -58,22 +61,12 @@ class PruningOptunaSearch(OptunaSearch):
 
 def startup_trials(spec: SweepSpec) -> int:
     """How many of TPE's first trials are drawn at random before it models the results."""
-    return max(2, min(10, spec.num_samples // 3))
+    return spec.searcher.startup_trials(spec) if spec.algorithm == "optuna" else 0
 
 
-def build_searcher(spec: SweepSpec, max_concurrent: int, seed: int = 0, state_dir: Path | None = None):
-    """Optuna's seeded TPE (its study kept in <state_dir>/optuna.db), or Tune's random/grid generator.
-
-    TPE is multivariate (it models the parameters jointly: lr and momentum interact) and uses a
-    constant liar: a trial still running counts as a poor result, so concurrent trials are not
-    all proposed in the same spot."""
-    if spec.algorithm == "optuna":
-        storage = optuna.storages.RDBStorage(f"sqlite:///{state_dir / 'optuna.db'}") if state_dir else None
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(spec), multivariate=True,
-                                             constant_liar=True)
-        return PruningOptunaSearch(sampler=sampler, storage=storage, study_name=spec.name if storage else None,
-                                   max_epochs=spec.max_epochs)
-    return BasicVariantGenerator(max_concurrent=max_concurrent, random_state=seed)
+def build_searcher(spec: SweepSpec, max_concurrent: int | None, seed: int = 0, state_dir: Path | None = None):
+    """The space's search algorithm as a Ray object (see sweep/searchers.py)."""
+    return spec.searcher.build(spec, max_concurrent, seed, state_dir)
 
 
 class RecordingASHA(ASHAScheduler):
@@ -112,13 +105,79 @@ class RecordingASHA(ASHAScheduler):
         return action
 
 
-def build_scheduler(spec: SweepSpec, decisions: dict[str, list[dict]] | None = None):
-    if spec.asha is None:
-        return FIFOScheduler()
-    return RecordingASHA(
-        time_attr="epoch",
-        max_t=spec.asha.max_epochs,
-        grace_period=spec.asha.grace_period,
-        reduction_factor=spec.asha.reduction_factor,
-        decisions={} if decisions is None else decisions,
+class RecordingPBT(PopulationBasedTraining):
+    """Ray's PBT, recording each exploit as it is made: the epoch the member had reached, the member
+    it copied and that member's epoch (the checkpoint it continues from), and the old and new values
+    of the perturbed fields, as TrainConfig fields. `decisions` is shared with the MLflow callback,
+    which logs each record as the tag pbt.exploit_<epoch> on the member that copied."""
+
+    def __init__(self, *args, decisions: dict[str, list[dict]], max_t: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.decisions = decisions
+        self.max_t = max_t
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if result.get(self._time_attr, 0) >= self.max_t:
+            return self.CONTINUE  # the member's last epoch: its run ends; nothing is left to copy into
+        return super().on_trial_result(tune_controller, trial, result)
+
+    def _fields(self, config: dict) -> dict[str, float]:
+        out = {}
+        for k in self._hyperparam_mutations:
+            if k.startswith("one_minus_"):
+                out[k[len("one_minus_"):]] = 1 - float(config[k])
+            else:
+                out[k] = float(config[k])
+        return out
+
+    def _exploit(self, tune_controller, trial, trial_to_clone):
+        old = self._fields(trial.config)
+        epoch = int((self._trial_state[trial].last_result or {}).get(self._time_attr, 0))
+        from_epoch = int((self._trial_state[trial_to_clone].last_result or {}).get(self._time_attr, 0))
+        super()._exploit(tune_controller, trial, trial_to_clone)
+        self.decisions.setdefault(trial.trial_id, []).append({
+            "tag": f"pbt.exploit_{epoch}", "epoch": epoch, "from": trial_to_clone.trial_id,
+            "from_epoch": from_epoch, "old": old, "new": self._fields(trial.config)})
+
+
+@dataclass
+class Clip:
+    """PBT's explore step keeps each perturbed value inside its search range (a factor of 1.2 would
+    otherwise walk a value out of it, e.g. 1 - tau_base past the range's end)."""
+
+    bounds: dict[str, tuple[float, float]]
+
+    def __call__(self, config: dict) -> dict:
+        for k, (low, high) in self.bounds.items():
+            if k in config:
+                config[k] = min(max(float(config[k]), low), high)
+        return config
+
+
+@dataclass
+class TuneParts:
+    search_alg: Any
+    scheduler: Any
+    max_concurrent_trials: int | None  # TuneConfig's (None where the searcher takes the limit itself)
+    num_to_keep: int | None  # CheckpointConfig's: checkpoints kept per trial
+    note: str | None  # what the scheduler changed about concurrency, for the console
+
+
+def tune_parts(spec: SweepSpec, concurrency: int, seed: int = 0, state_dir: Path | None = None,
+               decisions: dict[str, list[dict]] | None = None) -> TuneParts:
+    """The searcher and scheduler of a space as Ray objects, with the concurrency rule: the scheduler
+    says how many trials may be live (PBT: the whole population), the searcher where that limit goes."""
+    limit, note = spec.scheduler.trial_limit(concurrency, spec)
+    return TuneParts(
+        search_alg=spec.searcher.build(spec, limit, seed, state_dir),
+        scheduler=build_scheduler(spec, decisions),
+        max_concurrent_trials=spec.searcher.tune_limit(limit),
+        num_to_keep=spec.scheduler.checkpoints_to_keep(),
+        note=note,
     )
+
+
+def build_scheduler(spec: SweepSpec, decisions: dict[str, list[dict]] | None = None):
+    """The space's scheduler as a Ray object (see sweep/schedulers.py); `decisions` collects what
+    a recording scheduler decided, for the MLflow callback."""
+    return spec.scheduler.build(spec, {} if decisions is None else decisions)

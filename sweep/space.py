@@ -11,22 +11,24 @@ from typing import Any
 import yaml
 
 from trainer.config import ConfigError, TrainConfig, check_range, coerce
-from vocabulary import MODES, OBJECTIVES, asha_rungs, default_mode
+from vocabulary import MODES, OBJECTIVES, default_mode
 
+from .registry import Context, SpaceError, fail
+from .schedulers import SCHEDULERS, Asha, Fifo, Scheduler
+from .searchers import SEARCHERS, Optuna, Searcher
 from .yaml_input import read_yaml  # noqa: F401  (re-exported: callers import it from here too)
 
-TOP_KEYS = ("name", "description", "base", "search", "grid", "metric", "mode", "algorithm", "num_samples", "asha",
-            "final")
+__all__ = ["Asha", "Distribution", "FinalStage", "SpaceError", "SweepSpec", "load_space", "parse_space"]
+
+TOP_KEYS = ("name", "description", "base", "search", "grid", "metric", "mode", "algorithm", "num_samples",
+            "scheduler", "asha", "final")
 FINAL_KEYS = ("top_k", "seeds", "per")
 MAX_FINAL_SEEDS = 100
 DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "one_minus_loguniform", "choice")
-ALGORITHMS = ("optuna", "random", "grid")
-ASHA_KEYS = ("grace_period", "reduction_factor", "max_epochs")
+ALGORITHMS = tuple(SEARCHERS)
 ONE_MINUS = "one_minus_"
 
 
-class SpaceError(ValueError):
-    """A search space file is invalid; the message names the file, the key and what is allowed."""
 
 
 @dataclass(frozen=True)
@@ -44,17 +46,6 @@ class Distribution:
         if self.q is not None:
             out["q"] = self.q
         return json.dumps(out)
-
-
-@dataclass
-class Asha:
-    grace_period: int
-    reduction_factor: int
-    max_epochs: int
-
-    def rungs(self) -> list[int]:
-        """Epochs at which ASHA compares trials (below max_epochs)."""
-        return asha_rungs(self.grace_period, self.reduction_factor, self.max_epochs)
 
 
 @dataclass
@@ -81,12 +72,22 @@ class SweepSpec:
     grid: dict[str, list] = field(default_factory=dict)
     metric: str = "knn_acc"
     mode: str = "max"
-    algorithm: str = "optuna"
+    searcher: Searcher = field(default_factory=Optuna)
     num_samples: int = 8
-    asha: Asha | None = None
+    scheduler: Scheduler = field(default_factory=Asha)
     final: FinalStage | None = field(default_factory=FinalStage)
     description: str = ""
     text: str = ""
+
+    @property
+    def algorithm(self) -> str:
+        """The search algorithm's name (optuna, random, grid)."""
+        return self.searcher.name
+
+    @property
+    def asha(self) -> Asha | None:
+        """The ASHA scheduler's settings when the sweep uses ASHA, else None."""
+        return self.scheduler if isinstance(self.scheduler, Asha) else None
 
     @property
     def swept(self) -> list[str]:
@@ -100,6 +101,11 @@ class SweepSpec:
     def total_trials(self) -> int:
         grid_size = math.prod(len(v) for v in self.grid.values()) if self.grid else 1
         return self.num_samples * grid_size
+
+    def tracking_params(self) -> dict[str, Any]:
+        """The parent run's params that record the search algorithm and the scheduler with their
+        settings: `search`, `scheduler`, `scheduler.<key>` (and each entry's own, e.g. asha.*)."""
+        return {"search": self.searcher.name, **self.searcher.run_params(self), **self.scheduler.params("scheduler")}
 
     def param_space(self) -> dict[str, Any]:
         """The Ray Tune param space of the swept fields (the base travels separately)."""
@@ -134,7 +140,7 @@ class SweepSpec:
 
 
 def _fail(source: str, key: str, message: str) -> SpaceError:
-    return SpaceError(f"{source}: {key}: {message}")
+    return fail(source, key, message)
 
 
 def _number(source: str, key: str, value: Any) -> float:
@@ -201,31 +207,58 @@ def parse_space(data: Any, source: str, text: str = "") -> SweepSpec:
     for key in data:
         if key not in TOP_KEYS:
             raise _fail(source, str(key), f"unknown key; allowed: {', '.join(TOP_KEYS)}")
-    fields = TrainConfig.fields()
+    base = _parse_base(source, data.get("base"))
+    search, grid = _parse_swept(source, data.get("search"), data.get("grid"), base)
+    metric, mode = _parse_objective(source, data)
+    ctx = Context(source=source, epochs=int(base.get("epochs", TrainConfig().epochs)), epochs_set="epochs" in base,
+                  search=search, grid=grid)
+    scheduler = _parse_scheduler(data, ctx)
+    if scheduler.max_epochs is not None:
+        base["epochs"] = scheduler.max_epochs
+    ctx.scheduler = scheduler.name
+    searcher = _parse_searcher(data.get("algorithm"), ctx, scheduler)
+    num_samples = data.get("num_samples", searcher.default_samples)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise _fail(source, "num_samples", f"expected an integer >= 1, got {num_samples!r}")
+    final = _parse_final(source, data.get("final", {}), search, grid, scheduler)
 
-    base_raw = data.get("base") or {}
-    if not isinstance(base_raw, dict):
+    name = data.get("name", Path(source).stem)
+    if not isinstance(name, str) or not name:
+        raise _fail(source, "name", f"expected a non-empty string, got {name!r}")
+    spec = SweepSpec(name=name, source=source, base=base, search=search, grid=grid, metric=metric, mode=mode,
+                     searcher=searcher, num_samples=num_samples, scheduler=scheduler, final=final,
+                     description=str(data.get("description", "")), text=text)
+    scheduler.check_spec(spec, "scheduler")
+    spec.train_config({})  # the base itself must be a valid TrainConfig
+    return spec
+
+
+def _parse_base(source: str, raw: Any) -> dict[str, Any]:
+    if not isinstance(raw or {}, dict):
         raise _fail(source, "base", "expected a mapping of TrainConfig fields")
+    fields = TrainConfig.fields()
     base = {}
-    for name, value in base_raw.items():
+    for name, value in (raw or {}).items():
         if name not in fields:
             raise _fail(source, f"base.{name}", f"unknown field; allowed: {', '.join(fields)}")
         base[name] = _check_value(source, f"base.{name}", name, value)
+    return base
 
-    search_raw = data.get("search") or {}
-    if not isinstance(search_raw, dict):
+
+def _parse_swept(source: str, search_raw: Any, grid_raw: Any, base: dict) -> tuple[dict, dict]:
+    """(search: field -> Distribution, grid: field -> values), checked against each other and the base."""
+    fields = TrainConfig.fields()
+    if not isinstance(search_raw or {}, dict):
         raise _fail(source, "search", "expected a mapping of TrainConfig fields to distributions")
     search = {}
-    for name, spec in search_raw.items():
+    for name, spec in (search_raw or {}).items():
         if name not in fields:
             raise _fail(source, f"search.{name}", f"unknown field; allowed: {', '.join(fields)}")
         search[name] = _parse_distribution(source, name, spec)
-
-    grid_raw = data.get("grid") or {}
-    if not isinstance(grid_raw, dict):
+    if not isinstance(grid_raw or {}, dict):
         raise _fail(source, "grid", "expected a mapping of TrainConfig fields to lists of values")
     grid = {}
-    for name, values in grid_raw.items():
+    for name, values in (grid_raw or {}).items():
         if name not in fields:
             raise _fail(source, f"grid.{name}", f"unknown field; allowed: {', '.join(fields)}")
         if not isinstance(values, list) or not values:
@@ -236,71 +269,71 @@ def parse_space(data: Any, source: str, text: str = "") -> SweepSpec:
     for part, swept in (("search", search), ("grid", grid)):
         if "epochs" in swept:
             raise _fail(source, f"{part}.epochs", "epochs cannot be swept: it spans the learning-rate and momentum "
-                        "schedules and is ASHA's max_epochs; set it in base")
+                        "schedules and is the scheduler's budget; set it in base")
     for name in set(base) & (set(search) | set(grid)):
         raise _fail(source, f"base.{name}", "is also swept; remove it from base or from search/grid")
+    return search, grid
 
+
+def _parse_objective(source: str, data: dict) -> tuple[str, str]:
     metric = data.get("metric", "knn_acc")
     if metric not in OBJECTIVES:
         raise _fail(source, "metric", f"{metric!r} is unknown; allowed: {', '.join(OBJECTIVES)}")
     mode = data.get("mode", default_mode(metric))
     if mode not in MODES:
         raise _fail(source, "mode", f"{mode!r} is unknown; allowed: {', '.join(MODES)}")
-    algorithm = data.get("algorithm", "optuna")
-    if algorithm not in ALGORITHMS:
-        raise _fail(source, "algorithm", f"{algorithm!r} is unknown; allowed: {', '.join(ALGORITHMS)}")
-    if algorithm == "optuna" and grid:
-        raise _fail(source, "grid", "Optuna cannot search a grid; use algorithm: grid or random with a grid")
-    if algorithm == "optuna" and not search:
-        raise _fail(source, "search", "algorithm optuna needs at least one searched field")
-    if algorithm == "grid" and search:
-        raise _fail(source, "search", "algorithm grid takes only grid: values; move these to grid or use random")
-    if algorithm == "grid" and not grid:
-        raise _fail(source, "grid", "algorithm grid needs at least one grid field")
-    num_samples = data.get("num_samples", 1 if algorithm == "grid" else 8)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise _fail(source, "num_samples", f"expected an integer >= 1, got {num_samples!r}")
-
-    asha = None
-    asha_raw = data.get("asha", {})
-    epochs = int(base.get("epochs", TrainConfig().epochs))
-    if asha_raw is not False and asha_raw is not None:
-        if not isinstance(asha_raw, dict):
-            raise _fail(source, "asha", "expected a mapping with grace_period, reduction_factor, max_epochs, or false")
-        for key in asha_raw:
-            if key not in ASHA_KEYS:
-                raise _fail(source, f"asha.{key}", f"unknown key; allowed: {', '.join(ASHA_KEYS)}")
-        values = {"grace_period": 1, "reduction_factor": 2, "max_epochs": epochs, **asha_raw}
-        for key, value in values.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise _fail(source, f"asha.{key}", f"expected an integer >= 1, got {value!r}")
-        if values["reduction_factor"] < 2:
-            raise _fail(source, "asha.reduction_factor", f"expected an integer >= 2, got {values['reduction_factor']}")
-        if values["grace_period"] >= values["max_epochs"]:
-            raise _fail(source, "asha.grace_period", f"must be below max_epochs ({values['max_epochs']}), got {values['grace_period']}")
-        if "epochs" in base and values["max_epochs"] != epochs:
-            raise _fail(source, "asha.max_epochs", f"is {values['max_epochs']} but base.epochs is {epochs}; they must agree (the schedules span all epochs)")
-        if "epochs" in search or "epochs" in grid:
-            raise _fail(source, "asha", "cannot be used while epochs is swept; set asha: false")
-        asha = Asha(**values)
-        base["epochs"] = asha.max_epochs
-
-    final = _parse_final(source, data.get("final", {}), search, grid)
-
-    name = data.get("name", Path(source).stem)
-    if not isinstance(name, str) or not name:
-        raise _fail(source, "name", f"expected a non-empty string, got {name!r}")
-    description = data.get("description", "")
-    spec = SweepSpec(name=name, source=source, base=base, search=search, grid=grid, metric=metric, mode=mode,
-                     algorithm=algorithm, num_samples=num_samples, asha=asha, final=final, description=str(description),
-                     text=text)
-    spec.train_config({})  # the base itself must be a valid TrainConfig
-    return spec
+    return metric, mode
 
 
-def _parse_final(source: str, raw: Any, search: dict, grid: dict) -> FinalStage | None:
+def _named(raw: Any, where: str, registry: dict, ctx: Context) -> tuple[type, dict]:
+    """`name` or `{name: ..., <settings>}` -> (the registry's entry class, its settings)."""
+    if isinstance(raw, str):
+        name, settings = raw, {}
+    elif isinstance(raw, dict) and isinstance(raw.get("name"), str):
+        name, settings = raw["name"], {k: v for k, v in raw.items() if k != "name"}
+    else:
+        raise ctx.fail(where, f"expected a name or a mapping with name: and its settings; allowed names: "
+                              f"{', '.join(registry)}")
+    if name not in registry:
+        key = where if isinstance(raw, str) else f"{where}.name"
+        raise ctx.fail(key, f"{name!r} is unknown; allowed: {', '.join(registry)}")
+    return registry[name], settings
+
+
+def _parse_scheduler(data: dict, ctx: Context) -> Scheduler:
+    """`scheduler: {name: ..., ...}`, or the older `asha: {...}` (ASHA) / `asha: false` (FIFO);
+    neither: ASHA with its defaults."""
+    if "scheduler" in data and "asha" in data:
+        raise ctx.fail("asha", "give the scheduler once: either scheduler: {name: ...} or the older asha: key")
+    if "scheduler" in data:
+        cls, settings = _named(data["scheduler"], "scheduler", SCHEDULERS, ctx)
+        return cls.from_yaml(settings, ctx, "scheduler")
+    raw = data.get("asha", {})
+    if raw is False or raw is None:
+        return Fifo()
+    if not isinstance(raw, dict):
+        raise ctx.fail("asha", f"expected a mapping with {', '.join(Asha.keys())}, or false")
+    return Asha.from_yaml(raw, ctx, "asha")
+
+
+def _parse_searcher(raw: Any, ctx: Context, scheduler: Scheduler) -> Searcher:
+    if raw is None:
+        cls, settings = SEARCHERS[scheduler.default_searcher], {}
+    else:
+        cls, settings = _named(raw, "algorithm", SEARCHERS, ctx)
+    if scheduler.searchers is not None and cls.name not in scheduler.searchers:
+        raise ctx.fail("algorithm", f"{cls.name} cannot drive {scheduler.name}; allowed: "
+                                    f"{', '.join(scheduler.searchers)}")
+    return cls.from_yaml(settings, ctx, "algorithm")
+
+
+def _parse_final(source: str, raw: Any, search: dict, grid: dict, scheduler: Scheduler) -> FinalStage | None:
     if raw is False:
         return None
+    if scheduler.final_stage is not None:  # this scheduler's results have no configuration to re-train
+        if raw is None or raw == {}:
+            return None
+        raise _fail(source, "final", f"{scheduler.final_stage}; allowed with scheduler {scheduler.name}: false")
     if raw is None or raw is True:
         raw = {}
     if not isinstance(raw, dict):

@@ -207,22 +207,15 @@ def start_sweep(uri: str, experiment: str, spec: SweepSpec, sweep_name: str, ext
     params = {
         "metric": spec.metric,
         "mode": spec.mode,
-        "search": spec.algorithm,
         "num_samples": spec.num_samples,
         "space_file": Path(spec.source).name,
         "swept": ",".join(spec.swept),
         **{f"space.{k}": d.to_json() for k, d in spec.search.items()},
         **{f"space.{k}": json.dumps({"type": "grid", "values": v}) for k, v in spec.grid.items()},
         **{f"base.{k}": _param_value(v) for k, v in spec.base.items()},
+        **spec.tracking_params(),  # search, scheduler, scheduler.<key>, and each entry's own (asha.*, optuna.*)
         **extra_params,
     }
-    if spec.algorithm == "optuna":
-        from .search import startup_trials
-
-        params["optuna.n_startup_trials"] = startup_trials(spec)
-    if spec.asha:
-        params.update({"asha.grace_period": spec.asha.grace_period, "asha.reduction_factor": spec.asha.reduction_factor,
-                       "asha.max_epochs": spec.asha.max_epochs})
     client.log_batch(run.info.run_id, params=[Param(k, _param_value(v)) for k, v in params.items()])
     if spec.text:
         client.log_text(run.info.run_id, spec.text, "search_space.yaml")
@@ -395,7 +388,10 @@ class MlflowTracking(Callback):
         made = self.decisions.get(trial.trial_id, [])
         new = made[self._decisions_logged.get(trial.trial_id, 0):]
         if new:
-            self.client.log_batch(run_id, tags=[RunTag(f"asha.rung_{d['rung']}", json.dumps(d)) for d in new])
+            # a record names its tag (PBT: pbt.exploit_<epoch>), or is ASHA's (asha.rung_<epoch>)
+            self.client.log_batch(run_id, tags=[
+                RunTag(d["tag"], json.dumps({k: v for k, v in d.items() if k != "tag"})) if "tag" in d
+                else RunTag(f"asha.rung_{d['rung']}", json.dumps(d)) for d in new])
             self._decisions_logged[trial.trial_id] = len(made)
 
     def on_trial_recover(self, iteration, trials, trial, **info):

@@ -8,6 +8,7 @@ from typing import Any
 from ray import tune
 
 from trainer import Diverged, TrainConfig, Trainer
+from trainer.loop import CONTINUABLE_CHANGES
 
 from .space import SweepSpec
 
@@ -15,12 +16,10 @@ CHECKPOINT_FILE = "trainer.pt"
 
 
 def checkpoint_epochs(spec: SweepSpec, every: int) -> set[int]:
-    """Epochs that end with a checkpoint: every `every` epochs, each ASHA rung (where a trial may
-    be stopped and later resumed), and the last."""
-    marks = every_epochs(spec.max_epochs, every)
-    if spec.asha:
-        marks |= set(spec.asha.rungs())
-    return marks
+    """Epochs that end with a checkpoint: every `every` epochs, the last, and each epoch where the
+    scheduler needs one (an ASHA rung or HyperBand milestone, where a trial may be stopped or paused
+    and later resumed; a PBT perturbation, where another member may copy it)."""
+    return every_epochs(spec.max_epochs, every) | spec.scheduler.checkpoint_epochs(spec.max_epochs)
 
 
 def every_epochs(last: int, every: int) -> set[int]:
@@ -28,8 +27,12 @@ def every_epochs(last: int, every: int) -> set[int]:
 
 
 def train_byol(trial_config: dict[str, Any], spec: SweepSpec, checkpoint_every: int = 1) -> None:
-    """A search trial: the space's base with the trial's sampled values on top."""
-    fit_and_report(spec.train_config(trial_config), checkpoint_epochs(spec, checkpoint_every))
+    """A search trial: the space's base with the trial's sampled values on top. Under PBT a trial
+    may start from another member's checkpoint with new values of the fields PBT changes: it
+    continues from that checkpoint's step, and reports those values every epoch (hp.<field>)."""
+    pbt = spec.scheduler.name == "pbt"
+    fit_and_report(spec.train_config(trial_config), checkpoint_epochs(spec, checkpoint_every),
+                   allow_changes=CONTINUABLE_CHANGES if pbt else (), report_hyperparameters=pbt)
 
 
 def train_final(trial_config: dict[str, Any], checkpoint_every: int = 1) -> None:
@@ -38,16 +41,19 @@ def train_final(trial_config: dict[str, Any], checkpoint_every: int = 1) -> None
     fit_and_report(config, every_epochs(config.epochs, checkpoint_every))
 
 
-def fit_and_report(config: TrainConfig, marks: set[int]) -> None:
-    """Train, reporting every epoch; resumes from Tune's checkpoint if any."""
+def fit_and_report(config: TrainConfig, marks: set[int], allow_changes: tuple[str, ...] = (),
+                   report_hyperparameters: bool = False) -> None:
+    """Train, reporting every epoch; resumes from Tune's checkpoint if any (which may hold other
+    values of the fields in `allow_changes`: those of this config apply from its next step)."""
     trainer = Trainer(config)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            trainer.load(Path(folder) / CHECKPOINT_FILE)
+            trainer.load(Path(folder) / CHECKPOINT_FILE, allow_changes=allow_changes)
+    values = {f"hp.{k}": float(getattr(config, k)) for k in CONTINUABLE_CHANGES} if report_hyperparameters else {}
     try:
         for result in trainer.fit():
-            metrics = result.metrics()
+            metrics = {**result.metrics(), **values}
             if result.epoch in marks:
                 with tempfile.TemporaryDirectory() as folder:
                     trainer.save(Path(folder) / CHECKPOINT_FILE)

@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from vocabulary import RUNTIME_FIELDS
+from vocabulary import CONTINUABLE_FIELDS, RUNTIME_FIELDS
 
 from . import augment
 from . import data as datasets
@@ -50,6 +50,9 @@ RNG_KEYS = ("generator", "torch", "cuda", "python", "numpy")
 HEALTH_ROWS = 2048  # kNN bank images whose projections measure collapse (z_spread, eff_rank)
 
 RESUMABLE_CHANGES = RUNTIME_FIELDS  # a resumed run may change where and how fast it runs, not what it trains
+# what a run continued from another run's checkpoint may change when asked to (Population Based Training):
+# the lr and tau schedules read base_lr and tau_base at every step, aug_strength only shapes the views
+CONTINUABLE_CHANGES = CONTINUABLE_FIELDS
 
 
 def resolve_device(name: str) -> torch.device:
@@ -232,12 +235,24 @@ class Trainer:
             },
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, allow_changes: tuple[str, ...] = ()) -> None:
+        """Continue from a checkpoint's state. `allow_changes` (a subset of CONTINUABLE_CHANGES) names
+        fields this run may hold other values of: they apply from the next step on, the lr and tau
+        schedules continuing from the checkpoint's step (peak lr and views are this run's)."""
+        unknown = [k for k in allow_changes if k not in CONTINUABLE_CHANGES]
+        if unknown:
+            raise ValueError(f"allow_changes may name only {', '.join(CONTINUABLE_CHANGES)}, not {', '.join(unknown)}")
+        allowed = (*RESUMABLE_CHANGES, "epochs", *allow_changes)
         changed = [f"{k} {v!r} -> {getattr(self.config, k)!r}" for k, v in state["config"].items()
-                   if k not in (*RESUMABLE_CHANGES, "epochs") and v != getattr(self.config, k, v)]
+                   if k not in allowed and v != getattr(self.config, k, v)]
         if changed:
             raise ConfigError(f"the checkpoint was trained with another configuration ({'; '.join(changed)}); "
                               "resume with the checkpoint's configuration or start a new run")
+        continued = {k: (state["config"][k], getattr(self.config, k)) for k in allow_changes
+                     if k in state["config"] and state["config"][k] != getattr(self.config, k)}
+        if continued:
+            self.log("continuing with " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in continued.items())
+                     + f" from step {state['step']}")
         saved_on = state.get("device_type", "cpu")
         if saved_on != self.device.type:
             raise ConfigError(f"the checkpoint was written on {saved_on} and this run is on {self.device.type}; "
@@ -266,14 +281,16 @@ class Trainer:
         torch.save(self.state_dict(), tmp)
         os.replace(tmp, path)
 
-    def load(self, path: str | os.PathLike) -> None:
-        """Resume from a checkpoint; a file that is not one raises ConfigError naming it."""
+    def load(self, path: str | os.PathLike, allow_changes: tuple[str, ...] = ()) -> None:
+        """Resume from a checkpoint; a file that is not one raises ConfigError naming it. A checkpoint
+        of another configuration is refused, except in the fields named in `allow_changes`
+        (see load_state_dict)."""
         state = load_plain(path, ConfigError, "a byol-sweep checkpoint")
         problem = checkpoint_problem(state)
         if problem:
             raise ConfigError(f"{path} is not a byol-sweep checkpoint ({problem})")
         try:
-            self.load_state_dict(state)
+            self.load_state_dict(state, allow_changes)
         except ConfigError:
             raise
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:

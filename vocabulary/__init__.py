@@ -21,8 +21,15 @@ STATUSES = (COMPLETED, STOPPED_EARLY, DIVERGED, FAILED, INTERRUPTED, RUNNING)
 FINISHED = (COMPLETED, STOPPED_EARLY)
 
 # -- metrics ----------------------------------------------------------------------------------
+# TrainConfig fields a running trial may change from one epoch to the next (Population Based
+# Training does): read at every step (lr, tau) or only shaping the augmented views
+CONTINUABLE_FIELDS = ("base_lr", "tau_base", "aug_strength")
+# a trial's value of each of them per epoch, where they may change (a PBT sweep reports them)
+HYPERPARAMETER_METRICS = tuple(f"hp.{name}" for name in CONTINUABLE_FIELDS)
+
 # one value per epoch, logged at step = epoch
-EPOCH_METRICS = ("loss", "knn_acc", "z_std", "z_spread", "eff_rank", "lr", "tau", "images_per_s", "epoch_s")
+EPOCH_METRICS = ("loss", "knn_acc", "z_std", "z_spread", "eff_rank", "lr", "tau", "images_per_s", "epoch_s",
+                 *HYPERPARAMETER_METRICS)
 # logged once, after the last epoch
 FINAL_METRICS = ("linear_probe_acc",)
 # what a sweep may select on, with its natural direction
