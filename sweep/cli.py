@@ -161,6 +161,21 @@ def _after_sweep(outcome, report: bool) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .models import export_encoder, selected_run
+    from .runner import SweepError
+    from .tracking import check_store, resolve_tracking_uri
+
+    if bool(args.run_id) == bool(args.sweep):
+        raise SweepError("give a run id, or --sweep NAME for a sweep's selected configuration (one of the two)")
+    uri = resolve_tracking_uri(args.tracking_uri)
+    check_store(uri)
+    run_id = args.run_id or selected_run(uri, args.sweep)
+    path = export_encoder(uri, run_id, args.out or f"encoder-{run_id[:8]}.pt")
+    print(f"encoder of run {run_id} written: {path} (load it with trainer.export.load_encoder)")
+    return 0
+
+
 def cmd_validate(args) -> int:
     from .runner import check_size
     from .space import load_space
@@ -245,6 +260,16 @@ def build_parser() -> argparse.ArgumentParser:
     finalize.add_argument("--per", help="re-train the top-k of each value of this swept field (e.g. policy)")
     finalize.add_argument("--no-report", dest="report", action="store_false", help="do not write the report at the end")
 
+    export = sub.add_parser(
+        "export", help="write a trained encoder to a file",
+        description="Write the encoder a run logged (model/encoder.pt: a trial that ran the full budget, or a "
+                    "final-stage run) to a file that trainer.export.load_encoder turns back into a network.")
+    export.add_argument("run_id", nargs="?", help="the MLflow run id of a trial or final-stage run")
+    export.add_argument("--sweep", help="instead of a run: the sweep's (experiment's) selected configuration, the "
+                                        "first seed of its final stage, else its best trial")
+    export.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
+    export.add_argument("--out", help="the file to write (default encoder-<run id>.pt)")
+
     validate = sub.add_parser("validate", help="check a search space file without running it",
                               description="Check a search space: every key, field, range and setting; prints what "
                                           "the sweep would run, or what is wrong.")
@@ -271,7 +296,8 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-COMMANDS = {"train": cmd_train, "run": cmd_run, "resume": cmd_resume, "finalize": cmd_finalize, "validate": cmd_validate,
+COMMANDS = {"train": cmd_train, "run": cmd_run, "resume": cmd_resume, "finalize": cmd_finalize, "export": cmd_export,
+            "validate": cmd_validate,
             "spaces": cmd_spaces, "report": cmd_report}
 
 

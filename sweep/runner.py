@@ -387,13 +387,30 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
         raise
     with _driver(uri, parent_run_id):
         measure_baselines(spec, uri, parent_run_id, resources, "val")
-        outcome = _finish(_fit(tuner), spec, name, root, uri, experiment, parent_run_id)
+        results = _fit(tuner)
+        keep_models(uri, experiment_id, parent_run_id, results, "trial")
+        outcome = _finish(results, spec, name, root, uri, experiment, parent_run_id)
         return _final_and_end(outcome, spec, experiment_id, resources, concurrency, options.checkpoint_every,
                               options.max_failures)
 
 
 # the driver's state while Tune runs: a SIGTERM then stops Tune as Ctrl-C does
 _FIT = {"active": False, "stopping": False}
+
+
+def keep_models(uri: str, experiment_id: str, parent_run_id: str, results, role: str) -> None:
+    """Log each completed run's encoder to MLflow; a failure to do so is said, never fatal."""
+    from .models import log_models
+
+    try:
+        n = log_models(uri, experiment_id, parent_run_id, results, role)
+    except Exception as err:  # the checkpoints stay on disk; `byol-sweep export` needs the artifact
+        print(f"the encoders could not be logged to MLflow: {mask_uri(str(err).strip().splitlines()[-1])}",
+              file=sys.stderr, flush=True)
+        return
+    if n:
+        print(f"logged {n} encoder(s) to MLflow (model/encoder.pt of each run; `byol-sweep export` gets one)",
+              flush=True)
 
 
 def _fit(tuner):
@@ -498,6 +515,7 @@ def run_final_stage(outcome: SweepOutcome, spec: SweepSpec, experiment_id: str, 
             ),
         )
     results = _fit(tuner)
+    keep_models(uri, experiment_id, parent_run_id, results, "final")
     counts: dict[str, int] = {}
     for result in results:  # no scheduler stops a final run: one short of the budget was interrupted
         status = outcome_of(result.metrics or {}, spec.max_epochs, bool(result.error), ended=False)
@@ -542,7 +560,9 @@ def resume_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | None
             path, trainable=_trainable(spec, state["resources"], state["options"]["checkpoint_every"]),
             resume_unfinished=True, resume_errored=False, restart_errored=False,
         )
-        outcome = _finish(_fit(tuner), spec, name, state["storage"], uri, state["experiment"], parent_run_id)
+        results = _fit(tuner)
+        keep_models(uri, state["experiment_id"], parent_run_id, results, "trial")
+        outcome = _finish(results, spec, name, state["storage"], uri, state["experiment"], parent_run_id)
         return _final_and_end(outcome, spec, state["experiment_id"], state["resources"], state["concurrency"],
                               state["options"]["checkpoint_every"], state["options"]["max_failures"])
 

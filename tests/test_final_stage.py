@@ -90,3 +90,25 @@ def test_finalize_runs_the_final_stage_of_a_finished_sweep_once(tmp_path):
     again = finalize_sweep("later", storage=storage, tracking_uri=uri)
     assert again.final_counts == {"completed": 2} and len(runs_of(client, "later", "final")) == 2
     assert runs_of(client, "later", "sweep")[0].data.tags["byol_sweep.state"] == "finished"
+
+
+def test_every_completed_run_keeps_its_encoder_and_the_selected_one_exports(per_policy, tmp_path):
+    import torch
+
+    from sweep.models import encoder_from_run, export_encoder, selected_run
+    from trainer.export import load_encoder
+
+    _, _, uri = per_policy
+    client = MlflowClient(uri)
+    for run in runs_of(client, "perpolicy", "trial") + runs_of(client, "perpolicy", "final"):
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "model")] == ["model/config.json",
+                                                                                      "model/encoder.pt"]
+        assert run.data.tags["byol_sweep.trial_dir"]  # the trial's Ray folder, for its checkpoints
+    chosen = client.get_run(selected_run(uri, "perpolicy"))
+    assert chosen.data.tags["byol_sweep.role"] == "final" and chosen.data.params["seed"] == "10000"
+    encoder = load_encoder(export_encoder(uri, chosen.info.run_id, tmp_path / "encoder.pt"))
+    assert encoder.config.policy == chosen.data.params["policy"] and not encoder.training
+    features = encoder(torch.rand(4, 3, 32, 32))
+    assert features.shape == (4, 256) and torch.isfinite(features).all()
+    assert torch.equal(encoder_from_run(chosen.info.run_id, uri)(torch.ones(1, 3, 32, 32)),
+                       encoder(torch.ones(1, 3, 32, 32)))

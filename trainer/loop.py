@@ -226,6 +226,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
+            # the input normalisation the encoder was trained with (read by trainer/export.py)
+            "normalisation": {"mean": self.mean.flatten().cpu(), "std": self.std.flatten().cpu()},
             "rng": {
                 "generator": self.gen.get_state(),
                 "torch": torch.get_rng_state(),
