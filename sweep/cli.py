@@ -154,6 +154,13 @@ def _after_sweep(outcome, report: bool) -> int:
 
         html = build_report([outcome.experiment], outcome.tracking_uri, report_folder([outcome.experiment]))
         print(f"report written: {html}", flush=True)
+        from .tracking import client_for
+
+        try:  # the report beside the sweep in MLflow, too
+            client_for(outcome.tracking_uri).log_artifacts(outcome.parent_run_id, str(html.parent), "report")
+        except Exception as err:
+            print(f"the report could not be logged to MLflow: {mask_secrets(str(err).strip().splitlines()[-1])}",
+                  file=sys.stderr, flush=True)
     if outcome.best_metric is None:
         print("no trial reported a metric: every trial failed or diverged; the report's health section and "
               "MLflow's `error` tags say why", file=sys.stderr, flush=True)

@@ -665,8 +665,22 @@ def _print_summary(outcome: SweepOutcome, spec: SweepSpec) -> None:
               f"{outcome.best_metric:.4f} (trial {outcome.best_trial}) with {swept}", file=out)
     print(f"results: {outcome.path}", file=out)
     where = mask_uri(outcome.tracking_uri)
-    browse = (f"open {where} in a browser" if where.startswith(("http://", "https://"))
-              else f"browse with `mlflow ui --backend-store-uri {where}`")
+    experiment_id = client_for(outcome.tracking_uri).get_experiment_by_name(outcome.experiment).experiment_id
+    if where.startswith(("http://", "https://")):
+        browse = f"its trials, best first: {ui_link(where, experiment_id, spec.metric, spec.mode)}"
+    else:
+        browse = (f"browse with `mlflow ui --backend-store-uri {where}`, then its trials, best first: "
+                  f"{ui_link('http://127.0.0.1:5000', experiment_id, spec.metric, spec.mode)}")
     print(f"MLflow: {where} (experiment {outcome.experiment}); {browse}", file=out)
-    print(f"report: byol-sweep report --experiment {outcome.experiment} --tracking-uri {mask_uri(outcome.tracking_uri)}",
-          file=out, flush=True)
+    print(f"report: byol-sweep report --experiment {outcome.experiment} --tracking-uri {where}", file=out, flush=True)
+
+
+def ui_link(server: str, experiment_id: str, metric: str, mode: str) -> str:
+    """The MLflow UI page of a sweep's trials, flat (not folded under the sweep's run) and sorted
+    by the objective, best first."""
+    from urllib.parse import quote
+
+    trials = quote("tags.`byol_sweep.role` = 'trial'")
+    order = quote(f"metrics.`{metric}`")
+    query = f"searchFilter={trials}&orderByKey={order}&orderByAsc={'false' if mode == 'max' else 'true'}"
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"

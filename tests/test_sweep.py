@@ -228,6 +228,20 @@ def test_the_same_sweep_lands_on_a_real_mlflow_server(tmp_path, mlflow_server, c
         for key in ("knn_acc", "loss", "epoch_s"):
             history = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
             assert list(mine[key]) == pytest.approx([m.value for m in history])
+    # the MLflow UI opens on the sweep's trials, flat and best first (checked in a real browser)
+    from pathlib import Path
+    import subprocess
+
+    from sweep.runner import ui_link
+
+    if Path("/usr/bin/chromium").exists():
+        link = ui_link(mlflow_server, parents[0].info.experiment_id, "knn_acc", "max")
+        dom = subprocess.run(["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                              f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000", "--dump-dom",
+                              link], capture_output=True, text=True, timeout=120).stdout
+        shown = list(dict.fromkeys(re.findall(r"trial_[0-9a-f]{8}", dom)))
+        best_first = sorted(runs, key=lambda r: -r.data.metrics["knn_acc"])
+        assert shown == [r.info.run_name for r in best_first]
 
 
 def test_the_quick_space_is_what_the_readme_promises():
