@@ -112,6 +112,18 @@ def cmd_resume(args) -> int:
     return _after_sweep(outcome, args.report)
 
 
+def cmd_sync(args) -> int:
+    from .runner import sync_sweep
+
+    sent, left = sync_sweep(args.name, storage=args.storage, tracking_uri=args.tracking_uri)
+    if left:
+        print(f"sweep {args.name}: sent {sent} MLflow records; {left} could not be sent, try again", file=sys.stderr)
+        return 1
+    print(f"sweep {args.name}: sent {sent} MLflow records from its journal" if sent
+          else f"sweep {args.name}: MLflow has every record of its journal")
+    return 0
+
+
 def cmd_finalize(args) -> int:
     from .runner import SweepError, finalize_sweep
     from .space import FinalStage
@@ -178,6 +190,12 @@ def cmd_report(args) -> int:
     uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
         check_store(uri)  # fails in seconds; MLflow alone retries an unreachable server for minutes
+    from reports.load import open_client
+
+    from .runner import sync_experiments
+
+    open_client(uri)  # the report's own checks first: never an MLflow store made where the user pointed by mistake
+    sync_experiments(uri, args.experiment)  # records a sweep's journal still holds (its server was away)
     html = build_report(args.experiment, uri, out)
     print(f"report written: {html}")
     return 0
@@ -220,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     finalize.add_argument("--per", help="re-train the top-k of each value of this swept field (e.g. policy)")
     finalize.add_argument("--no-report", dest="report", action="store_false", help="do not write the report at the end")
 
+    sync = sub.add_parser("sync", help="send the MLflow records a sweep's journal holds (its server was away)")
+    sync.add_argument("name")
+    _add_sweep_options(sync)
+
     validate = sub.add_parser("validate", help="check a search space file without running it")
     validate.add_argument("file")
     validate.add_argument("--allow-large", action="store_true", help="accept a sweep beyond the size limits")
@@ -232,8 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"train": cmd_train, "run": cmd_run, "resume": cmd_resume, "finalize": cmd_finalize, "validate": cmd_validate,
-            "spaces": cmd_spaces, "report": cmd_report}
+COMMANDS = {"train": cmd_train, "run": cmd_run, "resume": cmd_resume, "finalize": cmd_finalize, "sync": cmd_sync,
+            "validate": cmd_validate, "spaces": cmd_spaces, "report": cmd_report}
 
 
 def user_errors() -> tuple[type[Exception], ...]:
