@@ -83,6 +83,7 @@ class Journal:
         self._next = last + 1
         self._cursor = (0, 0)  # (id of a record, byte offset just after it): where pending() starts reading
         self.in_doubt = True  # the first pending record may have reached MLflow before the last sender died
+        self.complete = True  # the whole record of its sweep (False: a resumed sweep that predates journals)
         self._lock_handle = None
 
     def _drop_torn_tail(self) -> None:

@@ -419,6 +419,7 @@ class MlflowTracking(Callback):
         """Pick up the best trial so far and the trials that ended (from the journal, else from
         MLflow): after a resume this object is a stale copy."""
         _TRACKERS[(self.parent_run_id, self.stage)] = self
+        self._runs, self._last_epoch = {}, {}  # a stale copy's: found again (journal, else MLflow) on first use
         local = self._local
         if local is not None:
             tags = local.tags.get(self.parent_run_id, {})
@@ -527,11 +528,17 @@ class MlflowTracking(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self._run_for(trial)
         epoch = int(result.get("epoch", 0))
-        if result.get("diverged") or epoch <= self._last_epoch.get(trial.trial_id, 0):
-            return  # a marker result, or an epoch repeated after a restore: already logged
+        if result.get("diverged"):
+            return  # a marker result
+        tags = {}
+        if epoch <= self._last_epoch.get(trial.trial_id, 0):
+            # restored from a checkpoint older than its last logged epoch (the driver or a worker
+            # died): these epochs run again, and it is this attempt's weights that go on. Logged
+            # again with a newer timestamp (readers keep the later value of a step), and said so.
+            tags["rerun_from_epoch"] = str(epoch)
         now = int(time.time() * 1000)
         keys = [k for k in (*EPOCH_METRICS, *FINAL_METRICS) if k in result]
-        self._write("log_batch", run_id=run_id, metrics=[_metric(k, result[k], epoch, now) for k in keys])
+        self._write("log_batch", run_id=run_id, metrics=[_metric(k, result[k], epoch, now) for k in keys], tags=tags)
         self._last_epoch[trial.trial_id] = epoch
         self._log_decisions(trial, run_id)
 
