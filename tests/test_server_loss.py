@@ -96,6 +96,27 @@ def journal_epochs(path: Path) -> list[tuple[int, int]]:
     return out
 
 
+def assert_every_epoch_once(uri: str, experiment: str, since_ms: int, until_ms: int, epochs: int = EPOCHS) -> int:
+    """Every epoch of every trial in MLflow once, trials completed, the sweep finished; returns how
+    many epochs were trained between since_ms and until_ms (by their MLflow timestamps)."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    (parent,) = client.search_runs([exp.experiment_id], "tags.`byol_sweep.role` = 'sweep'")
+    assert parent.data.tags["byol_sweep.state"] == "finished" and parent.info.status == "FINISHED"
+    runs = client.search_runs([exp.experiment_id], "tags.`byol_sweep.role` = 'trial'")
+    assert len(runs) == 2  # one run per trial: none created twice by a replay
+    epochs_between = 0
+    for run in runs:
+        assert run.data.tags["status"] == "completed" and run.info.status == "FINISHED", run.data.tags
+        assert "rerun_from_epoch" not in run.data.tags
+        for key in ("epoch_s", "knn_acc", "loss"):
+            history = client.get_metric_history(run.info.run_id, key)
+            assert sorted(m.step for m in history) == list(range(1, epochs + 1)), (key, [m.step for m in history])
+        history = client.get_metric_history(run.info.run_id, "epoch_s")
+        epochs_between += sum(since_ms < m.timestamp < until_ms for m in history)
+    return epochs_between
+
+
 def test_a_server_that_goes_away_loses_nothing_and_stops_nothing(tmp_path, server):
     space = write_space(tmp_path, "loss", base={"epochs": EPOCHS}, grid={"seed": [0, 1]}, algorithm="grid", asha=False)
     journal = tmp_path / "runs" / "loss" / "mlflow-journal.jsonl"
@@ -129,21 +150,38 @@ def test_a_server_that_goes_away_loses_nothing_and_stops_nothing(tmp_path, serve
     assert driver.returncode == 0, out[-4000:]
     assert out.count("MLflow does not answer") == 1, out[-4000:]  # said once, while training went on
 
-    client = MlflowClient(server.uri)
-    exp = client.get_experiment_by_name("loss")
-    (parent,) = client.search_runs([exp.experiment_id], "tags.`byol_sweep.role` = 'sweep'")
-    assert parent.data.tags["byol_sweep.state"] == "finished" and parent.info.status == "FINISHED"
-    runs = client.search_runs([exp.experiment_id], "tags.`byol_sweep.role` = 'trial'")
-    assert len(runs) == 2  # one run per trial: none created twice by a replay
-    epochs_while_down = 0
-    for run in runs:
-        assert run.data.tags["status"] == "completed" and run.info.status == "FINISHED", run.data.tags
-        for key in ("epoch_s", "knn_acc", "loss"):
-            history = client.get_metric_history(run.info.run_id, key)
-            assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1)), (key, [m.step for m in history])
-        history = client.get_metric_history(run.info.run_id, "epoch_s")
-        epochs_while_down += sum(killed_ms < m.timestamp < restarted_ms for m in history)
-    # the trials kept training while the server was away: their epochs carry the time they were trained
-    assert epochs_while_down >= 1
+    epochs_while_down = assert_every_epoch_once(server.uri, "loss", killed_ms, restarted_ms)
+    assert epochs_while_down >= 1  # the trials kept training while the server was away
     sent = int((journal.parent / (journal.name + ".sent")).read_text())
     assert sent == len(journal.read_text().splitlines())  # everything sent
+
+
+def test_records_left_at_the_end_are_sent_by_sync(tmp_path, server):
+    """The server is still away when the sweep ends: the driver waits a bounded time, says what is
+    left and which command sends it, and exits; `byol-sweep sync` sends it once the server is back."""
+    space = write_space(tmp_path, "loss", base={"epochs": 4}, grid={"seed": [0, 1]}, algorithm="grid", asha=False)
+    journal = tmp_path / "runs" / "loss" / "mlflow-journal.jsonl"
+    env = {**os.environ, "PYTHONPATH": ROOT, "BYOL_SWEEP_DRAIN_S": "2"}
+    cli = [sys.executable, "-m", "sweep.cli"]
+    driver = subprocess.Popen(
+        [*cli, "run", str(space), "--name", "loss", "--storage", "runs", "--tracking-uri", server.uri, "--no-report"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env)
+    try:
+        wait_for(lambda: journal_epochs(journal), 600, "a first epoch", driver)
+        server.kill()
+        killed_ms = int(time.time() * 1000)
+        out, _ = driver.communicate(timeout=600)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.communicate()
+    assert driver.returncode == 0, out[-4000:]
+    assert "could not be sent" in out and "byol-sweep sync loss --storage runs" in out, out[-4000:]
+    server.start()
+    synced = subprocess.run([*cli, "sync", "loss", "--storage", "runs", "--tracking-uri", server.uri], cwd=tmp_path,
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert synced.returncode == 0 and "sent" in synced.stdout, synced.stdout + synced.stderr
+    assert assert_every_epoch_once(server.uri, "loss", killed_ms, int(time.time() * 1000), epochs=4) >= 1
+    again = subprocess.run([*cli, "sync", "loss", "--storage", "runs", "--tracking-uri", server.uri], cwd=tmp_path,
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0 and "MLflow has every record" in again.stdout, again.stdout + again.stderr
