@@ -131,6 +131,18 @@ def cmd_resume(args) -> int:
     return _after_sweep(outcome, args.report)
 
 
+def cmd_sync(args) -> int:
+    from .runner import sync_sweep
+
+    sent, left = sync_sweep(args.name, storage=args.storage, tracking_uri=args.tracking_uri)
+    if left:
+        print(f"sweep {args.name}: sent {sent} MLflow records; {left} could not be sent, try again", file=sys.stderr)
+        return 1
+    print(f"sweep {args.name}: sent {sent} MLflow records from its journal" if sent
+          else f"sweep {args.name}: MLflow has every record of its journal")
+    return 0
+
+
 def cmd_finalize(args) -> int:
     from .runner import SweepError, finalize_sweep
     from .space import FinalStage
@@ -218,6 +230,12 @@ def cmd_report(args) -> int:
     uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
         check_store(uri)  # fails in seconds; MLflow alone retries an unreachable server for minutes
+    from reports.load import open_client
+
+    from .runner import sync_experiments
+
+    open_client(uri)  # the report's own checks first: never an MLflow store made where the user pointed by mistake
+    sync_experiments(uri, args.experiment)  # records a sweep's journal still holds (its server was away)
     html = build_report(args.experiment, uri, out)
     print(f"report written: {html}")
     return 0
@@ -277,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
     export.add_argument("--out", help="the file to write (default encoder-<run id>.pt)")
 
+    sync = sub.add_parser("sync", help="send the MLflow records a sweep's journal still holds (its server was away)",
+                          description="Send what a sweep's local journal holds and MLflow does not yet have (a "
+                                      "tracking server that was unreachable); each record is sent exactly once.")
+    sync.add_argument("name", help="the sweep's name (as `byol-sweep run` printed it)")
+    _add_sweep_options(sync)
+
     validate = sub.add_parser("validate", help="check a search space file without running it",
                               description="Check a search space: every key, field, range and setting; prints what "
                                           "the sweep would run, or what is wrong.")
@@ -304,8 +328,7 @@ def _version() -> str:
 
 
 COMMANDS = {"train": cmd_train, "run": cmd_run, "resume": cmd_resume, "finalize": cmd_finalize, "export": cmd_export,
-            "validate": cmd_validate,
-            "spaces": cmd_spaces, "report": cmd_report}
+            "sync": cmd_sync, "validate": cmd_validate, "spaces": cmd_spaces, "report": cmd_report}
 
 
 def user_errors() -> tuple[type[Exception], ...]:

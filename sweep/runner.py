@@ -25,11 +25,15 @@ from .tracking import (
     MlflowTracking,
     check_store,
     client_for,
+    close_journal,
     end_sweep,
     log_baselines,
     mask_uri,
+    open_journal,
     resolve_tracking_uri,
     start_sweep,
+    wait_sent,
+    write,
 )
 
 STATE_FILE = "sweep.json"
@@ -343,6 +347,7 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
         })
         experiment_id = client_for(uri).get_run(parent_run_id).info.experiment_id
         DRIVER_TRACKING_URI[parent_run_id] = uri
+        open_journal(uri, parent_run_id, state_dir, _sync_command(name, options.storage), new=True)
         decisions: dict[str, list[dict]] = {}
         parts = tune_parts(spec, concurrency, options.seed, state_dir, decisions)
         print(f"sweep {name}: {spec.total_trials} trials of space {spec.name} ({spec.algorithm}, "
@@ -378,6 +383,7 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
         # a sweep that failed to start leaves no folder behind, and no parent run marked running
         if parent_run_id is not None:
             _end_quietly(uri, parent_run_id)
+            close_journal(parent_run_id)
         if started_ray:
             import ray
 
@@ -402,6 +408,11 @@ def keep_models(uri: str, experiment_id: str, parent_run_id: str, results, role:
     """Log each completed run's encoder to MLflow; a failure to do so is said, never fatal."""
     from .models import log_models
 
+    left = wait_sent(parent_run_id, float(os.environ.get("BYOL_SWEEP_DRAIN_S", "60")))
+    if left:  # the runs are not in MLflow yet: their checkpoints stay on disk
+        print(f"the encoders are not logged to MLflow: {left} records of this sweep are still unsent",
+              file=sys.stderr, flush=True)
+        return
     try:
         n = log_models(uri, experiment_id, parent_run_id, results, role)
     except Exception as err:  # the checkpoints stay on disk; `byol-sweep export` needs the artifact
@@ -458,13 +469,19 @@ def _driver(uri: str, parent_run_id: str):
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
+        close_journal(parent_run_id)  # waits a bounded time for the journal to be sent
+
+
+def _sync_command(name: str, storage: str) -> str:
+    return f"byol-sweep sync {name} --storage {storage}"
 
 
 def _final_and_end(outcome: SweepOutcome, spec: SweepSpec, experiment_id: str, resources: dict[str, float],
                    concurrency: int, checkpoint_every: int, max_failures: int) -> SweepOutcome:
     """After a search that ended: its final stage (if the space has one), then the sweep's state."""
     if not outcome.interrupted:
-        client_for(outcome.tracking_uri).set_tag(outcome.parent_run_id, "byol_sweep.search_state", "finished")
+        write(outcome.tracking_uri, outcome.parent_run_id, "set_tag", run_id=outcome.parent_run_id,
+              key="byol_sweep.search_state", value="finished")
         if spec.final is not None:
             run_final_stage(outcome, spec, experiment_id, resources, concurrency, checkpoint_every, max_failures)
     end_sweep(outcome.tracking_uri, outcome.parent_run_id, "interrupted" if outcome.interrupted else "finished")
@@ -477,7 +494,6 @@ def run_final_stage(outcome: SweepOutcome, spec: SweepSpec, experiment_id: str, 
                     concurrency: int, checkpoint_every: int = 1, max_failures: int = 2) -> None:
     """Train the selected configurations again with new seeds and evaluate them on the test split;
     a stage that stopped part-way continues from its Tune state (and each run from its checkpoint)."""
-    from mlflow.entities import RunTag
     from ray import tune
 
     from .final import completed_trials, describe, final_runs, select, selection_json
@@ -490,16 +506,21 @@ def run_final_stage(outcome: SweepOutcome, spec: SweepSpec, experiment_id: str, 
         tuner = tune.Tuner.restore(path, trainable=_final_trainable(resources, checkpoint_every),
                                    resume_unfinished=True, resume_errored=False, restart_errored=False)
     else:
+        left = wait_sent(parent_run_id, float(os.environ.get("BYOL_SWEEP_DRAIN_S", "60")))
+        if left:  # the selection reads the search's results from MLflow
+            raise SweepError(f"the final stage needs the search's results in MLflow, whose server does not answer "
+                             f"({left} records wait in the sweep's journal); run `byol-sweep finalize "
+                             f"{outcome.name}` when it is back")
         chosen = select(spec, completed_trials(uri, experiment_id, parent_run_id, spec.metric))
         if not chosen:
             print("final stage skipped: no trial of the search ran the full budget with a finite "
                   f"{spec.metric}", flush=True)
             return
         print(describe(chosen, spec), flush=True)
-        client_for(uri).log_batch(parent_run_id, tags=[
-            RunTag("byol_sweep.final_selection", selection_json(chosen)),
-            RunTag("byol_sweep.final", json.dumps({"top_k": spec.final.top_k, "seeds": spec.final.seeds,
-                                                   "per": spec.final.per}))])
+        write(uri, parent_run_id, "log_batch", run_id=parent_run_id, tags={
+            "byol_sweep.final_selection": selection_json(chosen),
+            "byol_sweep.final": json.dumps({"top_k": spec.final.top_k, "seeds": spec.final.seeds,
+                                            "per": spec.final.per})})
         measure_baselines(spec, uri, parent_run_id, resources, "test")
         entries = final_runs(spec, chosen)
         tuner = tune.Tuner(
@@ -551,7 +572,12 @@ def resume_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | None
     path = f"{state['storage']}/{name}"
     if not tune.Tuner.can_restore(path):
         raise SweepError(f"sweep {name} has no Tune state at {path} (it stopped before its first trial); start it again with `byol-sweep run`")
-    start_ray(address, local_state_dir(storage, name), object_store_memory)
+    open_journal(uri, state["parent_run_id"], local_state_dir(storage, name), _sync_command(name, storage))
+    try:
+        start_ray(address, local_state_dir(storage, name), object_store_memory)
+    except BaseException:
+        close_journal(state["parent_run_id"])
+        raise
     quiet_ray()
     parent_run_id = start_sweep(uri, state["experiment"], spec, name, {})  # finds the parent, marks it running
     print(f"resuming sweep {name} from {path}", flush=True)
@@ -575,14 +601,20 @@ def finalize_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | No
     spec = parse_space(read_yaml(state["space_text"]), state["space_source"], state["space_text"])
     spec.final = final or spec.final or FinalStage()
     uri = _resume_uri(state, name, tracking_uri)
-    tags = client_for(uri).get_run(state["parent_run_id"]).data.tags
-    if tags.get("byol_sweep.search_state") != "finished":
-        raise SweepError(f"sweep {name}'s search has not finished; continue it with `byol-sweep resume {name}` "
-                         "(which runs the final stage at its end)")
     DRIVER_TRACKING_URI[state["parent_run_id"]] = uri
-    start_ray(address, local_state_dir(storage, name), object_store_memory)
+    open_journal(uri, state["parent_run_id"], local_state_dir(storage, name), _sync_command(name, storage))
+    try:
+        tags = client_for(uri).get_run(state["parent_run_id"]).data.tags
+        if tags.get("byol_sweep.search_state") != "finished":
+            raise SweepError(f"sweep {name}'s search has not finished; continue it with `byol-sweep resume {name}` "
+                             "(which runs the final stage at its end)")
+        start_ray(address, local_state_dir(storage, name), object_store_memory)
+    except BaseException:
+        close_journal(state["parent_run_id"])
+        raise
     quiet_ray()
-    client_for(uri).set_tag(state["parent_run_id"], "byol_sweep.state", "running")
+    write(uri, state["parent_run_id"], "set_tag", run_id=state["parent_run_id"], key="byol_sweep.state",
+          value="running")
     outcome = SweepOutcome(
         name=name, path=f"{state['storage']}/{name}", tracking_uri=uri, experiment=state["experiment"],
         parent_run_id=state["parent_run_id"], best_config=None, best_metric=None, best_trial=None)
@@ -684,3 +716,48 @@ def ui_link(server: str, experiment_id: str, metric: str, mode: str) -> str:
     order = quote(f"metrics.`{metric}`")
     query = f"searchFilter={trials}&orderByKey={order}&orderByAsc={'false' if mode == 'max' else 'true'}"
     return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
+
+
+def sync_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | None = None) -> tuple[int, int]:
+    """Send the MLflow records a sweep's journal holds and MLflow has not got (its tracking server
+    was away when the driver ended); returns (sent, left)."""
+    from .journal import JournalBusy
+    from .tracking import sync_journal
+
+    state = read_state(name, storage)
+    uri = _resume_uri(state, name, tracking_uri)
+    try:
+        return sync_journal(uri, local_state_dir(storage, name))
+    except JournalBusy:
+        raise SweepError(f"sweep {name}'s driver is running: it sends its MLflow records itself") from None
+
+
+def sync_experiments(uri: str, experiments: list[str]) -> None:
+    """Before a report: send what the journals of these experiments' sweeps still hold, for the
+    sweeps whose folder is on this machine (found from the parent run's `storage` and `sweep_name`)."""
+    from .journal import JournalBusy
+    from .tracking import journal_path, sync_journal
+
+    client = client_for(uri)
+    for experiment in experiments:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            continue
+        for parent in client.search_runs([exp.experiment_id], "tags.`byol_sweep.role` = 'sweep'", max_results=100):
+            params = parent.data.params
+            name, storage = params.get("sweep_name"), params.get("storage")
+            if not name or not storage or not NAME_PATTERN.fullmatch(name):
+                continue
+            folder = local_state_dir(storage, name)
+            if not journal_path(folder).exists():
+                continue
+            try:
+                sent, left = sync_journal(uri, folder)
+            except JournalBusy:
+                print(f"sweep {name} is running: the report shows what MLflow holds now", file=sys.stderr, flush=True)
+                continue
+            if sent:
+                print(f"sent {sent} MLflow records of sweep {name} from its journal before reading", flush=True)
+            if left:
+                print(f"{left} MLflow records of sweep {name} could not be sent; the report misses them",
+                      file=sys.stderr, flush=True)

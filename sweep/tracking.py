@@ -243,6 +243,125 @@ def tracker_for(parent_run_id: str, stage: str) -> "MlflowTracking | None":
     return _TRACKERS.get((parent_run_id, stage))
 
 
+# ---- the journal: every write of the driver goes to <sweep folder>/mlflow-journal.jsonl first ----
+
+JOURNAL_FILE = "mlflow-journal.jsonl"
+# what the sender's client may wait for one request; MLflow's defaults retry an absent server for minutes
+SENDER_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+# parent run id -> the sweep's journal writer in this driver (one journal, one sender thread per sweep)
+_WRITERS: dict[str, Any] = {}
+_SAVED_ENV: dict[str, str | None] = {}
+
+
+def journal_path(folder: str | os.PathLike) -> Path:
+    return Path(folder) / JOURNAL_FILE
+
+
+def open_journal(uri: str, parent_run_id: str, folder: str | os.PathLike, sync_command: str = "",
+                 new: bool = False):
+    """Start journalling the sweep of parent_run_id in folder: send what an earlier driver left
+    (before anything else is written), then run a sender thread. new: a sweep just started, whose
+    journal is the whole record; a resumed sweep that predates journals has only part of it there
+    (reads then fall back to MLflow)."""
+    from .journal import Journal, JournalledWriter
+
+    if parent_run_id in _WRITERS:
+        return _WRITERS[parent_run_id]
+    journal = Journal(journal_path(folder))
+    journal.hold()
+    partial = journal.path.with_name(journal.path.name + ".partial")
+    if not new and not journal.existed:
+        partial.touch()
+    journal.complete = not partial.exists()
+    for key, value in SENDER_HTTP.items():  # the user's own settings win
+        if key not in os.environ:
+            _SAVED_ENV[key] = None
+            os.environ[key] = value
+    told = lambda message: print(f"MLflow {mask_uri(uri)}: {message}", file=sys.stderr, flush=True)  # noqa: E731
+    before = journal.pending_count()
+    if before and JournalledWriter(journal, lambda: client_for(uri), told).flush():
+        print(f"sent the {before} MLflow records an earlier driver left in {journal.path}", flush=True)
+    writer = JournalledWriter(journal, lambda: client_for(uri), told, background=True)
+    writer.sync_command = sync_command
+    _WRITERS[parent_run_id] = writer
+    return writer
+
+
+def journal_writer(parent_run_id: str):
+    return _WRITERS.get(parent_run_id)
+
+
+def wait_sent(parent_run_id: str, timeout: float) -> int:
+    """Wait up to timeout seconds for the sweep's journal to be sent; returns how many records are left."""
+    writer = _WRITERS.get(parent_run_id)
+    return writer.drain(timeout) if writer is not None else 0
+
+
+def close_journal(parent_run_id: str, timeout: float | None = None) -> int:
+    """The driver ends: wait a bounded time (BYOL_SWEEP_DRAIN_S, default 60 s) for the journal to be
+    sent, say what is left and how it will be sent, stop the sender. Returns the records left."""
+    writer = _WRITERS.pop(parent_run_id, None)
+    if writer is None:
+        return 0
+    if timeout is None:
+        timeout = float(os.environ.get("BYOL_SWEEP_DRAIN_S", "60"))
+    left = writer.journal.pending_count()
+    if left:
+        print(f"sending the last {left} MLflow records (waiting up to {timeout:g} s)", flush=True)
+        left = writer.drain(timeout)
+    writer.close()
+    if not _WRITERS:
+        for key, value in _SAVED_ENV.items():
+            if value is None:
+                os.environ.pop(key, None)
+        _SAVED_ENV.clear()
+    if left:
+        print(f"{left} MLflow records could not be sent (the tracking server does not answer); they wait in "
+              f"{writer.journal.path} and are sent by `{writer.sync_command or 'byol-sweep sync NAME'}` (or by `resume`, "
+              f"or `report`) once the server is back", file=sys.stderr, flush=True)
+    return left
+
+
+def sync_journal(uri: str, folder: str | os.PathLike) -> tuple[int, int]:
+    """Send what a sweep's journal holds and MLflow has not got (`byol-sweep sync`, `report`);
+    returns (sent, left). JournalBusy if the sweep's driver is running (it sends them itself)."""
+    from .journal import Journal, JournalledWriter
+
+    path = journal_path(folder)
+    if not path.exists():
+        return 0, 0
+    journal = Journal(path)
+    journal.hold(wait=False)
+    try:
+        before = journal.sent
+        with _fail_fast_http():
+            JournalledWriter(journal, lambda: client_for(uri), lambda message: None).flush()
+        return journal.sent - before, journal.pending_count()
+    finally:
+        journal.release()
+
+
+def write(uri: str | None, parent_run_id: str, op: str, **args: Any) -> str | None:
+    """One MLflow write of the sweep of parent_run_id: through its journal when the driver keeps
+    one, else straight to MLflow."""
+    writer = _WRITERS.get(parent_run_id)
+    if writer is not None:
+        return writer.write(op, **args)
+    from .journal import placeholder_id, send
+
+    if op == "create_run":
+        args["placeholder"] = placeholder_id()
+    uri = uri or DRIVER_TRACKING_URI.get(parent_run_id)
+    if uri is None:
+        raise TrackingError(f"no tracking URI is known for the sweep of parent run {parent_run_id}")
+    return send(client_for(uri), {"op": op, "args": args}, {})
+
+
+def _metric(key: str, value: float, step: int, timestamp: int | None = None) -> dict:
+    return {"key": key, "value": float(value), "step": int(step),
+            "timestamp": int(time.time() * 1000) if timestamp is None else timestamp}
+
+
 class MlflowTracking(Callback):
     """Driver-side Tune callback: the one process that writes the sweep to MLflow."""
 
@@ -279,10 +398,32 @@ class MlflowTracking(Callback):
             self._client = client_for(uri)
         return self._client
 
+    def _write(self, op: str, **args: Any) -> str | None:
+        return write(self.uri, self.parent_run_id, op, **args)
+
+    @property
+    def _local(self):
+        """The journal's record of what this driver (and earlier ones) wrote, when it is the whole
+        record: reads then need no server. None: ask MLflow."""
+        writer = journal_writer(self.parent_run_id)
+        return writer.state if writer is not None and writer.journal.complete else None
+
     def setup(self, **info):
-        """Pick up the best trial so far and the trials that ended from MLflow: after a resume this
-        object is a stale copy."""
+        """Pick up the best trial so far and the trials that ended (from the journal, else from
+        MLflow): after a resume this object is a stale copy."""
         _TRACKERS[(self.parent_run_id, self.stage)] = self
+        self._runs, self._last_epoch = {}, {}  # a stale copy's: found again (journal, else MLflow) on first use
+        local = self._local
+        if local is not None:
+            tags = local.tags.get(self.parent_run_id, {})
+            if "byol_sweep.best_metric" in tags and self.stage == SEARCH:
+                self.best = (float(tags["byol_sweep.best_metric"]), tags["byol_sweep.best_trial_id"],
+                             json.loads(tags["byol_sweep.best_config"]))
+            for run_id in local.runs(**{"mlflow.parentRunId": self.parent_run_id, "byol_sweep.role": self._role}):
+                run_tags = local.tags[run_id]
+                if run_tags.get("status") in ENDED and "byol_sweep.trial_id" in run_tags:
+                    self.ended[run_tags["byol_sweep.trial_id"]] = run_tags["status"]
+            return
         tags = self.client.get_run(self.parent_run_id).data.tags
         if "byol_sweep.best_metric" in tags and self.stage == SEARCH:
             self.best = (float(tags["byol_sweep.best_metric"]), tags["byol_sweep.best_trial_id"],
@@ -309,6 +450,16 @@ class MlflowTracking(Callback):
         trial_id = trial.trial_id
         if trial_id in self._runs:
             return self._runs[trial_id]
+        writer = journal_writer(self.parent_run_id)
+        if writer is not None:  # the journal knows the runs it created, and their last epoch
+            mine = {"byol_sweep.trial_id": trial_id, "mlflow.parentRunId": self.parent_run_id,
+                    "byol_sweep.role": self._role}
+            known = writer.state.runs(**mine)
+            if known or writer.journal.complete:
+                run_id = known[0] if known else self._create_run(trial)
+                self._last_epoch[trial_id] = writer.state.last_step.get(run_id, 0)
+                self._runs[trial_id] = run_id
+                return run_id
         found = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`byol_sweep.trial_id` = '{trial_id}' and tags.`mlflow.parentRunId` = "
@@ -337,8 +488,6 @@ class MlflowTracking(Callback):
         return self.spec.train_config(trial.config)
 
     def _create_run(self, trial) -> str:
-        from mlflow.entities import Param
-
         config = self.config_of(trial)
         swept = {name: getattr(config, name) for name in self.spec.swept}
         stage_tags = {}
@@ -358,45 +507,48 @@ class MlflowTracking(Callback):
             **{f"swept.{k}": str(v) for k, v in swept.items()},
         }
         prefix = "final" if self.stage == FINAL else "trial"
-        run = self.client.create_run(self.experiment_id, run_name=f"{prefix}_{trial.trial_id}", tags=tags)
-        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in config.to_dict().items()])
-        return run.info.run_id
+        run_id = self._write("create_run", experiment_id=self.experiment_id, run_name=f"{prefix}_{trial.trial_id}",
+                             tags=tags, start_time=int(time.time() * 1000))
+        self._write("log_batch", run_id=run_id, params={k: str(v) for k, v in config.to_dict().items()})
+        return run_id
 
     def on_trial_start(self, iteration, trials, trial, **info):
         run_id = self._run_for(trial)
         self.ended.pop(trial.trial_id, None)
-        self.client.set_tag(run_id, "status", RUNNING)
-        self.client.update_run(run_id, status="RUNNING")  # a resumed run was ended as KILLED
+        self._write("set_tag", run_id=run_id, key="status", value=RUNNING)
+        self._write("update_run", run_id=run_id, status="RUNNING")  # a resumed run was ended as KILLED
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        from mlflow.entities import Metric
-
         run_id = self._run_for(trial)
         epoch = int(result.get("epoch", 0))
-        if result.get("diverged") or epoch <= self._last_epoch.get(trial.trial_id, 0):
-            return  # a marker result, or an epoch repeated after a restore: already logged
+        if result.get("diverged"):
+            return  # a marker result
+        tags = {}
+        if epoch <= self._last_epoch.get(trial.trial_id, 0):
+            # restored from a checkpoint older than its last logged epoch (the driver or a worker
+            # died): these epochs run again, and it is this attempt's weights that go on. Logged
+            # again with a newer timestamp (readers keep the later value of a step), and said so.
+            tags["rerun_from_epoch"] = str(epoch)
         now = int(time.time() * 1000)
         keys = [k for k in (*EPOCH_METRICS, *FINAL_METRICS) if k in result]
-        self.client.log_batch(run_id, metrics=[Metric(k, float(result[k]), now, epoch) for k in keys])
+        self._write("log_batch", run_id=run_id, metrics=[_metric(k, result[k], epoch, now) for k in keys], tags=tags)
         self._last_epoch[trial.trial_id] = epoch
         self._log_decisions(trial, run_id)
 
     def _log_decisions(self, trial, run_id: str) -> None:
         """ASHA's decisions about this trial, as tags asha.rung_<epoch> (JSON), logged once each."""
-        from mlflow.entities import RunTag
-
         made = self.decisions.get(trial.trial_id, [])
         new = made[self._decisions_logged.get(trial.trial_id, 0):]
         if new:
             # a record names its tag (PBT: pbt.exploit_<epoch>), or is ASHA's (asha.rung_<epoch>)
-            self.client.log_batch(run_id, tags=[
-                RunTag(d["tag"], json.dumps({k: v for k, v in d.items() if k != "tag"})) if "tag" in d
-                else RunTag(f"asha.rung_{d['rung']}", json.dumps(d)) for d in new])
+            self._write("log_batch", run_id=run_id, tags={
+                d["tag"] if "tag" in d else f"asha.rung_{d['rung']}":
+                    json.dumps({k: v for k, v in d.items() if k != "tag"}) for d in new})
             self._decisions_logged[trial.trial_id] = len(made)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         run_id = self._run_for(trial)
-        self.client.set_tag(run_id, "restarts", str(trial.num_failures))
+        self._write("set_tag", run_id=run_id, key="restarts", value=str(trial.num_failures))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self._run_for(trial)
@@ -423,39 +575,44 @@ class MlflowTracking(Callback):
         self._finish(run_id, {"status": FAILED, "error": error_line(trial)}, "FAILED")
 
     def _finish(self, run_id: str, tags: dict[str, str], state: str) -> None:
-        from mlflow.entities import RunTag
-
-        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        self.client.set_terminated(run_id, state)
+        self._write("log_batch", run_id=run_id, tags=tags)
+        self._write("set_terminated", run_id=run_id, status=state, end_time=int(time.time() * 1000))
         self._write_best()
 
     def _write_best(self) -> None:
-        from mlflow.entities import Metric, RunTag
-
         if self.best is None:
             return
         value, trial_id, config = self.best
-        self.client.log_batch(self.parent_run_id, tags=[
-            RunTag("byol_sweep.best_trial_id", trial_id),
-            RunTag("byol_sweep.best_metric", repr(value)),
-            RunTag("byol_sweep.best_config", json.dumps(config)),
-        ], metrics=[Metric(f"best_{self.spec.metric}", value, int(time.time() * 1000), 0)])
+        self._write("log_batch", run_id=self.parent_run_id, tags={
+            "byol_sweep.best_trial_id": trial_id,
+            "byol_sweep.best_metric": repr(value),
+            "byol_sweep.best_config": json.dumps(config),
+        }, metrics=[_metric(f"best_{self.spec.metric}", value, 0)])
 
     def on_experiment_end(self, trials, **info):
         """Tune ends: trials it stopped without ending them (the driver was interrupted) are
         `interrupted`, their runs KILLED; `resume` continues them."""
-        from mlflow.entities import RunTag
-
         for trial in trials:
             run_id = self._runs.get(trial.trial_id)
             if run_id is not None and trial.trial_id not in self.ended:
-                self.client.log_batch(run_id, tags=[RunTag("status", INTERRUPTED)])
-                self.client.set_terminated(run_id, "KILLED")
+                self._write("log_batch", run_id=run_id, tags={"status": INTERRUPTED})
+                self._write("set_terminated", run_id=run_id, status="KILLED", end_time=int(time.time() * 1000))
         self._write_best()
 
 
 def end_sweep(uri: str, parent_run_id: str, state: str) -> None:
     """Mark the sweep `finished` (every trial and final-stage run ended) or `interrupted`."""
+    writer = journal_writer(parent_run_id)
+    if writer is not None and writer.journal.complete:
+        now = int(time.time() * 1000)
+        if state == "interrupted":  # runs the callbacks could not end (the driver died or raised)
+            for run_id in writer.state.runs(**{"mlflow.parentRunId": parent_run_id, "status": RUNNING}):
+                writer.write("set_tag", run_id=run_id, key="status", value=INTERRUPTED)
+                writer.write("set_terminated", run_id=run_id, status="KILLED", end_time=now)
+        writer.write("set_tag", run_id=parent_run_id, key="byol_sweep.state", value=state)
+        if state == "finished":
+            writer.write("set_terminated", run_id=parent_run_id, status="FINISHED", end_time=now)
+        return
     client = client_for(uri)
     if state == "interrupted":  # runs the callbacks could not end (the driver died or raised)
         parent = client.get_run(parent_run_id)
@@ -470,8 +627,6 @@ def end_sweep(uri: str, parent_run_id: str, state: str) -> None:
 
 def log_baselines(uri: str, parent_run_id: str, split: str, baselines: dict[str, float]) -> None:
     """kNN of raw pixels and of the untrained encoder on a split's bank and queries, on the parent run."""
-    from mlflow.entities import Metric
-
     now = int(time.time() * 1000)
-    client_for(uri).log_batch(parent_run_id, metrics=[
-        Metric(f"baseline.{name}.{split}", float(value), now, 0) for name, value in baselines.items()])
+    write(uri, parent_run_id, "log_batch", run_id=parent_run_id,
+          metrics=[_metric(f"baseline.{name}.{split}", value, 0, now) for name, value in baselines.items()])

@@ -76,3 +76,86 @@ def test_a_new_driver_replays_what_the_last_one_left(tmp_path):
     assert again.replay(MlflowClient(uri)) == 2 and again.replay(MlflowClient(uri)) == 0
     (r,) = MlflowClient(uri).search_runs([exp])
     assert r.data.params == {"seed": "0"} and len(MlflowClient(uri).get_metric_history(r.info.run_id, "loss")) == 2
+
+
+class AcceptsThenDies:
+    """An MlflowClient whose `fail_after`-th write reaches MLflow, then the sender dies (or its answer
+    times out) before it can mark the record sent."""
+
+    WRITES = {"create_run", "log_batch", "set_tag", "set_terminated", "update_run"}
+
+    def __init__(self, uri, fail_after):
+        self.real = MlflowClient(uri)
+        self.fail_after = fail_after
+        self.writes = 0
+
+    def __getattr__(self, name):
+        method = getattr(self.real, name)
+
+        def call(*args, **kwargs):
+            result = method(*args, **kwargs)
+            if name in self.WRITES:
+                self.writes += 1
+                if self.writes == self.fail_after:
+                    raise TimeoutError("the answer never came")
+            return result
+        return call
+
+
+def test_a_record_mlflow_accepted_before_the_sender_died_is_not_sent_twice(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp = MlflowClient(uri).create_experiment("j")
+    for fail_after in (1, 2, 3):  # after the run's creation, after its first epoch, after its second
+        path = tmp_path / f"journal-{fail_after}.jsonl"
+        journal = Journal(path)
+        journal.append("create_run", experiment_id=exp, run_name=f"r{fail_after}", tags={}, placeholder="local-%d" % fail_after)
+        journal.append("log_batch", run_id=f"local-{fail_after}", metrics=[metric(1)], params={"seed": "0"})
+        journal.append("log_batch", run_id=f"local-{fail_after}", metrics=[metric(2)], tags={"status": "completed"})
+        try:
+            journal.replay(AcceptsThenDies(uri, fail_after))
+        except TimeoutError:
+            pass
+        assert journal.sent == fail_after - 1  # MLflow has the record; the journal does not know it
+        assert Journal(path).replay(MlflowClient(uri)) == 4 - fail_after  # a new driver: the rest, once
+        (run,) = MlflowClient(uri).search_runs([exp], filter_string=f"attributes.run_name = 'r{fail_after}'")
+        assert [(m.step, m.value) for m in MlflowClient(uri).get_metric_history(run.info.run_id, "loss")] == [
+            (1, 1.0), (2, 0.5)]
+        assert run.data.params == {"seed": "0"} and run.data.tags["status"] == "completed"
+        assert run.data.tags["byol_sweep.record_id"] == f"local-{fail_after}"
+    assert len(MlflowClient(uri).search_runs([exp])) == 3
+
+
+def test_in_the_background_a_write_never_waits_for_mlflow(tmp_path):
+    import threading
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp = MlflowClient(uri).create_experiment("j")
+    client = Flaky(uri)
+    gate = threading.Event()
+    real_log_batch = client.real.log_batch
+
+    def slow_log_batch(*args, **kwargs):  # a server that hangs until released
+        gate.wait(timeout=60)
+        return real_log_batch(*args, **kwargs)
+
+    client.real.log_batch = slow_log_batch
+    told = []
+    writer = JournalledWriter(Journal(tmp_path / "journal.jsonl"), lambda: client, told.append, background=True,
+                              retry_s=0.05)
+    try:
+        run = writer.write("create_run", experiment_id=exp, run_name="r", tags={"byol_sweep.trial_id": "t1"})
+        assert run.startswith("local-")  # the placeholder, at once
+        for epoch in (1, 2, 3):  # the sender is stuck in the first: the writes still return
+            writer.write("log_batch", run_id=run, metrics=[metric(epoch)])
+        assert writer.state.runs(**{"byol_sweep.trial_id": "t1"}) == [run] and writer.state.last_step[run] == 3
+        assert writer.drain(0.1) > 0
+        client.down = True  # now it refuses: the sender says so once and keeps trying
+        gate.set()
+        writer.write("set_tag", run_id=run, key="status", value="completed")
+        client.down = False
+        assert writer.drain(60) == 0
+    finally:
+        writer.close()
+    (r,) = MlflowClient(uri).search_runs([exp])
+    assert [m.step for m in MlflowClient(uri).get_metric_history(r.info.run_id, "loss")] == [1, 2, 3]
+    assert r.data.tags["status"] == "completed"

@@ -101,3 +101,73 @@ def test_a_store_that_fails_names_the_real_cause(tmp_path):
     message = str(err.value)
     assert message.startswith(f"MLflow store sqlite:///{path} cannot be opened: ")
     assert "unreachable" not in message and "no-such-revision" in message, message
+
+
+def _trial(trial_id, seed, epoch=0):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(trial_id=trial_id, config={"seed": seed}, last_result={"epoch": epoch}, num_failures=0)
+
+
+def _result(epoch, value):
+    return {"epoch": epoch, "loss": 2.0 - value, "knn_acc": value, "epoch_s": 1.0}
+
+
+def test_rerun_epochs_are_logged_again_and_the_surviving_attempt_wins(tmp_path):
+    """A driver dies after epoch 5 was logged; its trial's newest checkpoint on disk is epoch 3, so
+    epochs 4 and 5 run again: MLflow gets them again (newer timestamps), the run is tagged
+    rerun_from_epoch, and the report keeps the values of the attempt whose weights went on. The
+    resumed driver finds the trial's run and its last epoch from the journal alone."""
+    import pickle
+
+    from mlflow.tracking import MlflowClient
+
+    from reports.load import _curves
+    from sweep import tracking
+    from sweep.space import load_space
+
+    from .conftest import write_space
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    spec = load_space(str(write_space(tmp_path, "rerun", base={"epochs": 6}, grid={"seed": [0]}, algorithm="grid",
+                                      asha=False)))
+    client = MlflowClient(uri)
+    exp = client.create_experiment("rerun")
+    parent = client.create_run(exp, run_name="rerun", tags={"byol_sweep.role": "sweep"}).info.run_id
+    tracking.DRIVER_TRACKING_URI[parent] = uri
+    folder = tmp_path / "sweep"
+    tracking.open_journal(uri, parent, folder, new=True)
+    try:
+        cb = tracking.MlflowTracking(uri, exp, parent, spec, {"cpu": 1})
+        cb.setup()
+        trial = _trial("t1", 0)
+        cb.on_trial_start(0, [trial], trial)
+        for epoch in range(1, 6):
+            cb.on_trial_result(0, [trial], trial, _result(epoch, 0.1 * epoch))
+            if epoch == 3:
+                stale = pickle.loads(pickle.dumps(cb))  # Tune's copy, saved with the checkpoint of epoch 3
+        assert tracking.wait_sent(parent, 60) == 0
+    finally:
+        tracking.close_journal(parent, timeout=0)
+
+    tracking.open_journal(uri, parent, folder)  # the resumed driver; MLflow is not asked
+    try:
+        stale._client = "no MLflow reads while the journal knows"
+        stale.setup()
+        cb_trial = _trial("t1", 0, epoch=6)
+        stale.on_trial_start(0, [cb_trial], cb_trial)
+        for epoch in (4, 5, 6):  # from the checkpoint of epoch 3: the re-run's values
+            stale.on_trial_result(0, [cb_trial], cb_trial, _result(epoch, 0.5 + 0.01 * epoch))
+        stale.on_trial_complete(0, [cb_trial], cb_trial)
+        tracking.end_sweep(uri, parent, "finished")
+    finally:
+        assert tracking.close_journal(parent) == 0
+    (run,) = client.search_runs([exp], "tags.`byol_sweep.role` = 'trial'")
+    assert run.data.tags["rerun_from_epoch"] == "4" and run.data.tags["status"] == "completed"
+    history = client.get_metric_history(run.info.run_id, "knn_acc")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4, 4, 5, 5, 6]
+    curves = _curves(client, [run], "rerun")
+    assert list(curves["epoch"]) == [1, 2, 3, 4, 5, 6]
+    assert list(curves["knn_acc"].round(2)) == [0.1, 0.2, 0.3, 0.54, 0.55, 0.56]
+    assert run.data.metrics["knn_acc"] == 0.56
+    assert client.get_run(parent).data.tags["byol_sweep.state"] == "finished"
