@@ -239,7 +239,7 @@ def test_the_same_sweep_lands_on_a_real_mlflow_server(tmp_path, mlflow_server, c
         dom = subprocess.run(["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu",
                               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000", "--dump-dom",
                               link], capture_output=True, text=True, timeout=120).stdout
-        shown = list(dict.fromkeys(re.findall(r"trial_[0-9a-f]{8}", dom)))
+        shown = list(dict.fromkeys(re.findall(r"trial_[0-9a-f]+(?:_[0-9]+)?", dom)))
         best_first = sorted(runs, key=lambda r: -r.data.metrics["knn_acc"])
         assert shown == [r.info.run_name for r in best_first]
 
