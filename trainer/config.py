@@ -9,7 +9,7 @@ from typing import Any
 
 from . import policies
 
-BACKBONES = ("small_cnn", "resnet18_cifar", "resnet18", "resnet50")
+BACKBONES = ("small_cnn", "small_cnn_half", "resnet18_cifar", "resnet18", "resnet50")
 OPTIMIZERS = ("lars", "sgd", "adamw")
 POLICIES = tuple(policies.POLICIES)
 PRECISIONS = ("auto", "fp32", "bf16")
