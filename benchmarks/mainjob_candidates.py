@@ -46,6 +46,8 @@ CANDIDATES = {
                       {"copies": 1, "scale": (0.45, 0.8), "rotation": 15.0}),
     "canvas32": (dict(dataset="digits_canvas", image_size=32, **LARS_128), {}),
     "cifar16": (dict(dataset="cifar10", image_size=16, **LARS_64), {}),
+    # the shipped subset (trainer/cifar10_mini16.npz): val = 100 other training images a class
+    "cifar_mini16": (dict(dataset="cifar10_mini", image_size=16, **LARS_64), {}),
 }
 CIFAR_TREE = Path("/tmp/cifar10-jpeg")
 

@@ -14,7 +14,7 @@ OPTIMIZERS = ("lars", "sgd", "adamw")
 POLICIES = tuple(policies.POLICIES)
 PRECISIONS = ("auto", "fp32", "bf16")
 EVAL_SPLITS = ("val", "test")
-FIXED_DATASETS = ("digits", "digits_canvas", "shapes", "cifar10", "cifar100", "stl10")
+FIXED_DATASETS = ("digits", "digits_canvas", "shapes", "cifar10_mini", "cifar10", "cifar100", "stl10")
 
 
 class ConfigError(ValueError):
@@ -31,7 +31,7 @@ def _spec(default, help: str, low=None, high=None, choices=None, low_open=False,
 @dataclass
 class TrainConfig:
     # data
-    dataset: str = _spec("digits", "digits | digits_canvas | shapes (generated in code) | cifar10 | cifar100 | stl10 | imagefolder:<path>")
+    dataset: str = _spec("digits", "digits | digits_canvas | shapes (generated in code) | cifar10_mini (5,000 CIFAR-10 images at 16 px, shipped) | cifar10 | cifar100 | stl10 | imagefolder:<path>")
     data_root: str = _spec("~/.cache/byol-sweep/data", "where torchvision datasets live")
     download: bool = _spec(False, "allow torchvision to download cifar10/cifar100/stl10")
     cache_dir: str = _spec("~/.cache/byol-sweep/cache", "where decoded imagefolder trees are cached")
