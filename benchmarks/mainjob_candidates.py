@@ -46,6 +46,8 @@ CANDIDATES = {
                       {"copies": 1, "scale": (0.45, 0.8), "rotation": 15.0}),
     "canvas32": (dict(dataset="digits_canvas", image_size=32, **LARS_128), {}),
     "cifar16": (dict(dataset="cifar10", image_size=16, **LARS_64), {}),
+    # the shipped subset (trainer/cifar10_mini16.npz): val = 100 other training images a class
+    "cifar_mini16": (dict(dataset="cifar10_mini", image_size=16, **LARS_64), {}),
 }
 CIFAR_TREE = Path("/tmp/cifar10-jpeg")
 
@@ -83,7 +85,7 @@ def baselines(trainer: Trainer) -> dict[str, float]:
     bank_y, query_y = d.train_labels[trainer.bank_idx], d.eval_labels[trainer.query_idx]
     raw = knn_accuracy(pixels(d.train_images[trainer.bank_idx]), bank_y, pixels(d.eval_images[trainer.query_idx]),
                        query_y, cfg.knn_k, cfg.knn_temperature, len(d.classes))
-    return {"raw_pixels": round(float(raw), 4), "untrained": round(trainer.knn(), 4),
+    return {"raw_pixels": round(float(raw), 4), "untrained": round(trainer.evaluate()[0], 4),
             "untrained_bn_calibrated": round(bn_calibrated_knn(trainer), 4)}
 
 
@@ -105,7 +107,7 @@ def bn_calibrated_knn(trainer: Trainer) -> float:
             encoder(trainer.eval_view(images[i : i + 256]))
     original, trainer.model.encoder = trainer.model.encoder, encoder
     try:
-        return trainer.knn()
+        return trainer.evaluate()[0]
     finally:
         trainer.model.encoder = original
 

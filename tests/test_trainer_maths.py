@@ -266,3 +266,21 @@ def test_z_spread_and_effective_rank_tell_collapse_a_line_and_a_spread_cloud_apa
     assert 0.95 * d < float(effective_rank(cloud)) <= d
     # a cloud in k of the d dimensions has rank about k, whatever its scale
     assert float(effective_rank(100 * cloud[:, :8] @ torch.randn(8, d, generator=gen))) == pytest.approx(8, rel=0.15)
+
+
+# -- backbones -----------------------------------------------------------------------------------
+
+def test_small_cnn_half_is_small_cnn_at_half_width():
+    from trainer.config import BACKBONES
+    from trainer.models import build_encoder, feature_dim
+
+    assert "small_cnn_half" in BACKBONES
+    full, half = build_encoder("small_cnn"), build_encoder("small_cnn_half")
+    convs = [m.out_channels for m in half.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [16, 32, 64, 128]
+    assert convs == [m.out_channels // 2 for m in full.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert feature_dim(half, 16) == 128 and feature_dim(full, 16) == 256
+    model = BYOL("small_cnn_half", hidden=16, out=8, image_size=16)
+    loss, z1, _ = model(torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16))
+    loss.backward()
+    assert z1.shape == (4, 8) and all(p.grad is not None for p in model.encoder.parameters())

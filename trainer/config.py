@@ -9,12 +9,12 @@ from typing import Any
 
 from . import policies
 
-BACKBONES = ("small_cnn", "resnet18_cifar", "resnet18", "resnet50")
+BACKBONES = ("small_cnn", "small_cnn_half", "resnet18_cifar", "resnet18", "resnet50")
 OPTIMIZERS = ("lars", "sgd", "adamw")
 POLICIES = tuple(policies.POLICIES)
 PRECISIONS = ("auto", "fp32", "bf16")
 EVAL_SPLITS = ("val", "test")
-FIXED_DATASETS = ("digits", "digits_canvas", "shapes", "cifar10", "cifar100", "stl10")
+FIXED_DATASETS = ("digits", "digits_canvas", "shapes", "cifar10_mini", "cifar10", "cifar100", "stl10")
 # upper bounds on sizes: far above any real run, low enough that a typo (1e20) is refused at once
 MAX_IMAGES = 100_000_000
 
@@ -33,7 +33,7 @@ def _spec(default, help: str, low=None, high=None, choices=None, low_open=False,
 @dataclass
 class TrainConfig:
     # data
-    dataset: str = _spec("digits", "digits | digits_canvas | shapes (generated in code) | cifar10 | cifar100 | stl10 | imagefolder:<path>")
+    dataset: str = _spec("digits", "digits | digits_canvas | shapes (generated in code) | cifar10_mini (5,000 CIFAR-10 images at 16 px, shipped) | cifar10 | cifar100 | stl10 | imagefolder:<path>")
     data_root: str = _spec("~/.cache/byol-sweep/data", "where torchvision datasets live")
     download: bool = _spec(False, "allow torchvision to download cifar10/cifar100/stl10")
     cache_dir: str = _spec("~/.cache/byol-sweep/cache", "where decoded imagefolder trees are cached")

@@ -59,6 +59,9 @@ def load(dataset: str, *, data_root: str = "~/.cache/byol-sweep/data", download:
     if dataset == "digits_canvas":  # generated in code: trainer/embedded.py
         from .embedded import load_digits_canvas
         return load_digits_canvas(image_size, eval_split)
+    if dataset == "cifar10_mini":  # a CIFAR-10 subset shipped inside the package: trainer/embedded.py
+        from .embedded import load_cifar10_mini
+        return load_cifar10_mini(image_size, eval_split)
     if dataset in ("cifar10", "cifar100", "stl10"):
         return load_torchvision(dataset, Path(data_root).expanduser(), download, eval_split,
                                 Path(cache_dir).expanduser())

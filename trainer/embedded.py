@@ -1,4 +1,6 @@
-"""Datasets generated in code (no download, the same images on every machine).
+"""Datasets generated in code (no download, the same images on every machine), and `cifar10_mini`,
+a CIFAR-10 subset at 16 px shipped inside the package (trainer/cifar10_mini16.npz; see
+load_cifar10_mini).
 
 `shapes`: one filled shape on a plain background. The label is the shape's identity, one of
 SHAPES (10 classes, equally many of each, interleaved). The nuisances, drawn at random per image:
@@ -182,3 +184,64 @@ def load_digits_canvas(image_size: int, eval_split: str = "val", copies: int = C
     train_images, train_labels = part(train, 0)
     eval_images, eval_labels = part(held, 1 if eval_split == "test" else 2)
     return ImageData(train_images, train_labels, eval_images, eval_labels, [str(i) for i in range(10)])
+
+
+# -- cifar10_mini (shipped) ---------------------------------------------------------------------
+CIFAR_MINI_FILE = "cifar10_mini16.npz"  # package data beside this module
+CIFAR_MINI_SIDE = 16
+CIFAR_MINI_PER_CLASS = {"train": 500, "val": 100, "test": 100}
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def build_cifar10_mini(tree, out) -> None:
+    """Write the `cifar10_mini` file from a CIFAR-10 ImageFolder tree (train/<class>/, test/<class>/;
+    /work/shared/data/cifar10-jpeg.tar.gz unpacked): per class, the first 500 training files by
+    name (train), the next 100 (val) and the first 100 test files (test), each downscaled from 32
+    to 16 pixels (bilinear, antialiased), stored as uint8 (N, 16, 16, 3) with int64 labels."""
+    from pathlib import Path
+
+    import torch.nn.functional as F
+
+    from .data import _decode
+
+    tree = Path(tree)
+    arrays = {}
+    for split, (folder, start) in {"train": ("train", 0), "val": ("train", CIFAR_MINI_PER_CLASS["train"]),
+                                   "test": ("test", 0)}.items():
+        n = CIFAR_MINI_PER_CLASS[split]
+        files, labels = [], []
+        for i, c in enumerate(CIFAR10_CLASSES):
+            chosen = sorted((tree / folder / c).iterdir())[start : start + n]
+            if len(chosen) != n:
+                raise ValueError(f"{tree / folder / c} holds fewer than {start + n} images")
+            files += chosen
+            labels += [i] * n
+        x = F.interpolate(_decode(files, 32).float(), size=(CIFAR_MINI_SIDE, CIFAR_MINI_SIDE), mode="bilinear",
+                          antialias=True, align_corners=False)
+        arrays[f"{split}_images"] = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        arrays[f"{split}_labels"] = np.asarray(labels, dtype=np.int64)
+    np.savez_compressed(out, **arrays)
+
+
+def load_cifar10_mini(image_size: int, eval_split: str = "val"):
+    """`cifar10_mini`: 5,000 CIFAR-10 training images (500 a class) at 16 px, shipped inside the
+    package (trainer/cifar10_mini16.npz); val: 1,000 other CIFAR-10 training images (100 a class),
+    test: 1,000 CIFAR-10 test images (100 a class). Resized (bilinear) when image_size is not 16."""
+    from importlib import resources
+
+    import torch.nn.functional as F
+
+    from .data import ImageData
+
+    with resources.files(__package__).joinpath(CIFAR_MINI_FILE).open("rb") as f, np.load(f) as z:
+        parts = {k: torch.from_numpy(z[k].copy()) for k in z.files}
+
+    def images(split: str) -> torch.Tensor:
+        x = parts[f"{split}_images"].permute(0, 3, 1, 2).contiguous()
+        if image_size != CIFAR_MINI_SIDE:
+            x = F.interpolate(x.float(), size=(image_size, image_size), mode="bilinear", antialias=True,
+                              align_corners=False).round().clamp(0, 255).to(torch.uint8)
+        return x
+
+    return ImageData(images("train"), parts["train_labels"], images(eval_split), parts[f"{eval_split}_labels"],
+                     list(CIFAR10_CLASSES))

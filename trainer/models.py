@@ -6,10 +6,12 @@ import torchvision
 from torch import nn
 
 
-def small_cnn() -> nn.Sequential:
-    """Four conv blocks (32-64-128-256), global average pool: trains in minutes on 2 CPU cores."""
+def small_cnn(width: int = 32) -> nn.Sequential:
+    """Four conv blocks (width x 1-2-4-8: 32-64-128-256 by default), global average pool: trains in
+    minutes on 2 CPU cores. `small_cnn_half` (width 16: 16-32-64-128, a quarter of the
+    multiply-adds) takes a step about twice as fast at 16 px."""
     layers: list[nn.Module] = []
-    channels = [3, 32, 64, 128, 256]
+    channels = [3, width, 2 * width, 4 * width, 8 * width]
     for i, (c_in, c_out) in enumerate(zip(channels, channels[1:])):
         layers += [
             nn.Conv2d(c_in, c_out, 3, stride=1 if i == 0 else 2, padding=1, bias=False),
@@ -32,11 +34,13 @@ def _torchvision_resnet(name: str, cifar_stem: bool) -> nn.Module:
 def build_encoder(backbone: str) -> nn.Module:
     if backbone == "small_cnn":
         return small_cnn()
+    if backbone == "small_cnn_half":
+        return small_cnn(width=16)
     if backbone == "resnet18_cifar":
         return _torchvision_resnet("resnet18", cifar_stem=True)
     if backbone in ("resnet18", "resnet50"):
         return _torchvision_resnet(backbone, cifar_stem=False)
-    raise ValueError(f"backbone {backbone!r} is unknown; allowed: small_cnn, resnet18_cifar, resnet18, resnet50")
+    raise ValueError(f"backbone {backbone!r} is unknown; allowed: small_cnn, small_cnn_half, resnet18_cifar, resnet18, resnet50")
 
 
 @torch.no_grad()
