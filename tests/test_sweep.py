@@ -246,8 +246,9 @@ def test_the_same_sweep_lands_on_a_real_mlflow_server(tmp_path, mlflow_server, c
 
 def test_the_quick_space_is_what_the_readme_promises():
     spec = load_space("quick")
-    assert spec.base["dataset"] == "digits" and spec.base["backbone"] == "small_cnn"
+    assert spec.base["dataset"] == "cifar10_mini" and spec.base["backbone"] == "small_cnn_half"
     assert spec.algorithm == "optuna" and spec.asha is not None
+    assert spec.final is not None and spec.final.seeds == 3
     assert set(spec.swept) == {"base_lr", "tau_base", "aug_strength"}
 
 
