@@ -197,9 +197,15 @@ def cmd_export(args) -> int:
 
 def cmd_validate(args) -> int:
     from .runner import check_size
-    from .space import load_space
+    from .space import parse_space, read_space, space_problems
 
-    spec = load_space(args.file)
+    path, data, text = read_space(args.file)
+    problems = space_problems(data, str(path))
+    if len(problems) > 1:  # one is raised below, as any user mistake is
+        for problem in problems:
+            print(f"byol-sweep validate: error: {mask_secrets(problem)}", file=sys.stderr)
+        return 2
+    spec = parse_space(data, str(path), text)
     check_size(spec, args.allow_large)
     print(f"{spec.source}: valid. {spec.total_trials} trials ({spec.algorithm}) over {', '.join(spec.swept) or 'nothing'}; "
           f"metric {spec.metric} ({spec.mode}); "

@@ -18,7 +18,8 @@ from .schedulers import SCHEDULERS, Asha, Fifo, Scheduler
 from .searchers import SEARCHERS, Optuna, Searcher
 from .yaml_input import read_yaml  # noqa: F401  (re-exported: callers import it from here too)
 
-__all__ = ["Asha", "Distribution", "FinalStage", "SpaceError", "SweepSpec", "load_space", "parse_space"]
+__all__ = ["Asha", "Distribution", "FinalStage", "SpaceError", "SweepSpec", "load_space", "parse_space", "read_space",
+           "space_problems"]
 
 TOP_KEYS = ("name", "description", "base", "search", "grid", "metric", "mode", "algorithm", "num_samples",
             "scheduler", "asha", "final")
@@ -205,8 +206,7 @@ def parse_space(data: Any, source: str, text: str = "") -> SweepSpec:
     if not isinstance(data, dict):
         raise SpaceError(f"{source}: expected a mapping with keys {', '.join(TOP_KEYS)}")
     for key in data:
-        if key not in TOP_KEYS:
-            raise _fail(source, str(key), f"unknown key; allowed: {', '.join(TOP_KEYS)}")
+        _check_top_key(source, key)
     base = _parse_base(source, data.get("base"))
     search, grid = _parse_swept(source, data.get("search"), data.get("grid"), base)
     metric, mode = _parse_objective(source, data)
@@ -217,20 +217,109 @@ def parse_space(data: Any, source: str, text: str = "") -> SweepSpec:
         base["epochs"] = scheduler.max_epochs
     ctx.scheduler = scheduler.name
     searcher = _parse_searcher(data.get("algorithm"), ctx, scheduler)
-    num_samples = data.get("num_samples", searcher.default_samples)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise _fail(source, "num_samples", f"expected an integer >= 1, got {num_samples!r}")
+    num_samples = _parse_num_samples(source, data.get("num_samples", searcher.default_samples))
     final = _parse_final(source, data.get("final", {}), search, grid, scheduler)
-
-    name = data.get("name", Path(source).stem)
-    if not isinstance(name, str) or not name:
-        raise _fail(source, "name", f"expected a non-empty string, got {name!r}")
+    name = _parse_name(source, data.get("name", Path(source).stem))
     spec = SweepSpec(name=name, source=source, base=base, search=search, grid=grid, metric=metric, mode=mode,
                      searcher=searcher, num_samples=num_samples, scheduler=scheduler, final=final,
                      description=str(data.get("description", "")), text=text)
     scheduler.check_spec(spec, "scheduler")
     spec.train_config({})  # the base itself must be a valid TrainConfig
     return spec
+
+
+def _check_top_key(source: str, key: Any) -> None:
+    if key not in TOP_KEYS:
+        raise _fail(source, str(key), f"unknown key; allowed: {', '.join(TOP_KEYS)}")
+
+
+def _parse_num_samples(source: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(source, "num_samples", f"expected an integer >= 1, got {value!r}")
+    return value
+
+
+def _parse_name(source: str, name: Any) -> str:
+    if not isinstance(name, str) or not name:
+        raise _fail(source, "name", f"expected a non-empty string, got {name!r}")
+    return name
+
+
+def space_problems(data: Any, source: str) -> list[str]:
+    """Every problem of a parsed space, one message each; parse_space stops at the first (which
+    this list always holds, first). Each part is checked on its own, and each base field, search
+    entry and grid entry alone; a part that depends on another (the scheduler on base.epochs, the
+    searcher on the scheduler) is checked on what parsed, and what it says about a part that
+    already has problems is left out, as it may only follow from them."""
+    problems: list[str] = []
+
+    def attempt(fn, *args):
+        try:
+            return True, fn(*args)
+        except SpaceError as err:
+            problems.append(str(err))
+            return False, None
+
+    def key_of(message: str) -> str:
+        return message[len(source) + 2:].split(": ", 1)[0]
+
+    try:
+        parse_space(data, source)
+        return []
+    except SpaceError as err:
+        first = str(err)
+    if not isinstance(data, dict):
+        return [first]
+    for key in data:
+        attempt(_check_top_key, source, key)
+    base, bad_base = {}, set()
+    raw_base = data.get("base")
+    if isinstance(raw_base or {}, dict):
+        for name, value in (raw_base or {}).items():
+            ok, part = attempt(_parse_base, source, {name: value})
+            base.update(part or {})
+            bad_base |= set() if ok else {name}
+    else:
+        attempt(_parse_base, source, raw_base)
+        bad_base.add("epochs")
+    parts: dict[str, dict] = {}
+    bad_swept = False
+    for part, parse in (("search", _parse_search), ("grid", _parse_grid)):
+        raw, parts[part] = data.get(part), {}
+        entries = [{name: spec} for name, spec in raw.items()] if isinstance(raw, dict) else [raw]
+        for entry in entries:
+            ok, parsed = attempt(parse, source, entry)
+            parts[part].update(parsed or {})
+            bad_swept |= not ok
+    search, grid = parts["search"], parts["grid"]
+    attempt(_check_swept, source, search, grid, base)
+    attempt(_parse_objective, source, data)
+
+    dependent: list[str] = []  # problems of the parts that read others
+    scheduler = None
+    if "epochs" not in bad_base:
+        ctx = Context(source=source, epochs=int(base.get("epochs", TrainConfig().epochs)),
+                      epochs_set="epochs" in base, search=search, grid=grid)
+        before = len(problems)
+        ok, scheduler = attempt(_parse_scheduler, data, ctx)
+        if ok:
+            ctx.scheduler = scheduler.name
+            attempt(_parse_searcher, data.get("algorithm"), ctx, scheduler)
+        dependent += problems[before:]
+        del problems[before:]
+    if "num_samples" in data:
+        attempt(_parse_num_samples, source, data["num_samples"])
+    before = len(problems)
+    attempt(_parse_final, source, data.get("final", {}), search, grid, scheduler or Asha())
+    dependent += problems[before:]
+    del problems[before:]
+    swept_keys = ("search", "grid", "final.per")
+    problems += [p for p in dependent if not (bad_swept and key_of(p).startswith(swept_keys))]
+    if "name" in data:
+        attempt(_parse_name, source, data["name"])
+
+    unique = list(dict.fromkeys(problems))
+    return [first, *(p for p in unique if p != first)]
 
 
 def _parse_base(source: str, raw: Any) -> dict[str, Any]:
@@ -247,23 +336,38 @@ def _parse_base(source: str, raw: Any) -> dict[str, Any]:
 
 def _parse_swept(source: str, search_raw: Any, grid_raw: Any, base: dict) -> tuple[dict, dict]:
     """(search: field -> Distribution, grid: field -> values), checked against each other and the base."""
+    search, grid = _parse_search(source, search_raw), _parse_grid(source, grid_raw)
+    _check_swept(source, search, grid, base)
+    return search, grid
+
+
+def _parse_search(source: str, raw: Any) -> dict[str, Distribution]:
     fields = TrainConfig.fields()
-    if not isinstance(search_raw or {}, dict):
+    if not isinstance(raw or {}, dict):
         raise _fail(source, "search", "expected a mapping of TrainConfig fields to distributions")
     search = {}
-    for name, spec in (search_raw or {}).items():
+    for name, spec in (raw or {}).items():
         if name not in fields:
             raise _fail(source, f"search.{name}", f"unknown field; allowed: {', '.join(fields)}")
         search[name] = _parse_distribution(source, name, spec)
-    if not isinstance(grid_raw or {}, dict):
+    return search
+
+
+def _parse_grid(source: str, raw: Any) -> dict[str, list]:
+    fields = TrainConfig.fields()
+    if not isinstance(raw or {}, dict):
         raise _fail(source, "grid", "expected a mapping of TrainConfig fields to lists of values")
     grid = {}
-    for name, values in (grid_raw or {}).items():
+    for name, values in (raw or {}).items():
         if name not in fields:
             raise _fail(source, f"grid.{name}", f"unknown field; allowed: {', '.join(fields)}")
         if not isinstance(values, list) or not values:
             raise _fail(source, f"grid.{name}", "expected a non-empty list of values")
         grid[name] = [_check_value(source, f"grid.{name}", name, v) for v in values]
+    return grid
+
+
+def _check_swept(source: str, search: dict, grid: dict, base: dict) -> None:
     for name in set(search) & set(grid):
         raise _fail(source, f"grid.{name}", "is also under search; a field is either searched or gridded")
     for part, swept in (("search", search), ("grid", grid)):
@@ -272,7 +376,6 @@ def _parse_swept(source: str, search_raw: Any, grid_raw: Any, base: dict) -> tup
                         "schedules and is the scheduler's budget; set it in base")
     for name in set(base) & (set(search) | set(grid)):
         raise _fail(source, f"base.{name}", "is also swept; remove it from base or from search/grid")
-    return search, grid
 
 
 def _parse_objective(source: str, data: dict) -> tuple[str, str]:
@@ -373,6 +476,12 @@ def resolve_space_path(name_or_path: str) -> Path:
 
 
 def load_space(name_or_path: str) -> SweepSpec:
+    path, data, text = read_space(name_or_path)
+    return parse_space(data, str(path), text)
+
+
+def read_space(name_or_path: str) -> tuple[Path, Any, str]:
+    """(its path, the parsed YAML document, its text) of a space file or shipped space's name."""
     path = resolve_space_path(name_or_path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -384,4 +493,4 @@ def load_space(name_or_path: str) -> SweepSpec:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise SpaceError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
-    return parse_space(data, str(path), text)
+    return path, data, text

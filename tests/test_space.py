@@ -107,3 +107,38 @@ def test_the_readme_example_space_is_valid(tmp_path):
     example = re.search(r"```yaml\n(name: my-sweep.*?)```", readme, re.S).group(1)
     spec = load_space(write(tmp_path, example))
     assert spec.total_trials == 4 * 5 * 3 and spec.asha is not None
+
+
+THREE_MISTAKES = """
+base: {dataset: digits, batch_size: 1, epochs: 4}
+search:
+  base_lr: {loguniform: [0.01, 1.0]}
+  lr: {uniform: [0.1, 1]}
+metric: accuracy
+asha: {grace_period: 1, max_epochs: 4}
+"""
+
+
+def test_space_problems_lists_every_independent_mistake_first_the_one_parse_space_raises(tmp_path):
+    from sweep.space import read_space, space_problems
+
+    path = write(tmp_path, THREE_MISTAKES)
+    _, data, _ = read_space(path)
+    problems = space_problems(data, path)
+    assert [p.split(": ")[1] for p in problems] == ["base.batch_size", "search.lr", "metric"], problems
+    with pytest.raises(SpaceError) as err:
+        load_space(path)
+    assert problems[0] == str(err.value)
+    assert space_problems(yaml.safe_load(VALID), path) == []
+
+
+def test_space_problems_leaves_out_what_only_follows_from_another_mistake():
+    from sweep.space import space_problems
+
+    # the only searched field is misspelt: optuna's "needs a searched field" would only follow from it
+    problems = space_problems(yaml.safe_load("search: {lr: {uniform: [0.1, 1]}}\nmode: up"), "s.yaml")
+    assert [p.split(": ")[1] for p in problems] == ["search.lr", "mode"], problems
+    # base.epochs unreadable: the scheduler's budget checks are not run against a made-up budget
+    problems = space_problems(yaml.safe_load("base: {epochs: ten}\nsearch: {base_lr: {uniform: [0.1, 1]}}\n"
+                                             "asha: {grace_period: 8}"), "s.yaml")
+    assert [p.split(": ")[1] for p in problems] == ["base.epochs"], problems
