@@ -31,3 +31,28 @@ def test_links_to_deleted_sweeps_are_cleared(tmp_path):
     link = Path(_ray_temp_dir(tmp_path / ("deep" * 20)))
     assert not stale.is_symlink()
     link.unlink()
+
+
+def test_a_local_sweep_asking_for_more_than_this_machine_has_is_refused_before_ray(monkeypatch):
+    import os
+    import sys
+
+    import pytest
+
+    from sweep import runner
+    from sweep.runner import SweepError, SweepOptions, check_local_resources
+
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        pytest.skip("a Ray started in this process is checked by its own resources")
+    monkeypatch.setattr(runner, "local_gpu_count", lambda: 0)
+    with pytest.raises(SweepError, match=r"--gpus-per-trial is 0.5 but this machine has no GPU"):
+        check_local_resources(SweepOptions(gpus_per_trial=0.5))
+    monkeypatch.setattr(runner, "local_gpu_count", lambda: 2)
+    with pytest.raises(SweepError, match=r"--gpus-per-trial is 3 but this machine has 2 GPUs; allowed: a number up to 2"):
+        check_local_resources(SweepOptions(gpus_per_trial=3))
+    check_local_resources(SweepOptions(gpus_per_trial=1.5))
+    cpus = os.cpu_count()
+    with pytest.raises(SweepError, match=rf"--cpus-per-trial is {cpus + 1} but this machine has {cpus} CPU"):
+        check_local_resources(SweepOptions(cpus_per_trial=cpus + 1))
+    check_local_resources(SweepOptions(cpus_per_trial=cpus, gpus_per_trial=0))
+    check_local_resources(SweepOptions(address="ray://far:10001", cpus_per_trial=cpus + 1, gpus_per_trial=8))
