@@ -21,6 +21,20 @@ def trial_outcome(trial, max_epochs: int, ended: bool = False) -> str:
     return RUNNING if trial.status == "RUNNING" else PENDING
 
 
+ENDED = ("completed", "stopped_early", "diverged", "failed")  # not interrupted: resume continues those
+
+
+def progress_text(ended: int, total: int, elapsed_s: float, ended_here: int) -> str:
+    """`k of N trials ended`, and once a trial ended in this driver a rough ETA: the time per trial
+    ended so far (with the trials' concurrency in it) times the trials left. ASHA ends its early
+    stops sooner than full-budget trials, so early on the ETA is low."""
+    text = f"{ended} of {total} trials ended"
+    if ended_here and ended < total:
+        minutes = elapsed_s / ended_here * (total - ended) / 60
+        text += f", ETA ~{minutes:.0f} min (rough)" if minutes >= 1 else ", ETA <1 min (rough)"
+    return text
+
+
 def format_config(config: dict, keys: list[str]) -> str:
     parts = []
     for key in keys:
@@ -32,12 +46,16 @@ def format_config(config: dict, keys: list[str]) -> str:
 class ConsoleProgress(Callback):
     """One line on each trial event (at most every `every_s` seconds for epoch results)."""
 
-    def __init__(self, spec: SweepSpec, every_s: float = 10.0, stream=None, final_stage: bool = False):
+    def __init__(self, spec: SweepSpec, every_s: float = 10.0, stream=None, final_stage: bool = False,
+                 total: int | None = None):
         self.spec = spec
         self.final_stage = final_stage
         self.every_s = every_s
         self.stream = stream
+        self.total = total  # trials this run will have (default: the space's; the final stage: Tune's list)
         self._last = 0.0
+        self._start = time.monotonic()
+        self._ended_here = 0  # trials that ended in this driver: the ETA's rate (a resumed sweep's earlier ones are not)
         self._best: tuple[float, str, str] | None = None
         self._live: set[str] = set()  # trials that ran in this driver and have not ended
 
@@ -57,6 +75,9 @@ class ConsoleProgress(Callback):
             counts[outcome] = counts.get(outcome, 0) + 1
         order = ("running", "pending", "completed", "stopped_early", "diverged", "failed", "interrupted")
         status = " | ".join(f"{counts[k]} {k.replace('_', ' ')}" for k in order if counts.get(k))
+        ended_count = sum(counts.get(k, 0) for k in ENDED)
+        total = max(self.total or (len(trials) if self.final_stage else self.spec.total_trials), len(trials))
+        status += " | " + progress_text(ended_count, total, time.monotonic() - self._start, self._ended_here)
         best = ""
         if self._best:
             value, name, config = self._best
@@ -75,6 +96,7 @@ class ConsoleProgress(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._live.discard(trial.trial_id)
+        self._ended_here += 1
         status = trial_outcome(trial, self.spec.max_epochs, ended=True)
         result = trial.last_result or {}
         value = result.get(self.spec.metric)
@@ -86,6 +108,7 @@ class ConsoleProgress(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._live.discard(trial.trial_id)
+        self._ended_here += 1
         self._print(trials, f"{_short(trial)} failed", ended=trial)
 
     def on_experiment_end(self, trials, **info):

@@ -563,7 +563,7 @@ def run_final_stage(outcome: SweepOutcome, spec: SweepSpec, experiment_id: str, 
             run_config=tune.RunConfig(
                 name="final", storage_path=outcome.path, verbose=0,
                 callbacks=[MlflowTracking(uri, experiment_id, parent_run_id, spec, resources, stage=FINAL),
-                           ConsoleProgress(spec, final_stage=True)],
+                           ConsoleProgress(spec, final_stage=True, total=len(entries))],
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),

@@ -1,0 +1,54 @@
+"""The console line of a running sweep, from fake trials (no Ray started)."""
+from __future__ import annotations
+
+import io
+import re
+from types import SimpleNamespace
+
+import yaml
+
+from sweep.progress import ConsoleProgress, progress_text
+from sweep.space import parse_space
+
+SPACE = """
+base: {dataset: digits, backbone: small_cnn, epochs: 4}
+search: {base_lr: {loguniform: [0.01, 1.0]}}
+asha: {grace_period: 1, reduction_factor: 2, max_epochs: 4}
+num_samples: 4
+"""
+
+
+def trial(i: int, status: str, epoch: int = 0, value: float = 0.5):
+    return SimpleNamespace(trial_id=f"0000{i}", status=status, config={"base_lr": 0.1},
+                           last_result={"epoch": epoch, "knn_acc": value} if epoch else {})
+
+
+def test_progress_text_says_k_of_n_and_a_rough_eta_once_a_trial_ended():
+    assert progress_text(0, 10, 30.0, 0) == "0 of 10 trials ended"
+    assert progress_text(2, 10, 240.0, 2) == "2 of 10 trials ended, ETA ~16 min (rough)"
+    assert progress_text(9, 10, 60.0, 9) == "9 of 10 trials ended, ETA <1 min (rough)"
+    assert progress_text(10, 10, 600.0, 10) == "10 of 10 trials ended"
+    assert progress_text(5, 10, 60.0, 1) == "5 of 10 trials ended, ETA ~5 min (rough)"  # resumed: rate of this driver's
+
+
+def test_the_console_line_counts_ended_trials_of_the_sweep_and_estimates_the_rest(monkeypatch):
+    spec = parse_space(yaml.safe_load(SPACE), "s.yaml")
+    out = io.StringIO()
+    clock = iter([0.0, 120.0, 121.0])
+    monkeypatch.setattr("sweep.progress.time.monotonic", lambda: next(clock))
+    progress = ConsoleProgress(spec, stream=out)  # starts at 0 s
+    trials = [trial(1, "TERMINATED", epoch=4), trial(2, "RUNNING", epoch=1)]
+    progress.on_trial_complete(0, trials, trials[0])  # at 120 s: one of 4 ended
+    line = out.getvalue().strip()
+    assert re.fullmatch(r"\[\d\d:\d\d:\d\d\] 1 running \| 1 completed \| 1 of 4 trials ended, ETA ~6 min \(rough\) "
+                        r"\| best knn_acc 0\.5000 \(trial_00001: base_lr=0\.1\) \| trial_00001 completed at epoch 4",
+                        line), line
+
+
+def test_the_final_stage_counts_its_own_runs():
+    spec = parse_space(yaml.safe_load(SPACE), "s.yaml")
+    out = io.StringIO()
+    progress = ConsoleProgress(spec, stream=out, final_stage=True, total=3)
+    trials = [trial(1, "RUNNING", epoch=1), trial(2, "PENDING")]
+    progress.on_trial_result(0, trials, trials[0], {})
+    assert "| 0 of 3 trials ended" in out.getvalue() and "ETA" not in out.getvalue()
