@@ -308,6 +308,31 @@ def binomial_interval(accuracy: float, n_queries: int, level: float = 0.95, meth
     return float(ci.low), float(ci.high)
 
 
+def beats_baseline(trained, baseline: float, n_queries: int, level: float = 0.95) -> tuple[float, float, float]:
+    """(difference, low, high): the trained accuracy minus a baseline's, with an interval that
+    counts both noises: the spread of the trained values over seeds (Student-t) and the
+    baseline's binomial noise over its n_queries (normal), combined by Welch-Satterthwaite. A
+    single trained value gets its own binomial noise instead. Training beats the baseline when low > 0.
+    (The baseline is measured on the same queries, so the two noises are positively correlated and
+    the interval is, if anything, wide.)"""
+    x = _clean(trained)
+    if len(x) == 0 or not (n_queries >= 1 and np.isfinite(baseline)):
+        return math.nan, math.nan, math.nan
+    var_b = baseline * (1 - baseline) / n_queries
+    diff = float(x.mean() - baseline)
+    if len(x) == 1:
+        var_t = x[0] * (1 - x[0]) / n_queries
+        half = float(stats.norm.ppf(0.5 + level / 2) * math.sqrt(var_t + var_b))
+        return diff, diff - half, diff + half
+    var_t = float(x.var(ddof=1)) / len(x)
+    total = var_t + var_b
+    if total == 0:
+        return diff, diff, diff
+    df = total ** 2 / (var_t ** 2 / (len(x) - 1)) if var_t > 0 else math.inf
+    half = float(stats.t.ppf(0.5 + level / 2, df) * math.sqrt(total))
+    return diff, diff - half, diff + half
+
+
 def within_noise(values, best_value: float, n_queries: int, mode: str = "max", level: float = 0.95) -> np.ndarray:
     """Boolean array: which values the best's own query noise could have produced. Rule: with (low, high)
     = binomial_interval(best_value, n_queries, level), a value is within noise when it is not worse than

@@ -211,3 +211,25 @@ def test_rank_trials():
     df = pd.DataFrame({"trial": range(4), "final_metric": [0.5, 0.9, math.nan, 0.9]})
     assert list(rank_trials(df, mode="max")["trial"]) == [1, 3, 0]
     assert list(rank_trials(df, mode="min")["trial"]) == [0, 1, 3]
+
+
+def test_beating_a_baseline_has_at_most_its_nominal_false_positive_rate():
+    """Simulated: trained accuracies whose true mean equals the baseline's true accuracy, 3 seeds
+    with a seed spread, the baseline measured once on 1000 queries: 'beaten' (low > 0) must come
+    up in at most 5% of sweeps (+ Monte Carlo slack); with a real gain of 5 points it must come up
+    most of the time."""
+    from reports.stats import beats_baseline
+
+    rng = np.random.default_rng(0)
+    n_queries, p, sims = 1000, 0.35, 4000
+    for gain, check in ((0.0, lambda rate: rate <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / sims)),
+                        (0.05, lambda rate: rate >= 0.6)):
+        hits = 0
+        for _ in range(sims):
+            trained = rng.binomial(n_queries, p + gain + rng.normal(0, 0.01, 3)) / n_queries
+            baseline = rng.binomial(n_queries, p) / n_queries
+            _, low, _ = beats_baseline(trained, baseline, n_queries)
+            hits += low > 0
+        assert check(hits / sims), (gain, hits / sims)
+    single = beats_baseline([0.5], 0.4, 1000)
+    assert single[0] == pytest.approx(0.1) and single[1] > 0  # 10 points on 1000 queries: beyond the noise
