@@ -29,6 +29,22 @@ def byol_sweep(*args, cwd, timeout=600, check=True, env=None):
     return proc
 
 
+def byol_sweep_in_process(*args, cwd, monkeypatch, capsys):
+    """What byol_sweep returns, from sweep.cli.main called here (for user mistakes: nothing starts)."""
+    from types import SimpleNamespace
+
+    from sweep.cli import main
+
+    monkeypatch.chdir(cwd)
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+
 @pytest.mark.parametrize("args, message", [
     (["train", "--base-lr", "-1"], "base_lr is -1.0; allowed: > 0.0"),
     (["train", "--set", "learning_rate=0.1"], "unknown field 'learning_rate'"),
@@ -47,20 +63,52 @@ def byol_sweep(*args, cwd, timeout=600, check=True, env=None):
     (["run", "quick", "--num-samples", "-1", "--storage", "s"], "--num-samples is -1; allowed: an integer >= 1"),
     (["report", "--experiment", "x", "--tracking-uri", "http://u:pw@127.0.0.1:9"], "u:***@127.0.0.1:9"),
 ])
-def test_user_mistakes_get_one_sentence_and_no_traceback(tmp_path, args, message):
-    proc = byol_sweep(*args, cwd=tmp_path, check=False)
+@pytest.mark.parametrize("how", ["in_process", pytest.param("subprocess", marks=pytest.mark.slow)])
+def test_user_mistakes_get_one_sentence_and_no_traceback(tmp_path, args, message, how, monkeypatch, capsys):
+    if how == "in_process":  # the fast loop: the same main() the command runs, without starting Python again
+        proc = byol_sweep_in_process(*args, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    else:
+        proc = byol_sweep(*args, cwd=tmp_path, check=False)
     assert proc.returncode == 2
     assert message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and "pw@" not in proc.stderr + proc.stdout
 
 
 def test_validate_and_spaces(tmp_path):
-    assert "valid. 10 trials (optuna)" in byol_sweep("validate", "quick", cwd=tmp_path).stdout
+    assert "valid. 6 trials (optuna)" in byol_sweep("validate", "quick", cwd=tmp_path).stdout
     listing = byol_sweep("spaces", cwd=tmp_path).stdout
     for name in ("default", "policies", "quick"):
         assert name in listing
 
 
+def test_validate_lists_every_problem_of_a_space_one_line_each(tmp_path, capsys):
+    from sweep.cli import main
+
+    space = tmp_path / "bad.yaml"
+    space.write_text("base: {batch_size: 1}\nsearch: {lr: {uniform: [0.1, 1]}}\nmetric: accuracy\n")
+    assert main(["validate", str(space)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(": ")[3] for line in lines] == ["base.batch_size", "search.lr", "metric"], lines
+    assert all(line.startswith(f"byol-sweep validate: error: {space}: ") for line in lines)
+    space.write_text("search: {base_lr: {uniform: [0.1, 1]}}\nmetric: accuracy\n")  # one problem: as before
+    assert main(["validate", str(space)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"byol-sweep validate: error: {space}: metric: 'accuracy' is unknown")
+
+
+def test_gpus_per_trial_on_a_machine_without_a_gpu_is_refused_before_anything_is_made(tmp_path):
+    import torch
+
+    if torch.cuda.device_count():
+        pytest.skip("this machine has a GPU")
+    proc = byol_sweep("run", "quick", "--gpus-per-trial", "0.5", "--storage", "s", cwd=tmp_path, check=False, timeout=60)
+    assert proc.returncode == 2
+    assert "--gpus-per-trial is 0.5 but this machine has no GPU" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "s").exists() and not (tmp_path / "mlflow.db").exists(), sorted(os.listdir(tmp_path))
+
+
+@pytest.mark.slow  # spawns byol-sweep or trains for seconds: CI runs it, the fast loop does not
 def test_train_writes_metrics_and_checkpoint_and_resumes(tmp_path):
     config = tmp_path / "train.yaml"
     config.write_text("dataset: digits\nbackbone: small_cnn\ntrain_limit: 256\nbatch_size: 64\n"
@@ -80,6 +128,16 @@ def test_train_writes_metrics_and_checkpoint_and_resumes(tmp_path):
     assert [h["epoch"] for h in json.loads((out / "metrics.json").read_text())["history"]] == [1, 2, 3]
 
 
+def wait_until(condition, timeout_s: float, poll_s: float = 0.2):
+    """condition() every poll_s seconds until it is true or timeout_s has passed; its last value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+
+
 def statuses(uri: str, experiment: str) -> dict[str, str]:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
@@ -96,12 +154,8 @@ def test_a_killed_driver_resumes_and_every_trial_finishes_exactly_once(tmp_path)
     args = ["run", str(space), "--name", "killme", "--storage", "runs", "--tracking-uri", uri, "--no-report"]
     driver = subprocess.Popen([*CLI, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, start_new_session=True, env={**os.environ, "PYTHONPATH": ROOT})
-    deadline = time.time() + 300
-    while True:  # kill the driver once one trial has finished and others are under way
-        done = [s for s in statuses(uri, "killme").values() if s == "completed"]
-        if done or driver.poll() is not None or time.time() > deadline:
-            break
-        time.sleep(1)
+    # kill the driver as soon as one trial has finished (others are under way)
+    wait_until(lambda: driver.poll() is not None or "completed" in statuses(uri, "killme").values(), timeout_s=300)
     assert driver.poll() is None, driver.stdout.read()
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
     driver.wait()
@@ -196,6 +250,7 @@ def test_train_help_lists_every_field(tmp_path):
         assert f"--{name.replace('_', '-')}" in proc.stdout
 
 
+@pytest.mark.slow  # spawns byol-sweep or trains for seconds: CI runs it, the fast loop does not
 def test_report_refuses_a_sqlite_file_that_is_not_an_mlflow_store_and_leaves_it_alone(tmp_path):
     import sqlite3
 
@@ -275,6 +330,7 @@ def test_sigterm_leaves_the_sweep_interrupted_not_stopped_early_and_resume_finis
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "knn_acc")) == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.slow  # spawns byol-sweep or trains for seconds: CI runs it, the fast loop does not
 def test_a_sweep_that_fails_to_start_leaves_no_folder(tmp_path):
     (tmp_path / "bad.db").write_text("not a database at all " * 100)
     proc = byol_sweep("run", "quick", "--name", "x", "--storage", "runs", "--tracking-uri",

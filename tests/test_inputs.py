@@ -44,6 +44,7 @@ def test_num_samples_1e12_is_refused_unless_allowed(tmp_path):
     check_size(spec, allow_large=True)
 
 
+@pytest.mark.slow  # spawns byol-sweep or trains for seconds: CI runs it, the fast loop does not
 def test_a_1000_by_1000_grid_is_refused_at_once(tmp_path):
     path = write_space(tmp_path, "wide", algorithm="grid",
                        grid={"seed": list(range(1000)), "knn_k": list(range(1, 1001))})
@@ -54,6 +55,7 @@ def test_a_1000_by_1000_grid_is_refused_at_once(tmp_path):
     assert time.monotonic() - started < 60  # refused, not expanded
 
 
+@pytest.mark.slow  # spawns byol-sweep or trains for seconds: CI runs it, the fast loop does not
 def test_run_refuses_a_huge_sweep_before_ray_starts(tmp_path):
     path = write_space(tmp_path, "many", search={"base_lr": {"uniform": [0.1, 1.0]}}, num_samples=10**12)
     proc = cli("run", str(path), "--storage", "s", "--tracking-uri", f"sqlite:///{tmp_path}/m.db", cwd=tmp_path)
@@ -88,6 +90,7 @@ def test_safe_sweep_names_pass():
         check_name(name, "--name")
 
 
+@pytest.mark.slow  # spawns byol-sweep or trains for seconds: CI runs it, the fast loop does not
 def test_name_with_dots_and_slashes_is_refused_by_the_cli(tmp_path):
     proc = cli("run", "quick", "--name", "../../evil", "--storage", "s", cwd=tmp_path)
     assert proc.returncode == 2
@@ -140,6 +143,7 @@ def test_a_10_mb_space_file_is_refused_at_once(tmp_path):
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.slow  # spawns byol-sweep or trains for seconds: CI runs it, the fast loop does not
 def test_train_config_yaml_has_the_same_limits(tmp_path):
     (tmp_path / "c.yaml").write_text("epochs: 2\nepochs: 3\n")
     proc = cli("train", "--config", "c.yaml", cwd=tmp_path)
@@ -189,6 +193,7 @@ def test_a_missing_image_folder_is_refused_before_ray_starts(tmp_path):
     assert not (tmp_path / "runs").exists() and not (tmp_path / "m.db").exists()
 
 
+@pytest.mark.slow  # spawns byol-sweep or trains for seconds: CI runs it, the fast loop does not
 def test_a_one_class_folder_in_a_grid_is_refused_by_run(tmp_path):
     one = _tree(tmp_path / "one", ["cats"])
     two = _tree(tmp_path / "two", ["cats", "dogs"])

@@ -27,6 +27,7 @@ def expected_tau_lr(trainer: Trainer, config: TrainConfig) -> tuple[float, float
     return tau_at(step, trainer.total_steps, config.tau_base), lr_at(step, trainer.total_steps, warmup, peak)
 
 
+@pytest.mark.slow  # spawns byol-sweep or trains for seconds: CI runs it, the fast loop does not
 def test_a_checkpoint_continues_with_new_values_of_the_continuable_fields(tmp_path):
     first = Trainer(TrainConfig(**TINY, base_lr=0.2, tau_base=0.99, aug_strength=1.0))
     next(first.fit())

@@ -58,6 +58,7 @@ print(start_sweep(uri, "shared", spec, name, {}))
 """
 
 
+@pytest.mark.slow  # spawns byol-sweep or trains for seconds: CI runs it, the fast loop does not
 def test_two_sweeps_starting_at_once_on_a_new_store_both_work(tmp_path):
     """A new mlflow.db is created and migrated by one process at a time (a file lock), and the
     experiment both use is created once."""

@@ -1,6 +1,7 @@
 """The baselines a trained encoder must beat, on the same bank and queries as a trial."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from trainer import TrainConfig, Trainer
@@ -10,6 +11,7 @@ SMALL = dict(dataset="digits", backbone="small_cnn", train_limit=256, batch_size
              projector_out=32, knn_bank_size=256, knn_queries=200, knn_k=20)
 
 
+@pytest.mark.slow  # spawns byol-sweep or trains for seconds: CI runs it, the fast loop does not
 def test_baselines_use_the_trials_bank_and_queries():
     config = TrainConfig(**SMALL)
     out = baseline_accuracies(config)

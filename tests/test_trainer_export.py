@@ -11,6 +11,7 @@ SMALL = dict(dataset="digits", backbone="small_cnn", train_limit=128, batch_size
              projector_out=32, knn_bank_size=128, knn_queries=64, knn_k=10, epochs=1, linear_probe=False)
 
 
+@pytest.mark.slow  # spawns byol-sweep or trains for seconds: CI runs it, the fast loop does not
 def test_the_exported_encoder_computes_the_trained_features(tmp_path):
     trainer = Trainer(TrainConfig(**SMALL))
     next(trainer.fit())

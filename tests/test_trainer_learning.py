@@ -35,6 +35,7 @@ def digits16():
     return D.load("digits", image_size=16)
 
 
+@pytest.mark.slow  # spawns byol-sweep or trains for seconds: CI runs it, the fast loop does not
 def test_short_byol_run_beats_its_random_initialisation(digits16):
     trainer = Trainer(TrainConfig(**LEARNS), data=digits16)
     assert len(trainer.query_idx) == len(digits16.eval_images) == 359
