@@ -139,7 +139,10 @@ def wait_until(condition, timeout_s: float, poll_s: float = 0.2):
 
 
 def statuses(uri: str, experiment: str) -> dict[str, str]:
-    client = MlflowClient(uri)
+    from sweep.tracking import store_lock
+
+    with store_lock(uri):  # a new store is created and migrated under this lock: never open it half-made
+        client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return {}
@@ -273,7 +276,11 @@ def test_report_refuses_a_sqlite_file_that_is_not_an_mlflow_store_and_leaves_it_
 
 @pytest.mark.slow
 def test_a_sweep_whose_every_trial_failed_says_so_writes_its_report_and_exits_1(tmp_path):
-    space = write_space(tmp_path, "allfail", base={"epochs": 1, "dataset": "imagefolder:/nonexistent/images"},
+    broken = tmp_path / "broken"  # two classes of files named like images that no decoder reads
+    for name in ("a", "b"):
+        (broken / name).mkdir(parents=True)
+        (broken / name / "x.jpg").write_bytes(b"not a JPEG")
+    space = write_space(tmp_path, "allfail", base={"epochs": 1, "dataset": f"imagefolder:{broken}"},
                         grid={"seed": [0]}, algorithm="grid", asha=False)
     proc = byol_sweep("run", str(space), "--name", "allfail", "--storage", "runs", "--max-failures", "0",
                       "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", cwd=tmp_path, check=False)
