@@ -143,10 +143,10 @@ def statuses(uri: str, experiment: str) -> dict[str, str]:
 
     with store_lock(uri):  # a new store is created and migrated under this lock: never open it half-made
         client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return {}
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.`byol_sweep.role` = 'trial'")
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return {}
+        runs = client.search_runs([exp.experiment_id], filter_string="tags.`byol_sweep.role` = 'trial'")
     return {r.data.tags["byol_sweep.trial_id"]: r.data.tags.get("status") for r in runs}
 
 
