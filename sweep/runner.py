@@ -428,7 +428,7 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
         measure_baselines(spec, uri, parent_run_id, resources, "val")
         results = _fit(tuner)
         keep_models(uri, experiment_id, parent_run_id, results, "trial")
-        outcome = _finish(results, spec, name, root, uri, experiment, parent_run_id)
+        outcome = _finish(results, spec, name, root, uri, experiment, parent_run_id, experiment_id)
         return _final_and_end(outcome, spec, experiment_id, resources, concurrency, options.checkpoint_every,
                               options.max_failures)
 
@@ -621,7 +621,8 @@ def resume_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | None
         )
         results = _fit(tuner)
         keep_models(uri, state["experiment_id"], parent_run_id, results, "trial")
-        outcome = _finish(results, spec, name, state["storage"], uri, state["experiment"], parent_run_id)
+        outcome = _finish(results, spec, name, state["storage"], uri, state["experiment"], parent_run_id,
+                          state["experiment_id"])
         return _final_and_end(outcome, spec, state["experiment_id"], state["resources"], state["concurrency"],
                               state["options"]["checkpoint_every"], state["options"]["max_failures"])
 
@@ -689,7 +690,8 @@ def outcome_of(metrics: dict, max_epochs: int, errored: bool, ended: bool = True
                    ended=ended)
 
 
-def _finish(results, spec: SweepSpec, name: str, root: str, uri: str, experiment: str, parent_run_id: str) -> SweepOutcome:
+def _finish(results, spec: SweepSpec, name: str, root: str, uri: str, experiment: str, parent_run_id: str,
+            experiment_id: str) -> SweepOutcome:
 
     from .tracking import SEARCH, tracker_for
 
@@ -716,11 +718,11 @@ def _finish(results, spec: SweepSpec, name: str, root: str, uri: str, experiment
         best_metric=best[0] if best else None, best_trial=best[2] if best else None, counts=counts,
         interrupted=interrupted,
     )
-    _print_summary(finished, spec)
+    _print_summary(finished, spec, experiment_id)
     return finished
 
 
-def _print_summary(outcome: SweepOutcome, spec: SweepSpec) -> None:
+def _print_summary(outcome: SweepOutcome, spec: SweepSpec, experiment_id: str) -> None:
     out = sys.stdout
     counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(outcome.counts.items()))
     print(f"\nsweep {outcome.name} {'stopped before the end' if outcome.interrupted else 'finished'}: {counts}", file=out)
@@ -730,7 +732,6 @@ def _print_summary(outcome: SweepOutcome, spec: SweepSpec) -> None:
               f"{outcome.best_metric:.4f} (trial {outcome.best_trial}) with {swept}", file=out)
     print(f"results: {outcome.path}", file=out)
     where = mask_uri(outcome.tracking_uri)
-    experiment_id = client_for(outcome.tracking_uri).get_experiment_by_name(outcome.experiment).experiment_id
     if where.startswith(("http://", "https://")):
         browse = f"its trials, best first: {ui_link(where, experiment_id, spec.metric, spec.mode)}"
     else:
