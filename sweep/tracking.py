@@ -371,6 +371,7 @@ class MlflowTracking(Callback):
         self.stage = stage  # search: the trials of the space; final: the final stage's runs
         self.decisions = {} if decisions is None else decisions  # ASHA's, shared with the scheduler
         self._decisions_logged: dict[str, int] = {}
+        self._rerun_from: dict[str, int] = {}  # trial id -> the earliest epoch it ran twice
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.spec = spec
@@ -413,6 +414,7 @@ class MlflowTracking(Callback):
         MLflow): after a resume this object is a stale copy."""
         _TRACKERS[(self.parent_run_id, self.stage)] = self
         self._runs, self._last_epoch = {}, {}  # a stale copy's: found again (journal, else MLflow) on first use
+        self._rerun_from = {}
         local = self._local
         if local is not None:
             tags = local.tags.get(self.parent_run_id, {})
@@ -528,7 +530,9 @@ class MlflowTracking(Callback):
             # restored from a checkpoint older than its last logged epoch (the driver or a worker
             # died): these epochs run again, and it is this attempt's weights that go on. Logged
             # again with a newer timestamp (readers keep the later value of a step), and said so.
-            tags["rerun_from_epoch"] = str(epoch)
+            if epoch < self._rerun_from.get(trial.trial_id, epoch + 1):  # the earliest epoch that ran twice
+                self._rerun_from[trial.trial_id] = epoch
+                tags["rerun_from_epoch"] = str(epoch)
         now = int(time.time() * 1000)
         keys = [k for k in (*EPOCH_METRICS, *FINAL_METRICS) if k in result]
         self._write("log_batch", run_id=run_id, metrics=[_metric(k, result[k], epoch, now) for k in keys], tags=tags)
