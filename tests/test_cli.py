@@ -74,6 +74,7 @@ def test_user_mistakes_get_one_sentence_and_no_traceback(tmp_path, args, message
     assert "Traceback" not in proc.stderr and "pw@" not in proc.stderr + proc.stdout
 
 
+@pytest.mark.slow  # a simulation or a subprocess: CI runs it
 def test_validate_and_spaces(tmp_path):
     assert "valid. 6 trials (optuna)" in byol_sweep("validate", "quick", cwd=tmp_path).stdout
     listing = byol_sweep("spaces", cwd=tmp_path).stdout
@@ -96,6 +97,7 @@ def test_validate_lists_every_problem_of_a_space_one_line_each(tmp_path, capsys)
     assert len(lines) == 1 and lines[0].startswith(f"byol-sweep validate: error: {space}: metric: 'accuracy' is unknown")
 
 
+@pytest.mark.slow  # a simulation or a subprocess: CI runs it
 def test_gpus_per_trial_on_a_machine_without_a_gpu_is_refused_before_anything_is_made(tmp_path):
     import torch
 

@@ -1,6 +1,8 @@
 """The local MLflow journal: written first, replayed exactly once, placeholders mapped."""
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from mlflow.tracking import MlflowClient
@@ -29,6 +31,7 @@ def metric(epoch):
     return {"key": "loss", "value": 1.0 / epoch, "timestamp": 1000 + epoch, "step": epoch}
 
 
+@pytest.mark.slow  # a simulation or a subprocess: CI runs it
 def test_records_are_journalled_sent_once_and_wait_while_mlflow_is_down(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     exp = MlflowClient(uri).create_experiment("j")
@@ -102,6 +105,7 @@ class AcceptsThenDies:
         return call
 
 
+@pytest.mark.slow  # a simulation or a subprocess: CI runs it
 def test_a_record_mlflow_accepted_before_the_sender_died_is_not_sent_twice(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     exp = MlflowClient(uri).create_experiment("j")

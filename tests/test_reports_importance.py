@@ -1,6 +1,8 @@
 """reports.importance on Sweep-like objects with a known dependence of the objective on the parameters."""
 from __future__ import annotations
 
+import pytest
+
 import math
 import types
 
@@ -27,6 +29,7 @@ def fake_sweep(n: int, effect: float, seed: int = 0, mode: str = "max", status="
                                  raw_params=raw, mode=mode, metric="knn_acc")
 
 
+@pytest.mark.slow  # a simulation or a subprocess: CI runs it
 def test_strong_parameter_ranks_first_with_a_small_permutation_p():
     imp, note = param_importances(fake_sweep(20, effect=0.1), n_boot=20, n_perm=39)
     assert isinstance(imp, Importances)
@@ -41,6 +44,7 @@ def test_strong_parameter_ranks_first_with_a_small_permutation_p():
     assert one.table.equals(two.table) and one.top_p == two.top_p  # seeded
 
 
+@pytest.mark.slow  # a simulation or a subprocess: CI runs it
 def test_pure_noise_objective_has_no_small_permutation_p():
     imp, note = param_importances(fake_sweep(20, effect=0.0, seed=3, mode="min"), n_boot=10, n_perm=39)
     assert imp is not None and imp.top_p > 0.1

@@ -81,6 +81,7 @@ def test_family_wise_false_positives_with_five_identical_arms():
     assert np.any(r["p"] < 0.05, axis=1).mean() > 0.15
 
 
+@pytest.mark.slow  # a simulation or a subprocess: CI runs it
 def test_compare_arms_uses_the_same_tests_and_controls_the_family():
     rng = np.random.default_rng(11)
     arms = list("abcde")

@@ -11,6 +11,8 @@ from trainer import TrainConfig
 from trainer import data as D
 from trainer import embedded as E
 
+pytestmark = pytest.mark.slow  # generates whole datasets: seconds each; CI runs it
+
 N_CLASSES = len(E.SHAPES)
 
 

@@ -68,6 +68,7 @@ def straight():
     return trainer, results
 
 
+@pytest.mark.slow  # a second Python process: CI runs it
 @pytest.mark.slow  # spawns byol-sweep or trains for seconds: CI runs it, the fast loop does not
 def test_resume_in_a_new_process_is_exact(straight, tmp_path):
     trainer, results = straight
