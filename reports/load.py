@@ -359,22 +359,26 @@ def _finals(client: MlflowClient, runs: list, experiment: str, metric: str, mode
     return finals
 
 
+def _tagged_records(runs: list, prefix: str):
+    """(trial name, record) for each JSON object a scheduler left in a run's tags named prefix<n>."""
+    for run in runs:
+        for key, text in run.data.tags.items():
+            if key.startswith(prefix):
+                record = _json(text)
+                if record:
+                    yield run.info.run_name or run.info.run_id, record
+
+
 DECISION_COLUMNS = ["trial", "rung", "value", "cutoff", "decision"]
 
 
 def _decisions(runs: list) -> pd.DataFrame:
     """ASHA's decisions as the scheduler recorded them (tags asha.rung_<epoch>)."""
     rows = []
-    for run in runs:
-        for key, text in run.data.tags.items():
-            if key.startswith("asha.rung_"):
-                d = _json(text)
-                if d:
-                    cutoff = d.get("cutoff")
-                    rows.append({"trial": run.info.run_name or run.info.run_id, "rung": int(d.get("rung", 0)),
-                                 "value": float(d.get("value", math.nan)),
-                                 "cutoff": math.nan if cutoff is None else float(cutoff),
-                                 "decision": str(d.get("decision", ""))})
+    for trial, d in _tagged_records(runs, "asha.rung_"):
+        cutoff = d.get("cutoff")
+        rows.append({"trial": trial, "rung": int(d.get("rung", 0)), "value": float(d.get("value", math.nan)),
+                     "cutoff": math.nan if cutoff is None else float(cutoff), "decision": str(d.get("decision", ""))})
     return pd.DataFrame(rows, columns=DECISION_COLUMNS).sort_values(["rung", "trial"]).reset_index(drop=True)
 
 
@@ -386,15 +390,10 @@ def _exploits(runs: list) -> pd.DataFrame:
     at `epoch` it took `from_trial`'s checkpoint of `from_epoch` and continued with `new` values."""
     names = {r.data.tags.get("byol_sweep.trial_id"): r.info.run_name or r.info.run_id for r in runs}
     rows = []
-    for run in runs:
-        for key, text in run.data.tags.items():
-            if key.startswith("pbt.exploit_"):
-                d = _json(text)
-                if d:
-                    rows.append({"trial": run.info.run_name or run.info.run_id, "epoch": int(d.get("epoch", 0)),
-                                 "from_trial": names.get(d.get("from"), f"trial_{d.get('from')}"),
-                                 "from_epoch": int(d.get("from_epoch", 0)), "old": d.get("old") or {},
-                                 "new": d.get("new") or {}})
+    for trial, d in _tagged_records(runs, "pbt.exploit_"):
+        rows.append({"trial": trial, "epoch": int(d.get("epoch", 0)),
+                     "from_trial": names.get(d.get("from"), f"trial_{d.get('from')}"),
+                     "from_epoch": int(d.get("from_epoch", 0)), "old": d.get("old") or {}, "new": d.get("new") or {}})
     return pd.DataFrame(rows, columns=EXPLOIT_COLUMNS).sort_values(["epoch", "trial"]).reset_index(drop=True)
 
 
