@@ -158,10 +158,9 @@ def _param_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, dict, tuple)) else str(value)
 
 
-def start_sweep(uri: str, experiment: str, spec: SweepSpec, sweep_name: str, extra_params: dict[str, Any]) -> str:
-    """Create (or find, for a resumed sweep) the parent run; returns its id."""
-    from mlflow.entities import Param
-
+def experiment_for(uri: str, experiment: str) -> str:
+    """The id of the named MLflow experiment, created if it is not there (artifacts of a local store
+    beside its database, in mlartifacts/)."""
     client = client_for(uri)
     with store_lock(uri):
         exp = client.get_experiment_by_name(experiment)
@@ -178,8 +177,15 @@ def start_sweep(uri: str, experiment: str, spec: SweepSpec, sweep_name: str, ext
     if exp.lifecycle_stage == "deleted":
         raise TrackingError(f"MLflow experiment {experiment!r} was deleted; restore it with `mlflow experiments "
                             f"restore --experiment-id {exp.experiment_id}` or name another with --experiment")
-    else:
-        experiment_id = exp.experiment_id
+    return exp.experiment_id
+
+
+def start_sweep(uri: str, experiment: str, spec: SweepSpec, sweep_name: str, extra_params: dict[str, Any]) -> str:
+    """Create (or find, for a resumed sweep) the parent run; returns its id."""
+    from mlflow.entities import Param
+
+    client = client_for(uri)
+    experiment_id = experiment_for(uri, experiment)
     existing = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`byol_sweep.role` = 'sweep' and tags.`byol_sweep.sweep_name` = '{sweep_name}'",
