@@ -385,6 +385,7 @@ class MlflowTracking(Callback):
         self._client = None
         self._runs: dict[str, str] = {}  # trial id -> run id
         self._last_epoch: dict[str, int] = {}
+        self._nodes: dict[str, list[str]] = {}  # trial id -> the Ray nodes it ran on, in order
         self.best: tuple[float, str, dict] | None = None  # (objective, trial id, config) of a completed trial
         self.ended: dict[str, str] = {}  # trial id -> status, for trials Tune ended (not interrupted ones)
 
@@ -420,6 +421,7 @@ class MlflowTracking(Callback):
         MLflow): after a resume this object is a stale copy."""
         _TRACKERS[(self.parent_run_id, self.stage)] = self
         self._runs, self._last_epoch = {}, {}  # a stale copy's: found again (journal, else MLflow) on first use
+        self._nodes = {}
         self._rerun_from = {}
         local = self._local
         if local is not None:
@@ -466,6 +468,7 @@ class MlflowTracking(Callback):
             if known or writer.journal.complete:
                 run_id = known[0] if known else self._create_run(trial)
                 self._last_epoch[trial_id] = writer.state.last_step.get(run_id, 0)
+                self._nodes[trial_id] = _node_list(writer.state.tags.get(run_id, {}))
                 self._runs[trial_id] = run_id
                 return run_id
         found = self.client.search_runs(
@@ -478,9 +481,11 @@ class MlflowTracking(Callback):
             run_id = found[0].info.run_id
             history = self.client.get_metric_history(run_id, "epoch_s")
             self._last_epoch[trial_id] = max((m.step for m in history), default=0)
+            self._nodes[trial_id] = _node_list(found[0].data.tags)
         else:
             run_id = self._create_run(trial)
             self._last_epoch[trial_id] = 0
+            self._nodes[trial_id] = []
         self._runs[trial_id] = run_id
         return run_id
 
@@ -539,6 +544,11 @@ class MlflowTracking(Callback):
             if epoch < self._rerun_from.get(trial.trial_id, epoch + 1):  # the earliest epoch that ran twice
                 self._rerun_from[trial.trial_id] = epoch
                 tags["rerun_from_epoch"] = str(epoch)
+        nodes = self._nodes.setdefault(trial.trial_id, [])
+        node = result.get("node_id")
+        if isinstance(node, str) and node and (not nodes or nodes[-1] != node):  # a new attempt, on another node
+            nodes.append(node)
+            tags.update({"node_id": node, "nodes": json.dumps(nodes)})
         now = int(time.time() * 1000)
         keys = [k for k in (*EPOCH_METRICS, *FINAL_METRICS) if k in result]
         self._write("log_batch", run_id=run_id, metrics=[_metric(k, result[k], epoch, now) for k in keys], tags=tags)
@@ -608,6 +618,15 @@ class MlflowTracking(Callback):
                 self._write("log_batch", run_id=run_id, tags={"status": INTERRUPTED})
                 self._write("set_terminated", run_id=run_id, status="KILLED", end_time=int(time.time() * 1000))
         self._write_best()
+
+
+def _node_list(tags: dict[str, str]) -> list[str]:
+    """The `nodes` tag of a trial's run (the Ray nodes it ran on, in order), as a list."""
+    try:
+        nodes = json.loads(tags.get("nodes", "[]"))
+    except ValueError:
+        return []
+    return [n for n in nodes if isinstance(n, str)] if isinstance(nodes, list) else []
 
 
 def end_sweep(uri: str, parent_run_id: str, state: str) -> None:

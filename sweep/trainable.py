@@ -5,6 +5,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 
 from trainer import Diverged, TrainConfig, Trainer
@@ -51,6 +52,8 @@ def fit_and_report(config: TrainConfig, marks: set[int], allow_changes: tuple[st
         with checkpoint.as_directory() as folder:
             trainer.load(Path(folder) / CHECKPOINT_FILE, allow_changes=allow_changes)
     values = {f"hp.{k}": float(getattr(config, k)) for k in CONTINUABLE_CHANGES} if report_hyperparameters else {}
+    # which Ray node ran each epoch: the driver tags the trial's run with it (a restored trial may move)
+    values["node_id"] = ray.get_runtime_context().get_node_id()
     try:
         for result in trainer.fit():
             metrics = {**result.metrics(), **values}

@@ -1,0 +1,288 @@
+"""A real multi-node Ray cluster on this machine: a head and two worker nodes of 1 CPU each (Ray's
+own `ray.cluster_utils.Cluster`, in a process of its own: tests/multinode.py), with token
+authentication, driven through `byol-sweep run --address` as a user would, results on shared
+storage (a folder every node of this machine reaches) and MLflow in a SQLite file."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from .conftest import write_space
+from .test_cli import CLI, ROOT, byol_sweep
+
+WORKERS = 2
+
+
+class LocalCluster:
+    """The helper process that owns the cluster; its commands add and remove worker nodes."""
+
+    def __init__(self, folder: Path):
+        self.temp = f"/tmp/bsm-{os.getpid()}"  # short: Ray's socket paths live under it
+        self.env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+        self.log = folder / "cluster.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.multinode", self.temp, str(WORKERS)], cwd=ROOT, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self.log, "w"), start_new_session=True,
+            env={**os.environ, **self.env, "PYTHONPATH": ROOT},
+        )
+        started = self._answer()
+        self.address, self.head, self.workers = started["address"], started["head"], list(started["workers"])
+
+    def _answer(self) -> dict:
+        line = self.proc.stdout.readline()  # the helper answers every command, or dies (then: its log)
+        assert line, f"the cluster helper exited {self.proc.poll()}: {self.log.read_text()[-3000:]}"
+        return json.loads(line)
+
+    def _command(self, text: str) -> dict:
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+        return self._answer()
+
+    @property
+    def nodes(self) -> set[str]:
+        return {self.head, *self.workers}
+
+    def add_worker(self) -> str:
+        node = self._command("add")["node"]
+        self.workers.append(node)
+        return node
+
+    def remove_worker(self, node: str) -> None:
+        assert node in self.workers, node  # never the head: the drivers are attached to it
+        assert self._command(f"remove {node}") == {"removed": node}
+        self.workers.remove(node)
+
+    def shutdown(self) -> None:
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """One cluster for the module: a head and WORKERS worker nodes, 1 CPU each."""
+    made = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    yield made
+    made.shutdown()
+
+
+@pytest.fixture
+def nodes(cluster):
+    """The cluster with WORKERS live worker nodes (a test before may have removed one)."""
+    while len(cluster.workers) < WORKERS:
+        cluster.add_worker()
+    return cluster
+
+
+def trial_runs(uri: str, experiment: str) -> list:
+    from sweep.tracking import store_lock
+
+    with store_lock(uri):  # the driver creates the store under this lock: never read it half-made
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return []
+        return client.search_runs([exp.experiment_id], "tags.`byol_sweep.role` = 'trial'")
+
+
+def steps(uri: str, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in MlflowClient(uri).get_metric_history(run_id, key))
+
+
+def start_driver(tmp_path: Path, *args: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env={**os.environ, "PYTHONPATH": ROOT, **env})
+
+
+def wait_for(condition, driver: subprocess.Popen, timeout_s: float = 300):
+    """condition() every 0.2 s until it returns something, while the driver runs (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while driver.poll() is None and time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    out = driver.stdout.read() if driver.poll() is not None else "(still running)"
+    raise AssertionError(f"the condition never held; driver exit {driver.poll()}: {out[-3000:]}")
+
+
+@pytest.mark.slow
+def test_trials_run_on_every_node_of_the_cluster(nodes, tmp_path):
+    space = write_space(tmp_path, "spread", base={"epochs": 2}, grid={"seed": [0, 1, 2]}, algorithm="grid",
+                        asha=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    result = byol_sweep("run", str(space), "--name", "spread", "--address", nodes.address, "--storage",
+                        str(tmp_path / "shared"), "--tracking-uri", uri, "--no-report", "--cpus-per-trial", "1",
+                        cwd=tmp_path, env=nodes.env)
+    assert "3 at a time with 1 CPU each" in result.stdout  # the cluster's 3 CPUs, one per node
+    assert "sweep spread finished: 3 completed" in result.stdout
+    runs = trial_runs(uri, "spread")
+    assert sorted(r.data.tags["byol_sweep.trial_id"] for r in runs) == sorted(
+        {r.data.tags["byol_sweep.trial_id"] for r in runs}) and len(runs) == 3  # one run per trial
+    # three trials at a time on three 1-CPU nodes: one on each, the head included
+    assert {r.data.tags["node_id"] for r in runs} == nodes.nodes
+    for run in runs:
+        assert run.data.tags["status"] == "completed" and run.info.status == "FINISHED"
+        assert json.loads(run.data.tags["nodes"]) == [run.data.tags["node_id"]]  # never moved
+        assert steps(uri, run.info.run_id, "knn_acc") == [1, 2]
+
+
+@pytest.mark.slow
+def test_a_trial_whose_node_dies_continues_on_another_node_from_its_checkpoint(nodes, tmp_path):
+    epochs = 10
+    space = write_space(tmp_path, "nodeloss", base={"epochs": epochs}, grid={"seed": [0, 1, 2]}, algorithm="grid",
+                        asha=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    driver = start_driver(tmp_path, "run", str(space), "--name", "nodeloss", "--address", nodes.address, "--storage",
+                          str(tmp_path / "shared"), "--tracking-uri", uri, "--no-report", "--max-failures", "1",
+                          "--checkpoint-every", "1", env=nodes.env)
+
+    def trial_on_a_worker():  # a running trial on a worker node with 2 epochs in MLflow
+        for run in trial_runs(uri, "nodeloss"):
+            tags = run.data.tags
+            if tags.get("node_id") in nodes.workers and tags.get("status") == "running" and len(
+                    steps(uri, run.info.run_id, "epoch_s")) >= 2:
+                return run
+        return None
+
+    victim = wait_for(trial_on_a_worker, driver)
+    lost = victim.data.tags["node_id"]
+    nodes.remove_worker(lost)  # every process of that node killed at once, the trial's among them
+    logged_before = steps(uri, victim.info.run_id, "epoch_s")
+    assert len(logged_before) < epochs  # it died mid-trial
+    out, _ = driver.communicate(timeout=600)
+    assert driver.returncode == 0, out[-3000:]
+    assert "sweep nodeloss finished: 3 completed" in out, out[-3000:]
+
+    runs = trial_runs(uri, "nodeloss")
+    assert len(runs) == 3 and len({r.data.tags["byol_sweep.trial_id"] for r in runs}) == 3  # none lost, none twice
+    (moved,) = [r for r in runs if r.info.run_id == victim.info.run_id]  # the same MLflow run, continued
+    tags = moved.data.tags
+    assert tags["status"] == "completed" and moved.info.status == "FINISHED"
+    assert tags["restarts"] == "1"  # Tune retried it once (--max-failures 1 allows it)
+    history = json.loads(tags["nodes"])
+    assert history[0] == lost and len(history) == 2 and history[1] != lost, history
+    assert tags["node_id"] == history[1] and history[1] in nodes.nodes  # a live node ran the rest
+    # restored from the checkpoint of its last logged epoch: every epoch logged once, none re-run
+    assert "rerun_from_epoch" not in tags
+    for key in ("knn_acc", "loss", "epoch_s"):
+        assert steps(uri, moved.info.run_id, key) == list(range(1, epochs + 1)), key
+    for run in runs:
+        assert run.data.tags["status"] == "completed"
+        assert steps(uri, run.info.run_id, "knn_acc") == list(range(1, epochs + 1))
+    # Tune's own record of the trial: each epoch reported once across both nodes
+    trial_dir = next(d for d in (tmp_path / "shared" / "nodeloss").glob("train_byol_*")
+                     if tags["byol_sweep.trial_id"] in d.name)
+    reported = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+    assert [r["epoch"] for r in reported] == list(range(1, epochs + 1))
+    assert {r["node_id"] for r in reported} == set(history)
+    on_lost = [r["epoch"] for r in reported if r["node_id"] == lost]
+    assert on_lost == list(range(1, len(on_lost) + 1)) and len(on_lost) >= len(logged_before) >= 2
+    # continued from the checkpoint of the last epoch the lost node reported (checkpoints every epoch)
+    assert next(r["epoch"] for r in reported if r["node_id"] != lost) == on_lost[-1] + 1
+
+
+@pytest.mark.slow
+def test_a_killed_driver_resumes_on_the_cluster_and_every_trial_finishes_once(nodes, tmp_path):
+    epochs = 6
+    space = write_space(tmp_path, "driverdeath", base={"epochs": epochs}, grid={"seed": [0, 1, 2, 3]},
+                        algorithm="grid", asha=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    storage = str(tmp_path / "shared")
+    driver = start_driver(tmp_path, "run", str(space), "--name", "driverdeath", "--address", nodes.address,
+                          "--storage", storage, "--tracking-uri", uri, "--no-report", env=nodes.env)
+    # kill the driver as soon as one trial has finished (others are under way on the other nodes)
+    wait_for(lambda: any(r.data.tags.get("status") == "completed" for r in trial_runs(uri, "driverdeath")), driver)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver alone: the cluster lives in another process group
+    driver.wait()
+    before = {r.data.tags["byol_sweep.trial_id"]: r.data.tags.get("status") for r in trial_runs(uri, "driverdeath")}
+    assert 0 < list(before.values()).count("completed") < 4, before
+
+    resumed = byol_sweep("resume", "driverdeath", "--address", nodes.address, "--storage", storage,
+                         "--tracking-uri", uri, "--no-report", cwd=tmp_path, env=nodes.env)
+    assert "sweep driverdeath finished: 4 completed" in resumed.stdout
+    runs = trial_runs(uri, "driverdeath")
+    assert len(runs) == 4 and len({r.data.tags["byol_sweep.trial_id"] for r in runs}) == 4
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("driverdeath")
+    assert len(client.search_runs([exp.experiment_id], "tags.`byol_sweep.role` = 'sweep'")) == 1
+    for run in runs:
+        tags = run.data.tags
+        assert tags["status"] == "completed" and run.info.status == "FINISHED"
+        assert set(json.loads(tags["nodes"])) <= nodes.nodes and tags["node_id"] in nodes.nodes
+        # an epoch appears twice only when it really ran twice (restored from a checkpoint older than
+        # the last logged epoch: Tune's saved state lags the results), and the run says from which
+        rerun = int(tags.get("rerun_from_epoch", epochs + 1))
+        for key in ("knn_acc", "loss", "epoch_s"):
+            logged = steps(uri, run.info.run_id, key)
+            assert sorted(set(logged)) == list(range(1, epochs + 1)), (key, logged)
+            assert all(logged.count(e) == 1 for e in range(1, rerun)), (key, logged, rerun)
+    assert len({r.data.tags["node_id"] for r in runs}) >= 2  # the sweep used more than one node
+
+
+def test_a_trials_run_records_the_nodes_it_ran_on_across_a_retry_and_a_resume(tmp_path):
+    """The driver's callback alone (no Ray): node_id is the latest node, nodes the history; a
+    restarted trial on the same node adds nothing; a resumed driver continues the history."""
+    import pickle
+    from types import SimpleNamespace
+
+    from sweep import tracking
+    from sweep.space import load_space
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    spec = load_space(str(write_space(tmp_path, "moves", base={"epochs": 6}, grid={"seed": [0]}, algorithm="grid",
+                                      asha=False)))
+    client = MlflowClient(uri)
+    exp = client.create_experiment("moves")
+    parent = client.create_run(exp, run_name="moves", tags={"byol_sweep.role": "sweep"}).info.run_id
+    tracking.DRIVER_TRACKING_URI[parent] = uri
+    trial = SimpleNamespace(trial_id="t1", config={"seed": 0}, last_result={"epoch": 6}, num_failures=0)
+
+    def result(epoch, node):
+        return {"epoch": epoch, "loss": 1.0, "knn_acc": 0.5, "epoch_s": 1.0, "node_id": node}
+
+    tracking.open_journal(uri, parent, tmp_path / "sweep", new=True)
+    try:
+        cb = tracking.MlflowTracking(uri, exp, parent, spec, {"cpu": 1})
+        cb.setup()
+        cb.on_trial_start(0, [trial], trial)
+        cb.on_trial_result(0, [trial], trial, result(1, "node-a"))
+        cb.on_trial_result(0, [trial], trial, result(2, "node-a"))
+        trial.num_failures = 1
+        cb.on_trial_recover(0, [trial], trial)
+        cb.on_trial_result(0, [trial], trial, result(3, "node-b"))
+        stale = pickle.loads(pickle.dumps(cb))  # Tune's copy, as a resumed driver restores it
+    finally:
+        tracking.close_journal(parent)
+    (run,) = client.search_runs([exp], "tags.`byol_sweep.role` = 'trial'")
+    assert run.data.tags["node_id"] == "node-b" and json.loads(run.data.tags["nodes"]) == ["node-a", "node-b"]
+
+    tracking.open_journal(uri, parent, tmp_path / "sweep")  # the resumed driver
+    try:
+        stale.setup()
+        stale.on_trial_start(0, [trial], trial)
+        stale.on_trial_result(0, [trial], trial, result(4, "node-b"))  # the same node again: no new entry
+        stale.on_trial_result(0, [trial], trial, result(5, "node-c"))
+        stale.on_trial_result(0, [trial], trial, result(6, "node-c"))
+        stale.on_trial_complete(0, [trial], trial)
+    finally:
+        tracking.close_journal(parent)
+    (run,) = client.search_runs([exp], "tags.`byol_sweep.role` = 'trial'")
+    assert run.data.tags["node_id"] == "node-c"
+    assert json.loads(run.data.tags["nodes"]) == ["node-a", "node-b", "node-c"]
+    assert run.data.tags["status"] == "completed"
