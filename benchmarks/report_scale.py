@@ -2,6 +2,7 @@
 
     python benchmarks/report_scale.py                    # synthesise, then report from SQLite
     python benchmarks/report_scale.py --server           # also through a real `mlflow server` on 127.0.0.1
+    python benchmarks/report_scale.py --store DIR        # keep the synthesised store in DIR, reuse it next time
 
 Synthesises a sweep in MLflow exactly as docs/mlflow-layout.md lays it out (ASHA grace 1,
 reduction factor 3, 100 epochs: most trials stopped at the early rungs, a few completed, every
@@ -27,9 +28,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vocabulary import EPOCH_METRICS, asha_rungs  # noqa: E402
+from vocabulary import EPOCH_METRICS, HYPERPARAMETER_METRICS, asha_rungs  # noqa: E402
 
 GRACE, RF, MAX_EPOCHS = 1, 3, 100
+LOGGED = [k for k in EPOCH_METRICS if k not in HYPERPARAMETER_METRICS]  # hp.* only under PBT
 
 
 def synthesise(uri: str, trials: int, seed: int = 0) -> str:
@@ -85,7 +87,7 @@ def synthesise(uri: str, trials: int, seed: int = 0) -> str:
         for e, knn in enumerate(values, start=1):
             row = {"loss": 2.0 / e, "knn_acc": knn, "z_std": 0.06, "z_spread": 0.7, "eff_rank": 40.0, "lr": lr,
                    "tau": tau, "images_per_s": 3000.0, "epoch_s": 10.0}
-            metrics += [Metric(k, float(row[k]), t0 + 1000 * e, e) for k in EPOCH_METRICS]
+            metrics += [Metric(k, float(row[k]), t0 + 1000 * e, e) for k in LOGGED]
         for j in range(0, len(metrics), 1000):
             client.log_batch(run, metrics=metrics[j : j + 1000], params=[Param(k, str(v)) for k, v in config.items()] if j == 0 else [])
         client.set_terminated(run, "FINISHED", end_time=t0 + 1000 * epochs)
@@ -114,6 +116,15 @@ def report(uri: str, experiment: str, out: Path) -> dict:
     return {"seconds": round(seconds, 2), "peak_rss_mb": round(max(peak, before) / 1024, 1)}
 
 
+def _has_experiment(db: Path, name: str) -> bool:
+    import sqlite3
+
+    if not db.exists():
+        return False
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        return con.execute("select count(*) from experiments where name = ?", (name,)).fetchone()[0] > 0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -124,12 +135,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--server", action="store_true", help="also report through a real mlflow server")
+    parser.add_argument("--store", type=Path, help="a folder to keep the synthesised mlflow.db in and reuse on the "
+                                                   "next call (default: a new temporary folder)")
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="report-scale-"))
-    uri = f"sqlite:///{folder}/mlflow.db"
-    start = time.perf_counter()
-    experiment = synthesise(uri, args.trials)
-    print(json.dumps({"synthesised_trials": args.trials, "seconds": round(time.perf_counter() - start, 1)}), flush=True)
+    folder = args.store or Path(tempfile.mkdtemp(prefix="report-scale-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{folder.resolve()}/mlflow.db"
+    experiment = f"scale-{args.trials}"
+    if not (args.store and _has_experiment(folder / "mlflow.db", experiment)):
+        start = time.perf_counter()
+        synthesise(uri, args.trials)
+        print(json.dumps({"synthesised_trials": args.trials, "seconds": round(time.perf_counter() - start, 1)}),
+              flush=True)
     print(json.dumps({"store": "sqlite", "trials": args.trials, **report(uri, experiment, folder / "sqlite")}), flush=True)
     if args.server:
         port = free_port()

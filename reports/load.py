@@ -240,48 +240,76 @@ def _json(text: str) -> dict:
 
 RUN_IDS_PER_CALL = 100  # the tracking server's limit for one bulk-history request
 SERVER_MAX_RESULTS = 25_000
+SERVER_THREADS = 4  # bulk-history requests in flight at once: a server answers them on its own workers
 
 
 def metric_histories(client: MlflowClient, runs: list, keys: list[str]) -> dict[tuple[str, str], list]:
     """(run id, key) -> that metric's history [(timestamp, step, value)], read in bulk: one query
-    per metric for a SQL store, one request per metric and 100 runs for a tracking server, one
-    call per run and metric only for a store that has neither."""
-    run_ids = [r.info.run_id for r in runs]
+    per metric for a SQL store, one request per metric and 100 runs for a tracking server (several
+    in flight at once), one call per run and metric only for a store that has neither.
+
+    A metric whose latest value is at step 1 (epoch 1, the first; docs/mlflow-layout.md) has no
+    other epoch: its history is that value, which the run already holds (the later one, when epoch 1
+    was logged twice). Most trials of an ASHA sweep stop there, so only the others are asked for."""
     out: dict[tuple[str, str], list] = {}
-    if not run_ids:
+    asks: list[tuple[str, list[str]]] = []
+    latest_of = [(run.info.run_id, _latest(run)) for run in runs]
+    for key in keys:
+        wanted = []
+        for run_id, latest_metrics in latest_of:
+            latest = latest_metrics.get(key)
+            if latest is None:
+                continue
+            if latest.step <= 1:
+                out[(run_id, key)] = [(latest.timestamp, latest.step, latest.value)]
+            else:
+                wanted.append(run_id)
+        if wanted:
+            asks.append((key, wanted))
+    if not asks:
         return out
     store = client._tracking_client.store
-    for key in keys:
-        wanted = [r.info.run_id for r in runs if key in r.data.metrics]
-        if not wanted:
-            continue
-        if hasattr(store, "get_metric_history_bulk"):  # SQLAlchemy: one query for all runs
+    if hasattr(store, "get_metric_history_bulk"):  # SQLAlchemy: one query for all runs
+        for key, wanted in asks:
             for i in range(0, len(wanted), 500):
                 for m in store.get_metric_history_bulk(wanted[i : i + 500], key, max_results=10**9):
                     out.setdefault((m.run_id, key), []).append((m.timestamp, m.step, m.value))
-        elif hasattr(store, "get_host_creds"):  # a tracking server
-            for i in range(0, len(wanted), RUN_IDS_PER_CALL):
-                _bulk_from_server(store, wanted[i : i + RUN_IDS_PER_CALL], key, out)
-        else:
+    elif hasattr(store, "get_host_creds"):  # a tracking server
+        from concurrent.futures import ThreadPoolExecutor
+
+        creds = store.get_host_creds()
+        chunks = [(key, wanted[i : i + RUN_IDS_PER_CALL]) for key, wanted in asks
+                  for i in range(0, len(wanted), RUN_IDS_PER_CALL)]
+        with ThreadPoolExecutor(SERVER_THREADS) as pool:
+            for part in pool.map(lambda chunk: _bulk_from_server(creds, *chunk), chunks):
+                for item, history in part.items():
+                    out.setdefault(item, []).extend(history)
+    else:
+        for key, wanted in asks:
             for run_id in wanted:
                 out[(run_id, key)] = [(m.timestamp, m.step, m.value) for m in client.get_metric_history(run_id, key)]
     return out
 
 
-def _bulk_from_server(store, run_ids: list[str], key: str, out: dict) -> None:
+def _latest(run) -> dict:
+    """key -> the run's latest value of that metric as MLflow holds it (a Metric: step, timestamp, value)."""
+    return {m.key: m for m in run.data._metric_objs}  # RunData keeps the Metric objects only privately
+
+
+def _bulk_from_server(creds, key: str, run_ids: list[str]) -> dict[tuple[str, str], list]:
     from mlflow.utils.rest_utils import http_request
 
-    response = http_request(store.get_host_creds(), "/ajax-api/2.0/mlflow/metrics/get-history-bulk", "GET",
+    response = http_request(creds, "/ajax-api/2.0/mlflow/metrics/get-history-bulk", "GET",
                             params={"run_id": run_ids, "metric_key": key, "max_results": SERVER_MAX_RESULTS})
     response.raise_for_status()
     metrics = response.json().get("metrics", [])
     if len(metrics) >= SERVER_MAX_RESULTS and len(run_ids) > 1:  # the answer was cut: ask in halves
         half = len(run_ids) // 2
-        _bulk_from_server(store, run_ids[:half], key, out)
-        _bulk_from_server(store, run_ids[half:], key, out)
-        return
+        return _bulk_from_server(creds, key, run_ids[:half]) | _bulk_from_server(creds, key, run_ids[half:])
+    out: dict[tuple[str, str], list] = {}
     for m in metrics:
         out.setdefault((m["run_id"], key), []).append((int(m["timestamp"]), int(m["step"]), float(m["value"])))
+    return out
 
 
 def _curves(client: MlflowClient, runs: list, experiment: str) -> pd.DataFrame:

@@ -269,14 +269,14 @@ def stopped_blocks(s: Sweep) -> list:
     if stopped.empty:
         return []
     d = s.decisions
-    rows = []
-    for _, t in stopped.sort_values(["epochs_run", "final_metric"], ascending=[False, s.mode != "max"]).iterrows():
-        stop = d[(d["trial"] == t["trial"]) & (d["decision"] == "stop")] if len(d) else d
-        rows.append({"trial": t["trial"], "stopped at epoch": str(int(t["epochs_run"])),
-                     f"{s.metric} there": num(t["final_metric"]),
-                     "cut-off it faced": num(stop["cutoff"].iloc[0]) if len(stop) else "not recorded"})
+    stops = d[d["decision"] == "stop"].drop_duplicates("trial") if len(d) else d  # each trial's first stop
+    cutoff = dict(zip(stops["trial"], stops["cutoff"])) if len(stops) else {}
+    t = stopped.sort_values(["epochs_run", "final_metric"], ascending=[False, s.mode != "max"])
+    rows = pd.DataFrame({"trial": t["trial"].to_numpy(), "stopped at epoch": [str(int(e)) for e in t["epochs_run"]],
+                         f"{s.metric} there": [num(v) for v in t["final_metric"]],
+                         "cut-off it faced": [num(cutoff[x]) if x in cutoff else "not recorded" for x in t["trial"]]})
     return [Para(f"Stopped early by ASHA ({len(stopped)}), shown apart: their values are at fewer epochs and are "
-                 "not ranked with the full-budget trials."), Table(pd.DataFrame(rows))]
+                 "not ranked with the full-budget trials."), Table(rows)]
 
 
 def curves_section(s: Sweep, level: int, prefix: str, best_name, ylim=None) -> list:
