@@ -89,14 +89,17 @@ def draw_curves(ax, sweep: Sweep, key: str, colour_of, highlight: str | None = N
     status = dict(zip(sweep.trials["trial"], sweep.trials["status"]))
     groups: dict[tuple, list] = {}
     stops_x, stops_y, stops_c = [], [], []
-    many = sweep.curves["trial"].nunique() > 100
-    for trial, c in sweep.curves.groupby("trial", sort=True):
-        if key not in c:
-            continue
+    curves = sweep.curves
+    many = curves["trial"].nunique() > 100
+    if key not in curves:
+        ax.autoscale_view()
+        return
+    epochs, values = curves["epoch"].to_numpy(dtype=float), curves[key].to_numpy(dtype=float)
+    for trial, at in sorted(curves.groupby("trial").indices.items()):
         st = status.get(trial, "running")
         style = dict(STYLE.get(st, STYLE["running"]))
         colour = style.pop("color", None) or colour_of(trial)
-        xy = np.column_stack([c["epoch"].to_numpy(dtype=float), c[key].to_numpy(dtype=float)])
+        xy = np.column_stack([epochs[at], values[at]])
         if trial == highlight:
             ax.plot(xy[:, 0], xy[:, 1], color="#111111", lw=2.6, zorder=5)
             continue

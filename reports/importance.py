@@ -135,9 +135,6 @@ def param_importances(sweep: Sweep, n_boot: int = N_BOOT, n_perm: int = N_PERM, 
     objective (final_metric); (None, the reason) below MIN_RANK_TRIALS such trials, with fewer than
     MIN_PARAMS varying parameters, or when every objective is equal. Seeded: the same sweep gives the same
     numbers. Cost: about 1 + n_boot + n_perm + 1 fANOVA fits (0.05-0.2 s each for 10-100 trials)."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     done = sweep.full_budget
     # seed replicates a configuration; an "importance" of it would only measure noise
     fields = [f for f in sweep.swept if f != "seed" and f in done and done[f].nunique(dropna=True) > 1]
@@ -151,6 +148,9 @@ def param_importances(sweep: Sweep, n_boot: int = N_BOOT, n_perm: int = N_PERM, 
     if len(values) < MIN_RANK_TRIALS:
         return None, (f"Too few full-budget trials to rank parameters: importances need at least {MIN_RANK_TRIALS}; "
                       f"{len(values)} of {len(done)} have values inside the swept space.")
+    import optuna  # only here: a sweep too small to rank does not pay for importing it
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     direction = "maximize" if sweep.mode == "max" else "minimize"
     point = _fanova(fields, dists, params, values, direction, FULL_TREES, seed)
     if point is None:

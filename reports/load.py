@@ -330,13 +330,16 @@ def _curves(client: MlflowClient, runs: list, experiment: str) -> pd.DataFrame:
 
 def _trials(runs: list, curves: pd.DataFrame, experiment: str, metric: str, mode: str, now_ms: int):
     rows, raw = [], {}
-    by_trial = dict(tuple(curves.groupby("trial"))) if len(curves) else {}
+    rows_of = curves.groupby("trial", sort=False).indices if len(curves) else {}  # trial -> its rows, epoch order
+    column = {k: curves[k].to_numpy(dtype=float) for k in ("epoch", metric, "loss", "z_std", "z_spread", "eff_rank",
+                                                            "epoch_s") if k in curves}
+    nowhere = np.zeros(0, dtype=int)
     for run in runs:
         tags, params = run.data.tags, run.data.params
         trial = run.info.run_name or run.info.run_id
         raw[trial] = dict(params)
-        c = by_trial.get(trial, pd.DataFrame(columns=curves.columns))
-        final, best, best_epoch = _final_best(c, metric, mode)
+        at = rows_of.get(trial, nowhere)
+        final, best, best_epoch = _final_best(column, at, metric, mode)
         end = run.info.end_time or now_ms
         rows.append({
             "experiment": experiment,
@@ -346,17 +349,17 @@ def _trials(runs: list, curves: pd.DataFrame, experiment: str, metric: str, mode
             "status": tags.get("status", RUNNING),
             "policy": tags.get("policy", params.get("policy", "")),
             "seed": tags.get("seed", params.get("seed")),
-            "epochs_run": int(c["epoch"].max()) if len(c) else 0,
+            "epochs_run": int(column["epoch"][at].max()) if len(at) else 0,
             "metric": metric,
             "final_metric": final,
             "best_metric": best,
             "best_epoch": best_epoch,
-            "final_loss": _last(c, "loss"),
-            "final_z_std": _last(c, "z_std"),
-            "final_z_spread": _last(c, "z_spread"),
-            "final_eff_rank": _last(c, "eff_rank"),
+            "final_loss": _last(column, at, "loss"),
+            "final_z_std": _last(column, at, "z_std"),
+            "final_z_spread": _last(column, at, "z_spread"),
+            "final_eff_rank": _last(column, at, "eff_rank"),
             "linear_probe_acc": run.data.metrics.get("linear_probe_acc", math.nan),
-            "compute_s": float(c["epoch_s"].sum()) if "epoch_s" in c else 0.0,
+            "compute_s": float(np.nansum(column["epoch_s"][at])) if "epoch_s" in column else 0.0,
             "wall_s": (end - run.info.start_time) / 1000 if run.info.start_time else math.nan,
             "start_ms": run.info.start_time,
             "resources_cpu": _number(tags.get("resources.cpu"), 0.0),
@@ -425,22 +428,23 @@ def _exploits(runs: list) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=EXPLOIT_COLUMNS).sort_values(["epoch", "trial"]).reset_index(drop=True)
 
 
-def _final_best(c: pd.DataFrame, metric: str, mode: str) -> tuple[float, float, float]:
-    """(the objective: the value at the last epoch; the best value over epochs and its epoch, for
-    information only)."""
-    if metric not in c or not len(c):
+def _final_best(column: dict, at: np.ndarray, metric: str, mode: str) -> tuple[float, float, float]:
+    """Of one trial's rows `at` of the curves: (the objective: the value at the last epoch; the best
+    value over epochs and its epoch, for information only)."""
+    if metric not in column or not len(at):
         return math.nan, math.nan, math.nan
-    values, epochs = c[metric].to_numpy(dtype=float), c["epoch"].to_numpy()
+    values, epochs = column[metric][at], column["epoch"][at]
     i = best_index(values, mode)
     if i is None:
         return objective(values), math.nan, math.nan
     return objective(values), float(values[i]), float(epochs[i])
 
 
-def _last(c: pd.DataFrame, key: str) -> float:
-    if key not in c or not len(c):
+def _last(column: dict, at: np.ndarray, key: str) -> float:
+    """One trial's value of key at its last row of the curves."""
+    if key not in column or not len(at):
         return math.nan
-    return float(c[key].iloc[-1])
+    return float(column[key][at[-1]])
 
 
 def _number(text, default=math.nan) -> float:
