@@ -57,6 +57,10 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="set one field (repeatable)")
     p.add_argument("--out", help="output folder (default byol-runs/train-<time>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    p.add_argument("--tracking-uri", help="also log the run to MLflow here (its metrics per epoch, the encoder as "
+                                          "model/encoder.pt); default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db "
+                                          "here, when --experiment is given")
+    p.add_argument("--experiment", help="MLflow experiment of the run (default byol-train); logs to MLflow")
     fields = p.add_argument_group("configuration fields")
     for name, f in TrainConfig.fields().items():
         flags, options = _field_argument(name, f)
@@ -101,7 +105,19 @@ def cmd_train(args) -> int:
 
     config = _train_config(args)
     out = args.out or f"byol-runs/train-{time.strftime('%Y%m%d-%H%M%S')}"
-    final = train_to_folder(config, out, resume=args.resume)
+    if args.tracking_uri or args.experiment:
+        from .logged_train import train_logged
+        from .tracking import resolve_tracking_uri
+
+        final = train_logged(config, out, resolve_tracking_uri(args.tracking_uri), args.experiment, resume=args.resume)
+    else:
+        from trainer.loop import Diverged
+
+        try:
+            final = train_to_folder(config, out, resume=args.resume)
+        except Diverged as err:
+            print(f"training diverged: {err}", file=sys.stderr)
+            return 1
     return 0 if final else 1
 
 
@@ -132,14 +148,20 @@ def cmd_resume(args) -> int:
 
 
 def cmd_sync(args) -> int:
+    from .logged_train import is_train_folder, sync_train_folder
     from .runner import sync_sweep
+    from .tracking import resolve_tracking_uri
 
-    sent, left = sync_sweep(args.name, storage=args.storage, tracking_uri=args.tracking_uri)
+    if is_train_folder(args.name):
+        sent, left = sync_train_folder(args.name, resolve_tracking_uri(args.tracking_uri))
+    else:
+        sent, left = sync_sweep(args.name, storage=args.storage, tracking_uri=args.tracking_uri)
+    what = f"run {args.name}" if is_train_folder(args.name) else f"sweep {args.name}"
     if left:
-        print(f"sweep {args.name}: sent {sent} MLflow records; {left} could not be sent, try again", file=sys.stderr)
+        print(f"{what}: sent {sent} MLflow records; {left} could not be sent, try again", file=sys.stderr)
         return 1
-    print(f"sweep {args.name}: sent {sent} MLflow records from its journal" if sent
-          else f"sweep {args.name}: MLflow has every record of its journal")
+    print(f"{what}: sent {sent} MLflow records from its journal" if sent
+          else f"{what}: MLflow has every record of its journal")
     return 0
 
 
@@ -302,9 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", help="the file to write (default encoder-<run id>.pt)")
 
     sync = sub.add_parser("sync", help="send the MLflow records a sweep's journal still holds (its server was away)",
-                          description="Send what a sweep's local journal holds and MLflow does not yet have (a "
-                                      "tracking server that was unreachable); each record is sent exactly once.")
-    sync.add_argument("name", help="the sweep's name (as `byol-sweep run` printed it)")
+                          description="Send what a sweep's (or a `train --tracking-uri` run's) local journal holds "
+                                      "and MLflow does not yet have (a tracking server that was unreachable); each "
+                                      "record is sent exactly once.")
+    sync.add_argument("name", help="the sweep's name (as `byol-sweep run` printed it), or the output folder of a "
+                                   "`byol-sweep train --tracking-uri` run")
     _add_sweep_options(sync)
 
     validate = sub.add_parser("validate", help="check a search space file without running it",

@@ -323,8 +323,8 @@ def close_journal(parent_run_id: str, timeout: float | None = None) -> int:
         _SAVED_ENV.clear()
     if left:
         print(f"{left} MLflow records could not be sent (the tracking server does not answer); they wait in "
-              f"{writer.journal.path} and are sent by `{writer.sync_command or 'byol-sweep sync NAME'}` (or by `resume`, "
-              f"or `report`) once the server is back", file=sys.stderr, flush=True)
+              f"{writer.journal.path} and are sent by `{writer.sync_command or 'byol-sweep sync NAME'}` once the server "
+              "is back", file=sys.stderr, flush=True)
     return left
 
 

@@ -8,13 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from .conftest import free_port, write_space
+from .conftest import MlflowServer, write_space
 
 pytestmark = pytest.mark.slow
 
@@ -22,48 +21,11 @@ ROOT = str(Path(__file__).resolve().parents[1])
 EPOCHS = 6
 
 
-class Server:
-    """A real `mlflow server` on 127.0.0.1 that can be SIGKILLed and started again on the same port
-    and SQLite file."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.port = free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 120) -> None:
-        log = open(self.folder / "server.log", "a")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.folder}/server.db",
-             "--artifacts-destination", str(self.folder / "artifacts"), "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + timeout
-        while not self.healthy():
-            if self.proc.poll() is not None or time.time() > deadline:
-                self.kill()
-                raise RuntimeError(f"mlflow server did not start: {(self.folder / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # the server and its workers, at once
-            self.proc.wait(timeout=30)
-
-
 @pytest.fixture
 def server(tmp_path):
     folder = tmp_path / "server"
     folder.mkdir()
-    s = Server(folder)
+    s = MlflowServer(folder)
     s.start()
     yield s
     s.kill()

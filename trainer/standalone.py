@@ -24,9 +24,12 @@ def format_result(metrics: dict) -> str:
 
 
 def train_to_folder(config: TrainConfig, out: str | os.PathLike, resume: bool = False,
-                    log: Callable[[str], None] = print) -> dict:
+                    log: Callable[[str], None] = print,
+                    on_epoch: Callable[[list[dict]], None] | None = None) -> dict:
     """Train, checkpointing after every epoch (so a crash loses at most one epoch); with
-    resume=True continue from out/checkpoint.pt. Returns the final metrics."""
+    resume=True continue from out/checkpoint.pt. on_epoch(history) is called once an epoch's
+    checkpoint and metrics.json are written (and once on resuming, with the history so far).
+    Returns the final metrics."""
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -40,6 +43,8 @@ def train_to_folder(config: TrainConfig, out: str | os.PathLike, resume: bool = 
         if metrics_path.exists():
             history = json.loads(metrics_path.read_text())["history"][: trainer.epoch]
         log(f"resumed from {out / CHECKPOINT} at epoch {trainer.epoch}")
+        if on_epoch is not None and history:
+            on_epoch(history)
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     log(f"training {config.backbone} on {config.dataset} for {config.epochs} epochs on {trainer.device} "
         f"({len(trainer.data.train_images)} images, batch {trainer.batch_size})")
@@ -51,6 +56,8 @@ def train_to_folder(config: TrainConfig, out: str | os.PathLike, resume: bool = 
         tmp = metrics_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps({"final": metrics, "history": history}, indent=2))
         os.replace(tmp, metrics_path)
+        if on_epoch is not None:
+            on_epoch(history)
     final = history[-1] if history else {}
     log(f"wrote {metrics_path} and {out / CHECKPOINT}")
     return final
