@@ -176,7 +176,7 @@ def main(argv=None) -> None:
         "backbone": "small_cnn", "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
         "threads": torch.get_num_threads(), "lightly_version": lightly_version(),
         "raw_pixels": round(raw_pixels(baseline), 4),
-        "random_init": round(baseline.knn(), 4),
+        "random_init": round(baseline.evaluate()[0], 4),
     }
     result["noise_95"] = round(wilson_half_width(result["random_init"], queries), 4)
     if "core_defaults" not in args.skip:

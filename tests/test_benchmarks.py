@@ -16,3 +16,33 @@ def test_the_gpu_check_refuses_at_once_without_a_gpu():
                           timeout=120)
     assert proc.returncode == 2
     assert "no CUDA GPU" in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.slow
+def test_the_quality_benchmark_runs_end_to_end_on_a_tiny_tree(tmp_path):
+    """benchmarks/quality.py on a 3-class tree of 18 images, one epoch: one JSON with every figure."""
+    import json
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("test", 3)):
+        for c in range(3):
+            folder = tmp_path / split / f"c{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray((rng.random((32, 32, 3)) * 255).astype("uint8")).save(folder / f"{i}.png")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--data", str(tmp_path),
+                           "--per-class", "6", "--test-per-class", "3", "--epochs", "1", "--batch-size", "8",
+                           "--threads", "1", "--workers", "0", "--skip", "lightly"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["data"].startswith("CIFAR-10 subset: 18 training images")
+    for key in ("raw_pixels", "random_init"):
+        assert 0.0 <= result[key] <= 1.0
+    for arm in ("core_defaults", "core_lightly_recipe"):
+        assert len(result[arm]["curve"]) == 1 and 0.0 <= result[arm]["knn_acc"] <= 1.0
+    assert result["core_defaults"]["policy"] == "byol_small"
