@@ -16,10 +16,16 @@ never touches ~/.ray. If this process dies, Ray's reaper processes end the nodes
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 
 def main(argv: list[str]) -> int:
+    # answers go to the original stdout; whatever Ray and its processes print goes to stderr
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
     import ray._common.utils
     import ray._private.utils
     from ray.cluster_utils import Cluster
@@ -40,7 +46,7 @@ def main(argv: list[str]) -> int:
     cluster.wait_for_nodes()
 
     def say(value) -> None:
-        print(json.dumps(value), flush=True)
+        print(json.dumps(value), file=answers, flush=True)
 
     say({"address": cluster.address, "head": cluster.head_node.node_id,
          "workers": [n for n in nodes if n != cluster.head_node.node_id]})
