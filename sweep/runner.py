@@ -22,7 +22,6 @@ from .yaml_input import read_yaml
 from .tracking import (
     DRIVER_TRACKING_URI,
     FINAL,
-    MlflowTracking,
     check_store,
     client_for,
     close_journal,
@@ -265,6 +264,7 @@ def _final_trainable(resources: dict[str, float], checkpoint_every: int):
 
 
 def _callbacks(spec, uri, experiment_id, parent_run_id, resources, decisions):
+    from .callback import MlflowTracking
     from .progress import ConsoleProgress
 
     return [MlflowTracking(uri, experiment_id, parent_run_id, spec, resources, decisions=decisions), ConsoleProgress(spec)]
@@ -529,6 +529,7 @@ def run_final_stage(outcome: SweepOutcome, spec: SweepSpec, experiment_id: str, 
     a stage that stopped part-way continues from its Tune state (and each run from its checkpoint)."""
     from ray import tune
 
+    from .callback import MlflowTracking
     from .final import completed_trials, describe, final_runs, select, selection_json
     from .progress import ConsoleProgress
 
@@ -693,7 +694,8 @@ def outcome_of(metrics: dict, max_epochs: int, errored: bool, ended: bool = True
 def _finish(results, spec: SweepSpec, name: str, root: str, uri: str, experiment: str, parent_run_id: str,
             experiment_id: str) -> SweepOutcome:
 
-    from .tracking import SEARCH, tracker_for
+    from .callback import tracker_for
+    from .tracking import SEARCH
 
     tracker = tracker_for(parent_run_id, SEARCH)
     ended = tracker.ended if tracker is not None else None

@@ -240,7 +240,7 @@ def test_a_trials_run_records_the_nodes_it_ran_on_across_a_retry_and_a_resume(tm
     import pickle
     from types import SimpleNamespace
 
-    from sweep import tracking
+    from sweep import callback, tracking
     from sweep.space import load_space
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -257,7 +257,7 @@ def test_a_trials_run_records_the_nodes_it_ran_on_across_a_retry_and_a_resume(tm
 
     tracking.open_journal(uri, parent, tmp_path / "sweep", new=True)
     try:
-        cb = tracking.MlflowTracking(uri, exp, parent, spec, {"cpu": 1})
+        cb = callback.MlflowTracking(uri, exp, parent, spec, {"cpu": 1})
         cb.setup()
         cb.on_trial_start(0, [trial], trial)
         cb.on_trial_result(0, [trial], trial, result(1, "node-a"))

@@ -124,7 +124,7 @@ def test_rerun_epochs_are_logged_again_and_the_surviving_attempt_wins(tmp_path):
     from mlflow.tracking import MlflowClient
 
     from reports.load import _curves
-    from sweep import tracking
+    from sweep import callback, tracking
     from sweep.space import load_space
 
     from .conftest import write_space
@@ -139,7 +139,7 @@ def test_rerun_epochs_are_logged_again_and_the_surviving_attempt_wins(tmp_path):
     folder = tmp_path / "sweep"
     tracking.open_journal(uri, parent, folder, new=True)
     try:
-        cb = tracking.MlflowTracking(uri, exp, parent, spec, {"cpu": 1})
+        cb = callback.MlflowTracking(uri, exp, parent, spec, {"cpu": 1})
         cb.setup()
         trial = _trial("t1", 0)
         cb.on_trial_start(0, [trial], trial)
