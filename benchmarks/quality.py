@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

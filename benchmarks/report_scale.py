@@ -36,7 +36,7 @@ LOGGED = [k for k in EPOCH_METRICS if k not in HYPERPARAMETER_METRICS]  # hp.* o
 
 
 def synthesise(uri: str, trials: int, seed: int = 0) -> str:
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)

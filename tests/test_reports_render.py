@@ -256,7 +256,7 @@ def test_the_headline_is_the_final_stage_beside_the_baselines(report_a, store):
     values = np.array([h[-1]["knn_acc"] for h in store["finals"]])
     half = stats.t.ppf(0.975, 2) * values.std(ddof=1) / math.sqrt(3)
     result = md[md.index("## Result"):md.index("## Summary")]
-    assert (f"Selected configuration (trial t002, " in result
+    assert ("Selected configuration (trial t002, " in result
             and f"test knn_acc {values.mean():.4f} [{values.mean() - half:.4f}, {values.mean() + half:.4f}] (n = 3)"
             in result)
     assert "10000, 10001, 10002" in result and "optimistic" in result
