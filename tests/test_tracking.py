@@ -1,6 +1,8 @@
 """Tracking URIs: resolution, secrets never shown, unusable stores refused before any trial."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from sweep.secrets import mask_secrets
@@ -114,6 +116,26 @@ def _result(epoch, value):
     return {"epoch": epoch, "loss": 2.0 - value, "knn_acc": value, "epoch_s": 1.0}
 
 
+def _one_trial_sweep(folder, name: str):
+    """A sweep's parent run in a new SQLite store, for driving its callback by hand (no Ray): one
+    seed, 6 epochs. Returns (uri, spec, client, experiment id, parent run id)."""
+    from mlflow.tracking import MlflowClient
+
+    from sweep import tracking
+    from sweep.space import load_space
+
+    from .conftest import write_space
+
+    uri = f"sqlite:///{folder}/mlflow.db"
+    spec = load_space(str(write_space(folder, name, base={"epochs": 6}, grid={"seed": [0]}, algorithm="grid",
+                                      asha=False)))
+    client = MlflowClient(uri)
+    exp = client.create_experiment(name)
+    parent = client.create_run(exp, run_name=name, tags={"byol_sweep.role": "sweep"}).info.run_id
+    tracking.DRIVER_TRACKING_URI[parent] = uri
+    return uri, spec, client, exp, parent
+
+
 def test_rerun_epochs_are_logged_again_and_the_surviving_attempt_wins(tmp_path):
     """A driver dies after epoch 5 was logged; its trial's newest checkpoint on disk is epoch 3, so
     epochs 4 and 5 run again: MLflow gets them again (newer timestamps), the run is tagged
@@ -121,21 +143,10 @@ def test_rerun_epochs_are_logged_again_and_the_surviving_attempt_wins(tmp_path):
     resumed driver finds the trial's run and its last epoch from the journal alone."""
     import pickle
 
-    from mlflow.tracking import MlflowClient
-
     from reports.load import _curves
     from sweep import callback, tracking
-    from sweep.space import load_space
 
-    from .conftest import write_space
-
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    spec = load_space(str(write_space(tmp_path, "rerun", base={"epochs": 6}, grid={"seed": [0]}, algorithm="grid",
-                                      asha=False)))
-    client = MlflowClient(uri)
-    exp = client.create_experiment("rerun")
-    parent = client.create_run(exp, run_name="rerun", tags={"byol_sweep.role": "sweep"}).info.run_id
-    tracking.DRIVER_TRACKING_URI[parent] = uri
+    uri, spec, client, exp, parent = _one_trial_sweep(tmp_path, "rerun")
     folder = tmp_path / "sweep"
     tracking.open_journal(uri, parent, folder, new=True)
     try:
@@ -172,3 +183,49 @@ def test_rerun_epochs_are_logged_again_and_the_surviving_attempt_wins(tmp_path):
     assert list(curves["knn_acc"].round(2)) == [0.1, 0.2, 0.3, 0.54, 0.55, 0.56]
     assert run.data.metrics["knn_acc"] == 0.56
     assert client.get_run(parent).data.tags["byol_sweep.state"] == "finished"
+
+
+def test_a_trials_run_records_the_nodes_it_ran_on_across_a_retry_and_a_resume(tmp_path):
+    """The driver's callback alone (no Ray): node_id is the latest node, nodes the history; a
+    restarted trial on the same node adds nothing; a resumed driver continues the history."""
+    import pickle
+    from types import SimpleNamespace
+
+    from sweep import callback, tracking
+
+    uri, spec, client, exp, parent = _one_trial_sweep(tmp_path, "moves")
+    trial = SimpleNamespace(trial_id="t1", config={"seed": 0}, last_result={"epoch": 6}, num_failures=0)
+
+    def result(epoch, node):
+        return {"epoch": epoch, "loss": 1.0, "knn_acc": 0.5, "epoch_s": 1.0, "node_id": node}
+
+    tracking.open_journal(uri, parent, tmp_path / "sweep", new=True)
+    try:
+        cb = callback.MlflowTracking(uri, exp, parent, spec, {"cpu": 1})
+        cb.setup()
+        cb.on_trial_start(0, [trial], trial)
+        cb.on_trial_result(0, [trial], trial, result(1, "node-a"))
+        cb.on_trial_result(0, [trial], trial, result(2, "node-a"))
+        trial.num_failures = 1
+        cb.on_trial_recover(0, [trial], trial)
+        cb.on_trial_result(0, [trial], trial, result(3, "node-b"))
+        stale = pickle.loads(pickle.dumps(cb))  # Tune's copy, as a resumed driver restores it
+    finally:
+        tracking.close_journal(parent)
+    (run,) = client.search_runs([exp], "tags.`byol_sweep.role` = 'trial'")
+    assert run.data.tags["node_id"] == "node-b" and json.loads(run.data.tags["nodes"]) == ["node-a", "node-b"]
+
+    tracking.open_journal(uri, parent, tmp_path / "sweep")  # the resumed driver
+    try:
+        stale.setup()
+        stale.on_trial_start(0, [trial], trial)
+        stale.on_trial_result(0, [trial], trial, result(4, "node-b"))  # the same node again: no new entry
+        stale.on_trial_result(0, [trial], trial, result(5, "node-c"))
+        stale.on_trial_result(0, [trial], trial, result(6, "node-c"))
+        stale.on_trial_complete(0, [trial], trial)
+    finally:
+        tracking.close_journal(parent)
+    (run,) = client.search_runs([exp], "tags.`byol_sweep.role` = 'trial'")
+    assert run.data.tags["node_id"] == "node-c"
+    assert json.loads(run.data.tags["nodes"]) == ["node-a", "node-b", "node-c"]
+    assert run.data.tags["status"] == "completed"
