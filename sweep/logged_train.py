@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -120,14 +119,11 @@ def train_logged(config: TrainConfig, out: str | Path, uri: str, experiment: str
 
 def log_encoder(uri: str, out: Path, run_id: str, log=print) -> None:
     """The encoder of out/checkpoint.pt as the run's model/encoder.pt, beside model/config.json."""
-    from trainer.export import encoder_file_from_checkpoint
     from trainer.standalone import CHECKPOINT
 
-    client = client_for(uri)
-    with tempfile.TemporaryDirectory() as tmp:
-        encoder_file_from_checkpoint(out / CHECKPOINT, Path(tmp) / ENCODER_FILE)
-        (Path(tmp) / "config.json").write_text((out / "config.json").read_text())
-        client.log_artifacts(run_id, tmp, ARTIFACT_DIR)
+    from . import models
+
+    models.log_encoder(client_for(uri), run_id, out / CHECKPOINT, (out / "config.json").read_text())
     log(f"encoder logged to MLflow run {run_id} as {ARTIFACT_DIR}/{ENCODER_FILE} "
         f"(`byol-sweep export {run_id}` writes it to a file)")
 

@@ -20,8 +20,6 @@ CHECKPOINT_FILE = "trainer.pt"
 def log_models(uri: str, experiment_id: str, parent_run_id: str, results, role: str) -> int:
     """After a Tuner ends: for each trial whose run completed, log the encoder of its last
     checkpoint and tag its Ray folder (`byol_sweep.trial_dir`). Returns how many were logged."""
-    from trainer.export import encoder_file_from_checkpoint
-
     client = client_for(uri)
     runs = {}
     token = None
@@ -43,13 +41,21 @@ def log_models(uri: str, experiment_id: str, parent_run_id: str, results, role: 
         checkpoint = result.checkpoint
         if run.data.tags.get("status") != COMPLETED or checkpoint is None or ARTIFACT_DIR in _artifacts(client, run):
             continue
-        with checkpoint.as_directory() as folder, tempfile.TemporaryDirectory() as out:
-            encoder_file_from_checkpoint(Path(folder) / CHECKPOINT_FILE, Path(out) / ENCODER_FILE)
-            (Path(out) / "config.json").write_text(json.dumps(
-                {k: v for k, v in run.data.params.items()}, indent=2, sort_keys=True))
-            client.log_artifacts(run.info.run_id, out, ARTIFACT_DIR)
+        with checkpoint.as_directory() as folder:
+            log_encoder(client, run.info.run_id, Path(folder) / CHECKPOINT_FILE,
+                        json.dumps(dict(run.data.params), indent=2, sort_keys=True))
         logged += 1
     return logged
+
+
+def log_encoder(client, run_id: str, checkpoint: Path, config_json: str) -> None:
+    """The encoder of a trainer checkpoint as the run's model/encoder.pt, beside model/config.json."""
+    from trainer.export import encoder_file_from_checkpoint
+
+    with tempfile.TemporaryDirectory() as out:
+        encoder_file_from_checkpoint(checkpoint, Path(out) / ENCODER_FILE)
+        (Path(out) / "config.json").write_text(config_json)
+        client.log_artifacts(run_id, out, ARTIFACT_DIR)
 
 
 def _artifacts(client, run) -> set[str]:
