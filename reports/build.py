@@ -4,11 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from mlflow.exceptions import MlflowException
 
 from reports import render, sections
 from reports.errors import ReportError
-from reports.load import load_sweep, open_client
+from reports.load import load_sweep
+from reports.store import open_store
 
 
 def build_report(experiments: list[str], tracking_uri: str | None, out_dir: str | Path) -> Path:
@@ -21,10 +21,10 @@ def build_report(experiments: list[str], tracking_uri: str | None, out_dir: str 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ReportError(f"Output folder {out} is a file; give a folder (--out DIR).")
-    client = open_client(tracking_uri)
+    store = open_store(tracking_uri)
     try:
-        sweeps = [load_sweep(client, e) for e in experiments]
-    except MlflowException as e:
+        sweeps = [load_sweep(store, e) for e in experiments]
+    except store.READ_ERRORS as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ReportError(f"Cannot read the MLflow store at {tracking_uri}: {first}") from e
 

@@ -768,32 +768,25 @@ def sync_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | None =
         raise SweepError(f"sweep {name}'s driver is running: it sends its MLflow records itself") from None
 
 
-def sync_experiments(uri: str, experiments: list[str]) -> None:
-    """Before a report: send what the journals of these experiments' sweeps still hold, for the
-    sweeps whose folder is on this machine (found from the parent run's `storage` and `sweep_name`)."""
+def sync_sweeps(uri: str, sweeps: list[tuple[str | None, str | None]]) -> None:
+    """Before a report: send what the journals of these sweeps (name, storage: the parent run's params)
+    still hold, for those whose folder is on this machine."""
     from .journal import JournalBusy
     from .tracking import journal_path, sync_journal
 
-    client = client_for(uri)
-    for experiment in experiments:
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
+    for name, storage in sweeps:
+        if not name or not storage or not NAME_PATTERN.fullmatch(name):
             continue
-        for parent in client.search_runs([exp.experiment_id], "tags.`byol_sweep.role` = 'sweep'", max_results=100):
-            params = parent.data.params
-            name, storage = params.get("sweep_name"), params.get("storage")
-            if not name or not storage or not NAME_PATTERN.fullmatch(name):
-                continue
-            folder = local_state_dir(storage, name)
-            if not journal_path(folder).exists():
-                continue
-            try:
-                sent, left = sync_journal(uri, folder)
-            except JournalBusy:
-                print(f"sweep {name} is running: the report shows what MLflow holds now", file=sys.stderr, flush=True)
-                continue
-            if sent:
-                print(f"sent {sent} MLflow records of sweep {name} from its journal before reading", flush=True)
-            if left:
-                print(f"{left} MLflow records of sweep {name} could not be sent; the report misses them",
-                      file=sys.stderr, flush=True)
+        folder = local_state_dir(storage, name)
+        if not journal_path(folder).exists():
+            continue
+        try:
+            sent, left = sync_journal(uri, folder)
+        except JournalBusy:
+            print(f"sweep {name} is running: the report shows what MLflow holds now", file=sys.stderr, flush=True)
+            continue
+        if sent:
+            print(f"sent {sent} MLflow records of sweep {name} from its journal before reading", flush=True)
+        if left:
+            print(f"{left} MLflow records of sweep {name} could not be sent; the report misses them",
+                  file=sys.stderr, flush=True)

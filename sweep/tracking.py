@@ -306,6 +306,8 @@ def sync_journal(uri: str, folder: str | os.PathLike) -> tuple[int, int]:
     journal = Journal(path)
     journal.hold(wait=False)
     try:
+        if not journal.pending_count():
+            return 0, 0  # nothing to send: MLflow is not even imported
         before = journal.sent
         with _fail_fast_http():
             JournalledWriter(journal, lambda: client_for(uri), lambda message: None).flush()

@@ -144,6 +144,7 @@ def test_rerun_epochs_are_logged_again_and_the_surviving_attempt_wins(tmp_path):
     import pickle
 
     from reports.load import _curves
+    from reports.store import open_store
     from sweep import callback, tracking
 
     uri, spec, client, exp, parent = _one_trial_sweep(tmp_path, "rerun")
@@ -178,7 +179,8 @@ def test_rerun_epochs_are_logged_again_and_the_surviving_attempt_wins(tmp_path):
     assert run.data.tags["rerun_from_epoch"] == "4" and run.data.tags["status"] == "completed"
     history = client.get_metric_history(run.info.run_id, "knn_acc")
     assert sorted(m.step for m in history) == [1, 2, 3, 4, 4, 5, 5, 6]
-    curves = _curves(client, [run], "rerun")
+    reader = open_store(uri)
+    curves = _curves(reader, reader.runs(exp, "byol_sweep.role", "trial"), "rerun")
     assert list(curves["epoch"]) == [1, 2, 3, 4, 5, 6]
     assert list(curves["knn_acc"].round(2)) == [0.1, 0.2, 0.3, 0.54, 0.55, 0.56]
     assert run.data.metrics["knn_acc"] == 0.56

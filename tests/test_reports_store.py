@@ -1,0 +1,120 @@
+"""The report reads a SQLite store with sqlite3 alone (no MLflow import) and gets, sweep for sweep,
+exactly what MLflow's own client gives (reports/store.py)."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from benchmarks.report_scale import synthesise
+from reports import ReportError
+from reports import load
+from reports.load import load_sweep
+from reports.store import MlflowReader, SqliteReader, open_store
+from tests import test_reports_render
+
+store = test_reports_render.store  # the render tests' fake sweeps, as a fixture here too
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _assert_same(a: load.Sweep, b: load.Sweep) -> None:
+    for name in a.__dataclass_fields__:
+        x, y = getattr(a, name), getattr(b, name)
+        if isinstance(x, pd.DataFrame):
+            pd.testing.assert_frame_equal(x, y, obj=name)
+        else:
+            assert x == y, name
+
+
+def _both(path: Path, experiment: str, monkeypatch) -> tuple[load.Sweep, load.Sweep]:
+    monkeypatch.setattr(load.time, "time", lambda: 1.9e9)  # running trials' wall time counts to "now"
+    direct, through_mlflow = open_store(f"sqlite:///{path}"), MlflowReader(f"sqlite:///{path}")
+    assert isinstance(direct, SqliteReader)
+    return load_sweep(direct, experiment), load_sweep(through_mlflow, experiment)
+
+
+def test_every_fake_sweep_reads_the_same_both_ways(store, monkeypatch):
+    path = Path(store["uri"][len("sqlite:///"):])
+    for experiment in ("sweep-a", "sweep-b", "empty-sweep", "grid-policies"):
+        direct, through_mlflow = _both(path, experiment, monkeypatch)
+        _assert_same(direct, through_mlflow)
+        assert len(direct.trials) >= 2
+    sweep_a = _both(path, "sweep-a", monkeypatch)[0]
+    diverged = sweep_a.curves[sweep_a.curves["trial"] == "trial_00007"]
+    assert math.isnan(diverged["loss"].iloc[-1])  # a NaN logged by MLflow (stored as 0, is_nan set) reads as NaN
+    for experiment in ("not-a-sweep", "no-such-experiment"):
+        errors = []
+        for reader in (open_store(store["uri"]), MlflowReader(store["uri"])):
+            with pytest.raises(ReportError) as err:
+                load_sweep(reader, experiment)
+            errors.append(str(err.value))
+        assert errors[0] == errors[1]
+
+
+def test_an_asha_sweep_with_deleted_runs_reads_the_same_both_ways(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    name = synthesise(uri, 30)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], "tags.`byol_sweep.role` = 'trial'")
+    client.delete_run(runs[0].info.run_id)  # a deleted run is no trial of the sweep
+    client.log_batch(runs[1].info.run_id, metrics=[Metric("knn_acc", float("nan"), 1, 1)])
+    gone = client.create_experiment("deleted-experiment")
+    client.delete_experiment(gone)
+    direct, through_mlflow = _both(tmp_path / "mlflow.db", name, monkeypatch)
+    _assert_same(direct, through_mlflow)
+    assert len(direct.trials) == 29 and runs[0].info.run_name not in set(direct.trials["trial"])
+    assert (direct.trials["status"] == "stopped_early").sum() > 10  # ASHA stopped most: their one epoch read from the run
+    with pytest.raises(ReportError, match="'deleted-experiment' not found"):
+        load_sweep(open_store(uri), "deleted-experiment")
+
+
+def test_a_sqlite_report_never_imports_mlflow(store, tmp_path):
+    code = ("import sys; from sweep.cli import main; "
+            f"rc = main(['report', '--experiment', 'sweep-a', '--tracking-uri', {store['uri']!r}, '--out', {str(tmp_path)!r}]); "
+            "print('mlflow imported' if 'mlflow' in sys.modules else 'no mlflow'); sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "no mlflow" in done.stdout and (tmp_path / "report.html").exists()
+
+
+def test_other_stores_go_through_mlflow(tmp_path):
+    assert isinstance(open_store("http://127.0.0.1:9"), MlflowReader)  # no request is made to open it
+    with pytest.raises(ReportError, match="is not an MLflow store"):
+        (tmp_path / "other.db").write_bytes(b"")
+        open_store(f"sqlite:///{tmp_path / 'other.db'}")
+
+
+def test_report_sends_a_sweeps_journalled_records_before_reading(tmp_path, capsys):
+    """A sweep whose journal still holds records (its server was away at the end): `byol-sweep report`
+    finds the sweep's folder from the parent run's params, sends them, then reads them into the report."""
+    from sweep.cli import main
+    from sweep.journal import Journal
+    from sweep.runner import local_state_dir
+    from sweep.tracking import journal_path
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("journalled")
+    storage = tmp_path / "runs"
+    parent = client.create_run(exp, run_name="journalled", tags={"byol_sweep.role": "sweep"}).info.run_id
+    client.log_param(parent, "sweep_name", "journalled")
+    client.log_param(parent, "storage", str(storage))
+    journal = Journal(journal_path(local_state_dir(str(storage), "journalled")))
+    journal.append("create_run", experiment_id=exp, run_name="trial_00000", placeholder="local-t0",
+                   tags={"mlflow.parentRunId": parent, "byol_sweep.role": "trial", "status": "completed"})
+    journal.append("log_batch", run_id="local-t0", metrics=[{"key": "knn_acc", "value": 0.5 + 0.1 * e, "step": e,
+                                                             "timestamp": 1000 * e} for e in (1, 2, 3)])
+    assert journal.pending_count() == 2
+
+    assert main(["report", "--experiment", "journalled", "--tracking-uri", uri, "--out", str(tmp_path / "rep")]) == 0
+    assert "sent 2 MLflow records of sweep journalled from its journal before reading" in capsys.readouterr().out
+    trials = pd.read_csv(tmp_path / "rep" / "trials.csv")
+    assert list(trials["trial"]) == ["trial_00000"] and trials["final_metric"].iloc[0] == pytest.approx(0.8)
