@@ -4,17 +4,20 @@ Comparisons of arms (the values of one field, e.g. policy) follow design.md, "Wh
 conclude": paired by seed, Student-t intervals (they cover at their nominal level for small n; the
 percentile bootstrap does not), every pair of arms in one Holm-corrected family, and refused when
 the arms differ in anything but the compared field.
+
+The distributions come from scipy.special, the functions scipy.stats itself evaluates (t: stdtr,
+stdtrit; noncentral t: nctdtr; normal: ndtri; beta: betaincinv): importing scipy.stats took about
+0.7 s of a 4-s report. tests/test_reports_stats.py holds each to scipy.stats' own answer.
 """
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field as dc_field
 from itertools import combinations
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import special
 
 NO_INTERVAL = "no interval"
 POWER = 0.8  # the power at which compare_arms reports the smallest detectable difference
@@ -23,6 +26,11 @@ POWER = 0.8  # the power at which compare_arms reports the smallest detectable d
 def _clean(values) -> np.ndarray:
     x = np.asarray(values, dtype=float).ravel()
     return x[np.isfinite(x)]
+
+
+def t_quantile(q, df):
+    """scipy.stats.t.ppf(q, df); df may be infinite (the normal's quantile)."""
+    return special.ndtri(q) if np.isinf(df) else special.stdtrit(df, q)
 
 
 def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
@@ -34,7 +42,7 @@ def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
     mean = float(x.mean())
     if len(x) < 2:
         return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    half = float(t_quantile(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
     return mean, mean - half, mean + half
 
 
@@ -55,16 +63,15 @@ def paired_t(diffs, level: float = 0.95, family: int = 1) -> dict[str, np.ndarra
         nan = np.full(shape, math.nan)
         return out | {"sd": nan, "low": nan, "high": nan, "adj_low": nan, "adj_high": nan, "p": nan}
     sd = d.std(axis=-1, ddof=1)
-    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)  # zero spread: handled below
-        res = stats.ttest_1samp(d, 0.0, axis=-1)
-        ci = res.confidence_interval(level)
-        adj = res.confidence_interval(1 - (1 - level) / family)
+    se = sd / math.sqrt(n)
+    with np.errstate(divide="ignore", invalid="ignore"):  # zero spread: handled below
+        p = 2 * special.stdtr(n - 1, -np.abs(mean / se))
+    half = t_quantile(0.5 + level / 2, n - 1) * se
+    adj_half = t_quantile(1 - (1 - level) / family / 2, n - 1) * se
     flat = sd == 0
-    p = np.where(flat, np.where(mean == 0, 1.0, 0.0), res.pvalue)
-    fix = lambda v: np.where(flat, mean, v)  # noqa: E731
-    return out | {"sd": sd, "low": fix(ci.low), "high": fix(ci.high),
-                  "adj_low": fix(adj.low), "adj_high": fix(adj.high), "p": p}
+    p = np.where(flat, np.where(mean == 0, 1.0, 0.0), p)
+    return out | {"sd": sd, "low": mean - half, "high": mean + half, "adj_low": mean - adj_half,
+                  "adj_high": mean + adj_half, "p": p}
 
 
 def holm(pvalues) -> np.ndarray:
@@ -96,16 +103,18 @@ def detectable_difference(sd: float, n: int, alpha: float, power: float = POWER)
     if sd == 0:
         return 0.0
     df = n - 1
-    crit = stats.t.ppf(1 - alpha / 2, df)
+    crit = t_quantile(1 - alpha / 2, df)
 
     def gap(nc: float) -> float:
-        lower = float(np.nan_to_num(stats.nct.cdf(-crit, df, nc)))  # far tail: scipy may give NaN for ~0
-        return float(stats.nct.sf(crit, df, nc)) + lower - power
+        lower = float(np.nan_to_num(special.nctdtr(df, nc, -crit)))  # far tail: scipy may give NaN for ~0
+        return float(1 - special.nctdtr(df, nc, crit)) + lower - power
 
     high = crit + 10.0
     while gap(high) < 0:
         high *= 2
-    nc = optimize.brentq(gap, 0.0, high, xtol=1e-10)
+    from scipy.optimize import brentq  # here: importing scipy.optimize costs about 0.35 s
+
+    nc = brentq(gap, 0.0, high, xtol=1e-10)
     return float(nc * sd / math.sqrt(n))
 
 
@@ -296,16 +305,19 @@ def compare_arms(df: pd.DataFrame, field: str, value: str = "final_metric", mode
     return Comparison(field, mode, level, True, arms, pairs, vs_best, best, m, detect, notes)
 
 
-def binomial_interval(accuracy: float, n_queries: int, level: float = 0.95, method: str = "exact") -> tuple[float, float]:
+def binomial_interval(accuracy: float, n_queries: int, level: float = 0.95) -> tuple[float, float]:
     """The metric's own noise: an accuracy measured on n_queries independent queries is k = round(accuracy *
-    n_queries) successes of a binomial; (low, high) is scipy.stats.binomtest(k, n).proportion_ci at level
-    (method "exact": Clopper-Pearson, or "wilson"). (NaN, NaN) when n_queries < 1 or accuracy is not finite."""
+    n_queries) successes of a binomial; (low, high) is its Clopper-Pearson ("exact") interval at level,
+    as scipy.stats.binomtest(k, n).proportion_ci gives it: the beta quantiles B(a/2; k, n-k+1) and
+    B(1-a/2; k+1, n-k). (NaN, NaN) when n_queries < 1 or accuracy is not finite."""
     if not (n_queries >= 1 and np.isfinite(accuracy)):
         return math.nan, math.nan
-    k = int(round(float(accuracy) * n_queries))
-    ci = stats.binomtest(min(max(k, 0), int(n_queries)), int(n_queries)).proportion_ci(confidence_level=level,
-                                                                                       method=method)
-    return float(ci.low), float(ci.high)
+    n = int(n_queries)
+    k = min(max(int(round(float(accuracy) * n)), 0), n)
+    tail = (1 - level) / 2
+    low = 0.0 if k == 0 else float(special.betaincinv(k, n - k + 1, tail))
+    high = 1.0 if k == n else float(special.betaincinv(k + 1, n - k, 1 - tail))
+    return low, high
 
 
 def beats_baseline(trained, baseline: float, n_queries: int, level: float = 0.95) -> tuple[float, float, float]:
@@ -322,14 +334,14 @@ def beats_baseline(trained, baseline: float, n_queries: int, level: float = 0.95
     diff = float(x.mean() - baseline)
     if len(x) == 1:
         var_t = x[0] * (1 - x[0]) / n_queries
-        half = float(stats.norm.ppf(0.5 + level / 2) * math.sqrt(var_t + var_b))
+        half = float(special.ndtri(0.5 + level / 2) * math.sqrt(var_t + var_b))
         return diff, diff - half, diff + half
     var_t = float(x.var(ddof=1)) / len(x)
     total = var_t + var_b
     if total == 0:
         return diff, diff, diff
     df = total ** 2 / (var_t ** 2 / (len(x) - 1)) if var_t > 0 else math.inf
-    half = float(stats.t.ppf(0.5 + level / 2, df) * math.sqrt(total))
+    half = float(t_quantile(0.5 + level / 2, df) * math.sqrt(total))
     return diff, diff - half, diff + half
 
 

@@ -199,8 +199,6 @@ def test_nan_metrics_are_left_out():
 def test_binomial_interval_and_within_noise():
     low, high = binomial_interval(0.5, 100)
     assert (low, high) == pytest.approx((0.3983, 0.6017), abs=5e-4)  # Clopper-Pearson
-    w = binomial_interval(0.5, 100, method="wilson")
-    assert w == pytest.approx((0.4038, 0.5962), abs=5e-4)
     assert binomial_interval(0.9, 1000)[1] - binomial_interval(0.9, 1000)[0] < 0.04
     assert all(math.isnan(v) for v in binomial_interval(0.5, 0))
     marks = within_noise([0.5, 0.45, 0.39, 0.62, math.nan], 0.5, 100, mode="max")
@@ -234,3 +232,40 @@ def test_beating_a_baseline_has_at_most_its_nominal_false_positive_rate():
         assert check(hits / sims), (gain, hits / sims)
     single = beats_baseline([0.5], 0.4, 1000)
     assert single[0] == pytest.approx(0.1) and single[1] > 0  # 10 points on 1000 queries: beyond the noise
+
+
+def test_each_distribution_gives_scipy_stats_own_answer():
+    """reports/stats.py evaluates its distributions with scipy.special (importing scipy.stats is slow):
+    every quantity it reports equals what scipy.stats computes, over the sizes a report meets."""
+    from scipy import stats
+
+    from reports.stats import beats_baseline, t_quantile
+
+    rng = np.random.default_rng(3)
+    for df in (1, 2, 4, 9, 30, 1e6):
+        for q in (0.6, 0.975, 0.995, 0.99975):
+            assert t_quantile(q, df) == pytest.approx(stats.t.ppf(q, df), rel=1e-12)
+    assert t_quantile(0.975, math.inf) == pytest.approx(stats.norm.ppf(0.975), rel=1e-14)
+    for n in (2, 3, 5, 12):
+        d = rng.normal(0.01, 0.02, size=(50, n))
+        d[0] = 0.25  # zero spread: p 0, zero-width interval
+        ours = paired_t(d, 0.95, family=6)
+        res = stats.ttest_1samp(d[1:], 0.0, axis=-1)
+        ci, adj = res.confidence_interval(0.95), res.confidence_interval(1 - 0.05 / 6)
+        for key, theirs in (("p", res.pvalue), ("low", ci.low), ("high", ci.high), ("adj_low", adj.low),
+                            ("adj_high", adj.high)):
+            assert ours[key][1:] == pytest.approx(theirs, rel=1e-10, abs=1e-15), key
+        assert ours["p"][0] == 0.0 and ours["low"][0] == ours["high"][0] == 0.25
+    for n, acc in ((100, 0.5), (1000, 0.393), (1000, 0.0), (1000, 1.0), (37, 0.03), (5000, 0.9)):
+        k = round(acc * n)
+        ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95)
+        assert binomial_interval(acc, n) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    for sd, n, alpha in ((1.0, 200, 0.05), (0.01, 5, 0.005), (0.03, 3, 0.05 / 3), (0.2, 2, 0.05)):
+        nc = detectable_difference(sd, n, alpha) * math.sqrt(n) / sd
+        crit = stats.t.ppf(1 - alpha / 2, n - 1)
+        power = stats.nct.sf(crit, n - 1, nc) + np.nan_to_num(stats.nct.cdf(-crit, n - 1, nc))  # NaN: ~0
+        assert power == pytest.approx(0.8, abs=1e-8)
+    diff, low, high = beats_baseline([0.40, 0.41, 0.37], 0.383, 1000)
+    var_t, var_b = np.var([0.40, 0.41, 0.37], ddof=1) / 3, 0.383 * 0.617 / 1000
+    df = (var_t + var_b) ** 2 / (var_t ** 2 / 2)
+    assert high - diff == pytest.approx(stats.t.ppf(0.975, df) * math.sqrt(var_t + var_b), rel=1e-12)
