@@ -523,6 +523,18 @@ def _final_and_end(outcome: SweepOutcome, spec: SweepSpec, experiment_id: str, r
     return outcome
 
 
+def shared_final_resources(resources: dict[str, float], concurrency: int, runs: int, cpus: float) -> tuple[dict[str, float], int]:
+    """(resources per final run, runs at once). On CPUs only, when the final runs are more than run at
+    once, at most twice as many, and not a whole number of waves, all of them run at once on the same
+    CPUs, each with its share: a last, partial wave would leave CPUs idle (a run uses as many threads as its whole CPUs, at least
+    one), so 3 runs on 2 CPUs take the time of 1.5 runs instead of 2. Not when --max-concurrent set
+    the limit (fewer at once than the cluster's `cpus` fit), nor with GPUs."""
+    fits = int(cpus // resources["cpu"])
+    if resources["gpu"] or runs <= concurrency or runs > 2 * concurrency or not runs % concurrency or concurrency < fits:
+        return resources, concurrency
+    return {"cpu": math.floor(resources["cpu"] * concurrency / runs * 1e4) / 1e4, "gpu": 0.0}, runs
+
+
 def run_final_stage(outcome: SweepOutcome, spec: SweepSpec, experiment_id: str, resources: dict[str, float],
                     concurrency: int, checkpoint_every: int = 1, max_failures: int = 2) -> None:
     """Train the selected configurations again with new seeds and evaluate them on the test split;
@@ -557,13 +569,17 @@ def run_final_stage(outcome: SweepOutcome, spec: SweepSpec, experiment_id: str, 
                                             "per": spec.final.per})})
         measure_baselines(spec, uri, parent_run_id, resources, "test")
         entries = final_runs(spec, chosen)
+        import ray
+
+        shared, at_once = shared_final_resources(resources, concurrency, len(entries),
+                                                 float(ray.cluster_resources().get("CPU", 1)))
         tuner = tune.Tuner(
-            _final_trainable(resources, checkpoint_every),
+            _final_trainable(shared, checkpoint_every),
             param_space={"final": tune.grid_search(entries)},
-            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=concurrency),
+            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=at_once),
             run_config=tune.RunConfig(
                 name="final", storage_path=outcome.path, verbose=0,
-                callbacks=[MlflowTracking(uri, experiment_id, parent_run_id, spec, resources, stage=FINAL),
+                callbacks=[MlflowTracking(uri, experiment_id, parent_run_id, spec, shared, stage=FINAL),
                            ConsoleProgress(spec, final_stage=True, total=len(entries))],
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),

@@ -5,6 +5,7 @@ import json
 import math
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,11 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from reports import ReportError, build_report
+from reports.load import load_sweep
+from reports.store import MlflowReader, open_store
+from tests.test_reports_store import assert_same, read_both_ways
+
+ROOT = Path(__file__).resolve().parents[1]
 
 T0 = 1_700_000_000_000  # ms
 EPOCH_S = 10.0
@@ -402,3 +408,30 @@ def test_a_completed_trial_without_a_finite_metric_is_named_not_silently_dropped
     md = (tmp_path / "report.md").read_text()
     assert "1 trial(s) ended without a finite knn_acc and are not ranked: trial_00001." in md
     assert "Top 1 of the 1 trials that ran the full budget" in md
+
+
+def test_every_fake_sweep_reads_the_same_both_ways(store, monkeypatch):
+    path = Path(store["uri"][len("sqlite:///"):])
+    for experiment in ("sweep-a", "sweep-b", "empty-sweep", "grid-policies"):
+        direct, through_mlflow = read_both_ways(path, experiment, monkeypatch)
+        assert_same(direct, through_mlflow)
+        assert len(direct.trials) >= 2
+    sweep_a = read_both_ways(path, "sweep-a", monkeypatch)[0]
+    diverged = sweep_a.curves[sweep_a.curves["trial"] == "trial_00007"]
+    assert math.isnan(diverged["loss"].iloc[-1])  # a NaN logged by MLflow (stored as 0, is_nan set) reads as NaN
+    for experiment in ("not-a-sweep", "no-such-experiment"):
+        errors = []
+        for reader in (open_store(store["uri"]), MlflowReader(store["uri"])):
+            with pytest.raises(ReportError) as err:
+                load_sweep(reader, experiment)
+            errors.append(str(err.value))
+        assert errors[0] == errors[1]
+
+
+def test_a_sqlite_report_never_imports_mlflow(store, tmp_path):
+    code = ("import sys; from sweep.cli import main; "
+            f"rc = main(['report', '--experiment', 'sweep-a', '--tracking-uri', {store['uri']!r}, '--out', {str(tmp_path)!r}]); "
+            "print('mlflow imported' if 'mlflow' in sys.modules else 'no mlflow'); sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "no mlflow" in done.stdout and (tmp_path / "report.html").exists()
