@@ -24,13 +24,22 @@ def trial_outcome(trial, max_epochs: int, ended: bool = False) -> str:
 ENDED = ("completed", "stopped_early", "diverged", "failed")  # not interrupted: resume continues those
 
 
-def progress_text(ended: int, total: int, elapsed_s: float, ended_here: int) -> str:
-    """`k of N trials ended`, and once a trial ended in this driver a rough ETA: the time per trial
-    ended so far (with the trials' concurrency in it) times the trials left. ASHA ends its early
-    stops sooner than full-budget trials, so early on the ETA is low."""
+def progress_text(ended: int, total: int, elapsed_s: float, ended_here: int,
+                  epochs: tuple[int, int] | None = None) -> str:
+    """`k of N trials ended`, and a rough ETA. Search: once a trial ended in this driver, the time per
+    trial ended so far (with the trials' concurrency in it) times the trials left; ASHA ends its early
+    stops sooner than full-budget trials, so early on the ETA is low. Final stage (every run trains the
+    whole budget, several at once): `epochs` = (epochs trained in this driver, epochs left), and the
+    ETA is the time so far per epoch trained times the epochs left."""
     text = f"{ended} of {total} trials ended"
-    if ended_here and ended < total:
-        minutes = elapsed_s / ended_here * (total - ended) / 60
+    if ended >= total:
+        return text
+    if epochs is not None:
+        done, left = epochs
+        minutes = elapsed_s / done * left / 60 if done else None
+    else:
+        minutes = elapsed_s / ended_here * (total - ended) / 60 if ended_here else None
+    if minutes is not None:
         text += f", ETA ~{minutes:.0f} min (rough)" if minutes >= 1 else ", ETA <1 min (rough)"
     return text
 
@@ -58,6 +67,7 @@ class ConsoleProgress(Callback):
         self._ended_here = 0  # trials that ended in this driver: the ETA's rate (a resumed sweep's earlier ones are not)
         self._best: tuple[float, str, str] | None = None
         self._live: set[str] = set()  # trials that ran in this driver and have not ended
+        self._before: dict[str, int] = {}  # trial -> the epoch it had reached before this driver ran it
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -77,7 +87,14 @@ class ConsoleProgress(Callback):
         status = " | ".join(f"{counts[k]} {k.replace('_', ' ')}" for k in order if counts.get(k))
         ended_count = sum(counts.get(k, 0) for k in ENDED)
         total = max(self.total or (len(trials) if self.final_stage else self.spec.total_trials), len(trials))
-        status += " | " + progress_text(ended_count, total, time.monotonic() - self._start, self._ended_here)
+        epochs = None
+        if self.final_stage:
+            last = {t.trial_id: int((t.last_result or {}).get("epoch", 0) or 0) for t in trials}
+            done = sum(max(0, last[i] - before) for i, before in self._before.items() if i in last)
+            left = sum(max(0, self.spec.max_epochs - last[t.trial_id]) for t in trials
+                       if t is not ended and t.status not in ("TERMINATED", "ERROR"))
+            epochs = (done, left + self.spec.max_epochs * max(0, total - len(trials)))
+        status += " | " + progress_text(ended_count, total, time.monotonic() - self._start, self._ended_here, epochs)
         best = ""
         if self._best:
             value, name, config = self._best
@@ -91,6 +108,7 @@ class ConsoleProgress(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._live.add(trial.trial_id)
+        self._before.setdefault(trial.trial_id, max(0, int(result.get("epoch", 0) or 0) - 1))
         if time.monotonic() - self._last >= self.every_s:
             self._print(trials)
 

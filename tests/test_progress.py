@@ -45,10 +45,28 @@ def test_the_console_line_counts_ended_trials_of_the_sweep_and_estimates_the_res
                         line), line
 
 
-def test_the_final_stage_counts_its_own_runs():
+def test_the_final_stage_counts_its_own_runs_and_its_eta_from_epochs(monkeypatch):
+    """Final runs all train the whole budget (4 epochs here), several at once: the ETA is the time
+    per epoch trained so far times the epochs left, not the time per run ended (which, when runs end
+    together, counted the others' nearly finished runs in full)."""
     spec = parse_space(yaml.safe_load(SPACE), "s.yaml")
     out = io.StringIO()
+    now = [0.0]
+    monkeypatch.setattr("sweep.progress.time.monotonic", lambda: now[0])
     progress = ConsoleProgress(spec, stream=out, final_stage=True, total=3)
-    trials = [trial(1, "RUNNING", epoch=1), trial(2, "PENDING")]
-    progress.on_trial_result(0, trials, trials[0], {})
+    now[0] = 30.0
+    trials = [trial(1, "RUNNING"), trial(2, "PENDING")]
+    progress.on_trial_result(0, trials, trials[0], {})  # no epoch trained yet: no ETA
     assert "| 0 of 3 trials ended" in out.getvalue() and "ETA" not in out.getvalue()
+    trials = [trial(1, "RUNNING", epoch=3), trial(2, "RUNNING", epoch=3), trial(3, "RUNNING", epoch=3)]
+    progress.on_trial_result(0, trials, trials[1], {"epoch": 1})
+    progress.on_trial_result(0, trials, trials[2], {"epoch": 1})
+    now[0] = 600.0  # 3 runs at epoch 3 after 600 s: 9 epochs trained (run 1 from its epoch 0), 3 left
+    progress.on_trial_result(0, trials, trials[0], {"epoch": 3})
+    assert out.getvalue().strip().splitlines()[-1].endswith("| 0 of 3 trials ended, ETA ~3 min (rough)")
+    trials[0] = trial(1, "TERMINATED", epoch=4)
+    now[0] = 700.0
+    progress.on_trial_complete(0, trials, trials[0])  # 10 epochs trained, 2 left (one each)
+    assert "1 of 3 trials ended, ETA ~2 min (rough)" in out.getvalue().strip().splitlines()[-1]
+    assert progress_text(1, 3, 120.0, 1, epochs=(10, 2)) == "1 of 3 trials ended, ETA <1 min (rough)"
+    assert progress_text(1, 3, 600.0, 1, epochs=(10, 20)) == "1 of 3 trials ended, ETA ~20 min (rough)"
