@@ -12,7 +12,7 @@ import contextlib
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 from reports.errors import ReportError
 
@@ -65,11 +65,15 @@ def open_store(tracking_uri: str | None):
 def _sqlite_tables(path: Path) -> dict[str, list[str]]:
     """table -> its columns, read-only: MLflow would otherwise create its tables inside any SQLite file."""
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        with contextlib.closing(_read_only(path)) as db:
             names = [row[0] for row in db.execute("select name from sqlite_master where type = 'table'")]
             return {name: [row[1] for row in db.execute(f"pragma table_info('{name}')")] for name in names}
     except sqlite3.DatabaseError:
         return {}
+
+
+def _read_only(path: Path, timeout: float = 5.0) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, timeout=timeout)
 
 
 class SqliteReader:
@@ -89,7 +93,7 @@ class SqliteReader:
 
     def __init__(self, path: Path):
         self.uri = f"sqlite:///{path}"
-        self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)  # a running sweep may be writing
+        self.db = _read_only(path, timeout=60)  # a running sweep may be writing
 
     def experiment_id(self, name: str) -> str | None:
         row = self.db.execute("select experiment_id from experiments where name = ? and lifecycle_stage = 'active'",

@@ -34,6 +34,8 @@ def read_both_ways(path: Path, experiment: str, monkeypatch) -> tuple[load.Sweep
 
 
 def test_an_asha_sweep_with_deleted_runs_reads_the_same_both_ways(tmp_path, monkeypatch):
+    tmp_path = tmp_path / "my runs"  # a space: an SQLite URI needs the path quoted
+    tmp_path.mkdir()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     name = synthesise(uri, 30)
     client = MlflowClient(uri)
