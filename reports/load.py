@@ -118,14 +118,22 @@ class Sweep:
         return max(0.0, (end - self.start_ms) / 1000)
 
 
-def load_sweep(store: Reader, experiment: str) -> Sweep:
-    """One experiment's sweep (its newest parent run) from a reader of reports/store.py."""
+def sweep_parents(store: Reader, experiment: str) -> tuple[str, list[RunRecord]] | None:
+    """(experiment id, the parent runs of the sweeps logged to it), or None when no such active experiment."""
     experiment_id = store.experiment_id(experiment)
     if experiment_id is None:
+        return None
+    return experiment_id, store.runs(experiment_id, "byol_sweep.role", "sweep")
+
+
+def load_sweep(store: Reader, experiment: str) -> Sweep:
+    """One experiment's sweep (its newest parent run) from a reader of reports/store.py."""
+    found = sweep_parents(store, experiment)
+    if found is None:
         names = sorted(store.experiment_names())
         known = ", ".join(names) if names else "none"
         raise ReportError(f"Experiment {experiment!r} not found; existing experiments: {known}.")
-    parents = store.runs(experiment_id, "byol_sweep.role", "sweep")
+    experiment_id, parents = found
     if not parents:
         raise ReportError(
             f"Experiment {experiment!r} holds no sweep (no run tagged byol_sweep.role = sweep); "

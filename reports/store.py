@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
@@ -24,18 +25,20 @@ class RunRecord:
     """One MLflow run as the report reads it."""
 
     run_id: str
-    name: str
+    name: str  # the run's name, else its mlflow.runName tag, else ""
     start_ms: int | None
     end_ms: int | None
     tags: dict[str, str]
     params: dict[str, str]
     latest: dict[str, tuple[int, int, float]]  # metric -> (timestamp, step, value) of its latest value, as MLflow keeps it
-    metrics: dict[str, float]  # metric -> its latest value
 
+    def __post_init__(self):
+        self.name = self.name or self.tags.get("mlflow.runName") or ""
 
-def _record(run_id, name, start_ms, end_ms, tags, params, latest) -> RunRecord:
-    return RunRecord(run_id, name or tags.get("mlflow.runName") or "", start_ms, end_ms, tags, params, latest,
-                     {k: v for k, (_, _, v) in latest.items()})
+    @cached_property
+    def metrics(self) -> dict[str, float]:
+        """metric -> its latest value."""
+        return {k: v for k, (_, _, v) in self.latest.items()}
 
 
 def open_store(tracking_uri: str | None):
@@ -120,7 +123,7 @@ class SqliteReader:
         for run_id, key, v, ts, step, nan in self.db.execute(
                 f"select run_uuid, key, value, timestamp, step, is_nan from latest_metrics where run_uuid in ({chosen})", args):
             latest[run_id][key] = (int(ts), int(step), float("nan") if nan else float(v))
-        return [_record(run_id, name, start, end, tags[run_id], params[run_id], latest[run_id])
+        return [RunRecord(run_id, name, start, end, tags[run_id], params[run_id], latest[run_id])
                 for run_id, name, start, end in info]
 
     def histories(self, key: str, run_ids: list[str]) -> dict[tuple[str, str], History]:
@@ -176,7 +179,7 @@ class MlflowReader:
         while True:
             page = self.client.search_runs([experiment_id], f"tags.`{tag}` = '{value}'", ViewType.ACTIVE_ONLY, 1000,
                                            page_token=token)
-            out.extend(_record(r.info.run_id, r.info.run_name, r.info.start_time, r.info.end_time, dict(r.data.tags),
+            out.extend(RunRecord(r.info.run_id, r.info.run_name, r.info.start_time, r.info.end_time, dict(r.data.tags),
                                dict(r.data.params),
                                {m.key: (m.timestamp, m.step, m.value) for m in r.data._metric_objs})  # kept privately
                        for r in page)

@@ -258,18 +258,17 @@ def cmd_report(args) -> int:
     uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
         check_store(uri)  # fails in seconds; MLflow alone retries an unreachable server for minutes
+    from reports.load import sweep_parents
     from reports.store import open_store
 
     from .runner import sync_sweeps
 
     store = open_store(uri)  # the report's own checks first: never an MLflow store made where the user pointed by mistake
-    sweeps = []
+    parents = []
     for experiment in args.experiment:
-        experiment_id = store.experiment_id(experiment)
-        if experiment_id is not None:
-            sweeps += [(p.params.get("sweep_name"), p.params.get("storage"))
-                       for p in store.runs(experiment_id, "byol_sweep.role", "sweep")]
-    sync_sweeps(uri, sweeps)  # records a sweep's journal still holds (its server was away)
+        _, found = sweep_parents(store, experiment) or (None, [])  # an unknown experiment: the report says so
+        parents += found
+    sync_sweeps(uri, [(p.params.get("sweep_name"), p.params.get("storage")) for p in parents])  # what a journal still holds
     html = build_report(args.experiment, uri, out)
     print(f"report written: {html}")
     return 0

@@ -539,6 +539,7 @@ def run_final_stage(outcome: SweepOutcome, spec: SweepSpec, experiment_id: str, 
                     concurrency: int, checkpoint_every: int = 1, max_failures: int = 2) -> None:
     """Train the selected configurations again with new seeds and evaluate them on the test split;
     a stage that stopped part-way continues from its Tune state (and each run from its checkpoint)."""
+    import ray
     from ray import tune
 
     from .callback import MlflowTracking
@@ -569,8 +570,6 @@ def run_final_stage(outcome: SweepOutcome, spec: SweepSpec, experiment_id: str, 
                                             "per": spec.final.per})})
         measure_baselines(spec, uri, parent_run_id, resources, "test")
         entries = final_runs(spec, chosen)
-        import ray
-
         shared, at_once = shared_final_resources(resources, concurrency, len(entries),
                                                  float(ray.cluster_resources().get("CPU", 1)))
         tuner = tune.Tuner(
