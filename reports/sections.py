@@ -16,6 +16,10 @@ from vocabulary import COLLAPSE_RANK, COLLAPSE_SPREAD, FINISHED, RUNTIME_FIELDS,
 
 TOP = 5
 COLLAPSE_Z_STD = 0.01
+FIXED_TARGET_TAU = 1.0  # tau_base that never moves the target: the paper's fixed random target
+FIXED_TARGET_NOTE = ("tau_base 1.0 never moves the target network: it is a fixed random target, BYOL's control (the "
+                     "paper's ablation of the target decay rate). A moving target that does not clearly beat it has "
+                     "not shown the bootstrap at work.")
 
 
 def num(x, digits: int = 4) -> str:
@@ -85,6 +89,8 @@ def result_section(s: Sweep, level: int) -> list:
     """The headline: the final stage's test result, beside the baselines and the metric's noise."""
     out = [Heading("Result", level)]
     f = s.finals_done
+    if f.empty and compared_fields(s) and not [c for c in s.swept if c not in s.grid_fields]:
+        return out + comparison_headline(s)
     if f.empty:
         best = summary.best_trial(s)
         if best is None:
@@ -348,19 +354,62 @@ def sensitivity_section(s: Sweep, level: int, prefix: str, imp, imp_note: str) -
     return out + importance_blocks(imp, imp_note, prefix)
 
 
-def comparisons_section(s: Sweep, level: int, prefix: str) -> list:
-    """Each grid field (and the policy, when it varies) compared across full-budget trials."""
+def compared_fields(s: Sweep) -> list[str]:
+    """The grid fields (and the policy, when it varies) the report compares across seeds."""
     fields = [f for f in s.grid_fields if f != "seed"]
     if "policy" not in fields and len(summary.policies(s)) > 1:
         fields.append("policy")
+    return fields
+
+
+def comparison_of(s: Sweep, field: str):
+    config_columns = [c for c in s.param_names if c in s.full_budget and c not in RUNTIME_FIELDS]
+    return compare_arms(s.full_budget, field, mode=s.mode, pair="seed", config_columns=config_columns)
+
+
+def has_fixed_target_arm(field: str, comparison) -> bool:
+    return field == "tau_base" and FIXED_TARGET_TAU in set(pd.to_numeric(comparison.arms.get("arm", []), errors="coerce"))
+
+
+def comparison_headline(s: Sweep) -> list:
+    """The result of a sweep that samples nothing and compares grid arms on the same seeds: the
+    comparison itself (a best trial of such a sweep answers no question)."""
+    out, best_values = [], None
+    for field in compared_fields(s):
+        c = comparison_of(s, field)
+        arms = "; ".join(f"{a}: {text} (n = {n})" for a, text, n in zip(c.arms["arm"], c.arms["interval"], c.arms["n"]))
+        lead = (f"This sweep samples nothing: it compares {field} at one configuration on the same seeds, so its "
+                f"result is that comparison, on the {summary.eval_split(s)}. Mean {s.metric} [95% t CI]: {arms or 'no arm'}.")
+        if not c.comparable or c.best is None or not len(c.vs_best):
+            out.append(Para(f"{lead} The arms are not compared (see Comparisons).", note=True))
+            continue
+        diffs = "; ".join(
+            f"{a} − {b} = {text} over {n} common seeds, "
+            + ("too few seeds to test" if sig is None else
+               f"{'significant' if sig else 'not significant'} (Holm p = {num(ph, 3)})")
+            for a, b, text, n, sig, ph in zip(c.vs_best["a"], c.vs_best["b"], c.vs_best["interval"], c.vs_best["n"],
+                                              c.vs_best["significant"], c.vs_best["p_holm"]))
+        out.append(Para(f"{lead} Paired by seed, simultaneous 95% intervals: {diffs}."
+                        + (f" {FIXED_TARGET_NOTE}" if has_fixed_target_arm(field, c) else "")))
+        if best_values is None:
+            best_values = [float(v) for v in s.full_budget.loc[s.full_budget[field] == c.best, "final_metric"]]
+    if best_values:
+        out += baseline_blocks(s, "val", best_values)
+    return out
+
+
+def comparisons_section(s: Sweep, level: int, prefix: str) -> list:
+    """Each grid field (and the policy, when it varies) compared across full-budget trials."""
+    fields = compared_fields(s)
     if not fields:
         return []
     out = [Heading("Comparisons", level)]
-    config_columns = [c for c in s.param_names if c in s.full_budget and c not in RUNTIME_FIELDS]
     for field in fields:
         out.append(Heading(field, level + 1))
-        comparison = compare_arms(s.full_budget, field, mode=s.mode, pair="seed", config_columns=config_columns)
+        comparison = comparison_of(s, field)
         out += comparison_blocks_of(comparison, s.metric, comparison.notes)
+        if has_fixed_target_arm(field, comparison):
+            out.append(Para(FIXED_TARGET_NOTE))
         if comparison.comparable and len(comparison.arms):
             out.append(Image(f"{prefix}{slug(field)}_arms.png",
                              figures.arm_means(comparison.arms, s.full_budget, field, s.metric), f"{field} means"))

@@ -160,6 +160,11 @@ def store(tmp_path_factory):
     parent = _parent(client, exp, "grid-policies", "finished", space_g, T0, T0 + 60_000)
     for i, (policy, seed) in enumerate((p, s) for p in ("byol", "simclr", "crop_only") for s in range(4)):
         _trial(client, exp, parent, i, dict(BASE, policy=policy, seed=seed), "completed", MAX_EPOCHS, space_g, rng)
+    exp = client.create_experiment("grid-tau")  # the shipped `bootstrap` space's shape: moving against fixed target
+    space_t = {"tau_base": {"type": "grid", "values": [0.99, 1.0]}, "seed": {"type": "grid", "values": [0, 1, 2]}}
+    parent = _parent(client, exp, "grid-tau", "finished", space_t, T0, T0 + 60_000, baselines=BASELINES)
+    for i, (tau, seed) in enumerate((t, s) for t in (0.99, 1.0) for s in range(3)):
+        _trial(client, exp, parent, i, dict(BASE, tau_base=tau, seed=seed), "completed", MAX_EPOCHS, space_t, rng)
     return {"uri": uri, "client": client, "histories": histories, "finals": finals}
 
 
@@ -281,6 +286,29 @@ def test_policies_that_differ_in_the_policy_alone_are_compared_paired_and_correc
     assert re.search(r"^\| byol − simclr \| 4 \| .* \| yes \|$", comparisons, re.M)
     assert "Holm" in comparisons and "cannot be told from noise" in comparisons
     assert "Not compared" not in comparisons
+
+
+def test_a_comparison_sweep_leads_with_its_comparison_and_names_a_fixed_target(store, tmp_path):
+    """A sweep that samples nothing and compares grid arms on shared seeds (the shipped `policies` and
+    `bootstrap` spaces) opens with that comparison, not with a 'best trial' to re-train."""
+    build_report(["grid-tau"], store["uri"], tmp_path / "tau")
+    md = (tmp_path / "tau" / "report.md").read_text()
+    result = md.split("## Result")[1].split("## Summary")[0]
+    comparisons = md.split("## Comparisons")[1].split("## Health")[0]
+    assert "it compares tau_base at one configuration on the same seeds" in result
+    for arm in ("0.99", "1.0"):  # each arm's mean and interval, best first
+        assert re.search(rf"{re.escape(arm)}: 0\.\d{{4}} \[0\.\d{{4}}, 0\.\d{{4}}\] \(n = 3\)", result)
+    assert re.search(r"(0\.99 − 1\.0|1\.0 − 0\.99) = -?0\.\d{4} \[.*\] over 3 common seeds, (not )?significant \(Holm p = ", result)
+    assert "Best search value:" not in result and "finalize" not in result
+    assert "Baselines on the val split" in result
+    assert re.findall(r"^\| \d \| (0\.99|1\.0) \| 3 \|", comparisons, re.M)
+    assert "fixed random target" in result and "fixed random target" in comparisons
+
+    build_report(["grid-policies"], store["uri"], tmp_path / "policies")
+    md = (tmp_path / "policies" / "report.md").read_text()
+    result = md.split("## Result")[1].split("## Summary")[0]
+    assert "it compares policy at one configuration" in result and re.search(r"byol − simclr = .* significant", result)
+    assert "fixed random target" not in md
 
 
 def test_unknown_experiment_lists_existing(store, tmp_path):
@@ -412,7 +440,7 @@ def test_a_completed_trial_without_a_finite_metric_is_named_not_silently_dropped
 
 def test_every_fake_sweep_reads_the_same_both_ways(store, monkeypatch):
     path = Path(store["uri"][len("sqlite:///"):])
-    for experiment in ("sweep-a", "sweep-b", "empty-sweep", "grid-policies"):
+    for experiment in ("sweep-a", "sweep-b", "empty-sweep", "grid-policies", "grid-tau"):
         direct, through_mlflow = read_both_ways(path, experiment, monkeypatch)
         assert_same(direct, through_mlflow)
         assert len(direct.trials) >= 2
