@@ -102,6 +102,16 @@ def test_policies_space_is_a_policy_by_seed_grid_without_early_stopping():
     assert spec.total_trials == len(spec.grid["policy"]) * len(spec.grid["seed"])
 
 
+def test_bootstrap_space_pairs_a_moving_and_a_fixed_target_at_the_main_jobs_settings():
+    spec, quick = load_space("bootstrap"), load_space("quick")
+    assert spec.algorithm == "grid" and spec.asha is None and not spec.final
+    assert set(spec.grid) == {"tau_base", "seed"} and len(spec.grid["seed"]) >= 5
+    assert 1.0 in spec.grid["tau_base"] and any(t < 1.0 for t in spec.grid["tau_base"])
+    same = set(quick.base) - {"epochs"}  # the bootstrap needs more epochs than the main job (docs/main-job.md)
+    assert {k: spec.base.get(k) for k in same} == {k: quick.base[k] for k in same}
+    assert spec.max_epochs > quick.max_epochs
+
+
 def test_the_readme_example_space_is_valid(tmp_path):
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     example = re.search(r"```yaml\n(name: my-sweep.*?)```", readme, re.S).group(1)
