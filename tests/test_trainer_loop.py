@@ -201,3 +201,30 @@ def test_the_console_line_shows_collapse_health(digits):
     (result,) = list(tiny(digits, epochs=1, train_limit=64).fit())
     line = format_result(result.metrics())
     assert f"z_spread {result.z_spread:.3f}" in line and f"eff_rank {result.eff_rank:.1f}" in line
+
+
+def test_predictor_lr_scale_moves_the_predictor_that_many_times_as_far(digits):
+    """On the same first batch (same seed, same gradients), plain SGD without momentum or weight decay
+    moves each predictor weight by lr x scale x grad: 10 times as far at predictor_lr_scale 10, and
+    every other online weight exactly as far as at scale 1."""
+    settings = dict(train_limit=64, batch_size=32, optimizer="sgd", momentum=0.0, weight_decay=0.0, warmup_epochs=0)
+    moves = {}
+    for scale in (1.0, 10.0):
+        t = tiny(digits, predictor_lr_scale=scale, **settings)
+        before = {k: v.detach().clone() for k, v in t.model.named_parameters() if not k.startswith("target")}
+        t.train_step(t.data.train_images[:32], warmup_steps=0)
+        moves[scale] = {k: (dict(t.model.named_parameters())[k].detach() - v) for k, v in before.items()}
+        lrs = sorted({g["lr"] for g in t.optimizer.param_groups})
+        assert lrs == ([t.peak_lr] if scale == 1 else pytest.approx([t.peak_lr, 10 * t.peak_lr]))
+        assert len(t.optimizer.param_groups) == (2 if scale == 1 else 4)  # scale 1: the groups of older checkpoints
+    predictor = [k for k in moves[1.0] if k.startswith("predictor")]
+    assert predictor and all(moves[1.0][k].abs().max() > 0 for k in predictor)
+    for k, move in moves[1.0].items():
+        expected = 10 * move if k in predictor else move
+        torch.testing.assert_close(moves[10.0][k], expected, rtol=1e-3, atol=2e-6)  # float32 differences
+
+
+def test_predictor_lr_scale_refuses_values_out_of_range():
+    for bad in (0.0, -1.0, 1000.0):
+        with pytest.raises(ConfigError, match="predictor_lr_scale"):
+            TrainConfig(predictor_lr_scale=bad).validate()

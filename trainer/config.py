@@ -52,6 +52,8 @@ class TrainConfig:
     base_lr: float = _spec(0.2, "learning rate at batch 256 (lr = base_lr * batch / 256)", low=0.0, low_open=True)
     weight_decay: float = _spec(1.5e-6, "weight decay (not on biases or norm parameters)", low=0.0)
     momentum: float = _spec(0.9, "optimiser momentum (LARS/SGD)", low=0.0, high=1.0, high_open=True)
+    predictor_lr_scale: float = _spec(1.0, "the predictor's learning rate as a multiple of the rest's (a faster "
+                                           "predictor: Tian et al. 2021, DirectPred)", low=0.0, high=100.0, low_open=True)
     warmup_epochs: float = _spec(1.0, "linear learning-rate warmup, in epochs", low=0.0, high=10_000.0)
     tau_base: float = _spec(0.996, "EMA momentum at step 0; rises to 1 on a cosine", low=0.0, high=1.0)
     concat_views: bool = _spec(False, "run both views as one batch (shared BatchNorm statistics)")

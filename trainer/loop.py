@@ -120,7 +120,7 @@ class Trainer:
         self.peak_lr = config.base_lr * self.batch_size / 256
         self.optimizer = build_optimizer(
             config.optimizer, [self.model.encoder, self.model.projector, self.model.predictor],
-            self.peak_lr, config.weight_decay, config.momentum,
+            self.peak_lr, config.weight_decay, config.momentum, config.predictor_lr_scale,
         )
         self.ema_target, self.ema_online = self.model.ema_pairs()
         self.gen = torch.Generator(device=self.device).manual_seed(config.seed)
@@ -145,7 +145,7 @@ class Trainer:
         cfg = self.config
         lr = lr_at(self.step, self.total_steps, warmup_steps, self.peak_lr)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         v1, v2 = self._view(batch, self.views[0]), self._view(batch, self.views[1])
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             loss, z1, _ = self.forward(v1, v2, cfg.concat_views)

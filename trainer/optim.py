@@ -56,12 +56,24 @@ class LARS(torch.optim.Optimizer):
             torch._foreach_add_(params, bufs, alpha=-group["lr"])
 
 
-def build_optimizer(name: str, modules: list[nn.Module], lr: float, weight_decay: float, momentum: float):
-    regular, excluded = split_parameters(modules)
+def build_optimizer(name: str, modules: list[nn.Module], lr: float, weight_decay: float, momentum: float,
+                    last_lr_scale: float = 1.0):
+    """Two parameter groups (regular; biases and norms excluded), each with an `lr_scale` that the
+    schedule's lr is multiplied by; with last_lr_scale != 1, the last module (the predictor) gets two
+    groups of its own at that scale (with 1, the groups are those of checkpoints written before it)."""
+    scaled = last_lr_scale != 1.0
+    parts = [(modules[:-1], 1.0), (modules[-1:], last_lr_scale)] if scaled else [(modules, 1.0)]
+    groups = []
+    for part, scale in parts:
+        regular, excluded = split_parameters(part)
+        if name == "lars":
+            groups += [dict(params=regular, lr_scale=scale),
+                       dict(params=excluded, exclude=True, weight_decay=0.0, lr_scale=scale)]
+        else:
+            groups += [dict(params=regular, weight_decay=weight_decay, lr_scale=scale),
+                       dict(params=excluded, weight_decay=0.0, lr_scale=scale)]
     if name == "lars":
-        groups = [dict(params=regular), dict(params=excluded, exclude=True, weight_decay=0.0)]
         return LARS(groups, lr=lr, weight_decay=weight_decay, momentum=momentum)
-    groups = [dict(params=regular, weight_decay=weight_decay), dict(params=excluded, weight_decay=0.0)]
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
     if name == "adamw":
