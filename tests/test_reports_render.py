@@ -165,6 +165,10 @@ def store(tmp_path_factory):
     parent = _parent(client, exp, "grid-tau", "finished", space_t, T0, T0 + 60_000, baselines=BASELINES)
     for i, (tau, seed) in enumerate((t, s) for t in (0.99, 1.0) for s in range(3)):
         _trial(client, exp, parent, i, dict(BASE, tau_base=tau, seed=seed), "completed", MAX_EPOCHS, space_t, rng)
+    exp = client.create_experiment("grid-tau-started")  # the same, two epochs in: nothing to compare yet
+    parent = _parent(client, exp, "grid-tau-started", "running", space_t, T0, None, baselines=BASELINES)
+    for i, tau in enumerate((0.99, 1.0)):
+        _trial(client, exp, parent, i, dict(BASE, tau_base=tau, seed=0), "running", 2, space_t, rng)
     return {"uri": uri, "client": client, "histories": histories, "finals": finals}
 
 
@@ -303,6 +307,10 @@ def test_a_comparison_sweep_leads_with_its_comparison_and_names_a_fixed_target(s
     assert "Baselines on the val split" in result
     assert re.findall(r"^\| \d \| (0\.99|1\.0) \| 3 \|", comparisons, re.M)
     assert "fixed random target" in result and "fixed random target" in comparisons
+
+    build_report(["grid-tau-started"], store["uri"], tmp_path / "started")
+    result = (tmp_path / "started" / "report.md").read_text().split("## Result")[1].split("## Summary")[0]
+    assert "No trial ran the full budget" in result and "it compares" not in result
 
     build_report(["grid-policies"], store["uri"], tmp_path / "policies")
     md = (tmp_path / "policies" / "report.md").read_text()
