@@ -89,7 +89,7 @@ def result_section(s: Sweep, level: int) -> list:
     """The headline: the final stage's test result, beside the baselines and the metric's noise."""
     out = [Heading("Result", level)]
     f = s.finals_done
-    if f.empty and len(s.full_budget) and compared_fields(s) and not [c for c in s.swept if c not in s.grid_fields]:
+    if f.empty and len(s.full_budget) and compared_fields(s) and set(s.swept) <= set(s.grid_fields):
         return out + comparison_headline(s)
     if f.empty:
         best = summary.best_trial(s)
