@@ -743,7 +743,12 @@ def _print_summary(outcome: SweepOutcome, spec: SweepSpec, experiment_id: str) -
     out = sys.stdout
     counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(outcome.counts.items()))
     print(f"\nsweep {outcome.name} {'stopped before the end' if outcome.interrupted else 'finished'}: {counts}", file=out)
-    if outcome.best_config:
+    arms = [f for f in spec.grid if f != "seed"]
+    if outcome.best_config and not spec.search and arms and spec.final is None:
+        # a comparison: its best single (arm, seed) trial answers no question, the paired arms do
+        print(f"this sweep compares {', '.join(arms)} across its seeds: the report gives each arm's mean "
+              f"{spec.metric} and the differences paired by seed", file=out)
+    elif outcome.best_config:
         swept = " ".join(f"{k}={outcome.best_config[k]}" for k in spec.swept)
         print(f"best {spec.metric} at the last epoch, among trials that ran all {spec.max_epochs} epochs: "
               f"{outcome.best_metric:.4f} (trial {outcome.best_trial}) with {swept}", file=out)
