@@ -102,7 +102,7 @@ def result_section(s: Sweep, level: int) -> list:
                         f"{len(s.full_budget)} full-budget trials on one seed and one validation split, so it is "
                         f"optimistic; {why}. Re-train it on new seeds and the test split with "
                         f"`byol-sweep finalize {s.name}`.", note=True))
-        return out + baseline_blocks(s, "val", [float(best["final_metric"])])
+        return out + baseline_blocks(s, "val", [float(best["final_metric"])], [float(best["linear_probe_acc"])])
     groups = []
     for (group, rank), g in f.groupby(["final_group", "final_rank"], sort=True):
         groups.append((group, int(rank), g))
@@ -133,7 +133,7 @@ def result_section(s: Sweep, level: int) -> list:
     out.append(Table(pd.DataFrame(rows)))
     if len(s.finals) > len(f):
         out.append(Para(f"{len(s.finals) - len(f)} final-stage run(s) did not complete and are left out.", note=True))
-    out += baseline_blocks(s, "test", list(lead["final_metric"].astype(float)))
+    out += baseline_blocks(s, "test", list(lead["final_metric"].astype(float)), list(lead["linear_probe_acc"].astype(float)))
     if per and len(groups) > 1:
         comparison = compare_arms(f[f["final_rank"] == 1], per, mode=s.mode, pair="seed")
         notes = [n for n in comparison.notes if "were not checked" not in n]
@@ -145,24 +145,39 @@ def result_section(s: Sweep, level: int) -> list:
 
 BASELINES = (("raw_pixels", "kNN on raw pixels"), ("untrained", "kNN on the untrained encoder"),
              ("untrained_bn", "kNN on the untrained encoder, BatchNorm statistics calibrated"))
+PROBE_BASELINES = (("raw_pixels_probe", "linear probe on raw pixels"),
+                   ("untrained_probe", "linear probe on the untrained encoder"),
+                   ("untrained_bn_probe", "linear probe on the untrained encoder, BatchNorm statistics calibrated"))
 
 
-def baseline_blocks(s: Sweep, split: str, trained: list[float]) -> list:
+def baseline_blocks(s: Sweep, split: str, trained: list[float], probe: list[float] | None = None) -> list:
     """kNN on raw pixels and on the untrained encoder, with binomial intervals, and whether the
-    trained value beat every one of them by more than that noise."""
+    trained value beat every one of them by more than that noise; then the same for the linear
+    probe, when the trained runs have one and its baselines were measured."""
     n = s.queries(split)
-    measured = {key: (label, s.baseline(key, split)) for key, label in BASELINES if s.baseline(key, split) is not None}
-    if n is None or "raw_pixels" not in measured:
+    if n is None or s.baseline("raw_pixels", split) is None:
         return [Para(f"No baselines were measured on the {split} split (a sweep older than baselines, or their "
                      "measurement failed): whether training helped cannot be said.", note=True)]
+    out = [Para(f"Baselines on the {split} split, on the same kNN bank and {n} queries; the interval is the "
+                f"metric's own noise (Clopper-Pearson over {n} queries: one query is {1 / n:.4f}). Calibrating "
+                "BatchNorm's running statistics changes no weight: what training gains beyond it is learning.")]
+    out += _against_baselines(s, split, n, trained, BASELINES, s.metric)
+    probe = [v for v in (probe or []) if np.isfinite(v)]
+    if probe and s.baseline("raw_pixels_probe", split) is not None:
+        out.append(Para(f"The same for the linear probe (a logistic regression fitted on the bank's frozen features "
+                        f"and scored on the same {n} queries, as each trained run's): a second view of what the "
+                        "features hold, less tied to the distances kNN reads."))
+        out += _against_baselines(s, split, n, probe, PROBE_BASELINES, "linear probe")
+    return out
+
+
+def _against_baselines(s: Sweep, split: str, n: int, trained: list[float], baselines, metric: str) -> list:
+    measured = {key: (label, s.baseline(key, split)) for key, label in baselines if s.baseline(key, split) is not None}
     rows = []
     for label, v in measured.values():
         low, high = binomial_interval(v, n)
-        rows.append({"baseline": label, f"{s.metric} [95% binomial CI]": f"{num(v)} [{num(low)}, {num(high)}]"})
-    out = [Para(f"Baselines on the {split} split, on the same kNN bank and {n} queries; the interval is the "
-                f"metric's own noise (Clopper-Pearson over {n} queries: one query is {1 / n:.4f}). Calibrating "
-                "BatchNorm's running statistics changes no weight: what training gains beyond it is learning."),
-           Table(pd.DataFrame(rows))]
+        rows.append({"baseline": label, f"{metric} [95% binomial CI]": f"{num(v)} [{num(low)}, {num(high)}]"})
+    out = [Table(pd.DataFrame(rows))]
     rows_vs = []
     for key, (label, v) in measured.items():
         diff, low, high = beats_baseline(trained, v, n)
@@ -178,7 +193,7 @@ def baseline_blocks(s: Sweep, split: str, trained: list[float]) -> list:
                     "by simulation)."))
     lost = [label for label, _, low, _ in rows_vs if not low > 0]
     if not lost:
-        return out + [Para("Training helped: it beat every baseline by more than the noise.")]
+        return out + [Para(f"Training helped: on the {metric} it beat every baseline by more than the noise.")]
     return out + [Para(f"Training did not clearly beat: {'; '.join(lost)}.", note=True)]
 
 
@@ -374,7 +389,7 @@ def has_fixed_target_arm(field: str, comparison) -> bool:
 def comparison_headline(s: Sweep) -> list:
     """The result of a sweep that samples nothing and compares grid arms on the same seeds: the
     comparison itself (a best trial of such a sweep answers no question)."""
-    out, best_values = [], None
+    out, best_values, best_probes = [], None, None
     for field in compared_fields(s):
         c = comparison_of(s, field)
         arms = "; ".join(f"{a}: {text} (n = {n})" for a, text, n in zip(c.arms["arm"], c.arms["interval"], c.arms["n"]))
@@ -392,9 +407,11 @@ def comparison_headline(s: Sweep) -> list:
         out.append(Para(f"{lead} Paired by seed, simultaneous 95% intervals: {diffs}."
                         + (f" {FIXED_TARGET_NOTE}" if has_fixed_target_arm(field, c) else "")))
         if best_values is None:
-            best_values = [float(v) for v in s.full_budget.loc[s.full_budget[field] == c.best, "final_metric"]]
+            arm = s.full_budget[s.full_budget[field] == c.best]
+            best_values = [float(v) for v in arm["final_metric"]]
+            best_probes = [float(v) for v in arm["linear_probe_acc"]]
     if best_values:
-        out += baseline_blocks(s, "val", best_values)
+        out += baseline_blocks(s, "val", best_values, best_probes)
     return out
 
 

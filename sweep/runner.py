@@ -279,8 +279,9 @@ def _baselines_task(config: dict) -> dict[str, float]:
 
 def measure_baselines(spec: SweepSpec, uri: str, parent_run_id: str, resources: dict[str, float],
                       split: str) -> dict[str, float] | None:
-    """Once per sweep and split: kNN of raw pixels and of the untrained encoder, on the base
-    configuration's bank and queries (the final stage's for test), as a task with a trial's resources."""
+    """Once per sweep and split: kNN (and linear probe, when the configuration fits one) of raw pixels
+    and of the untrained encoder, on the base configuration's bank and queries (the final stage's for
+    test), as a task with a trial's resources."""
     import ray
 
     from .final import FINAL_EVALUATION
@@ -298,9 +299,11 @@ def measure_baselines(spec: SweepSpec, uri: str, parent_run_id: str, resources: 
         print(f"baselines on the {split} split could not be measured: {str(err).strip().splitlines()[-1]}", flush=True)
         return None
     log_baselines(uri, parent_run_id, split, baselines)
+    probes = (f"; linear probe {baselines['raw_pixels_probe']:.4f}, {baselines['untrained_probe']:.4f} and "
+              f"{baselines['untrained_bn_probe']:.4f}" if "raw_pixels_probe" in baselines else "")
     print(f"baselines on the {split} split ({int(baselines['queries'])} queries): kNN on raw pixels "
           f"{baselines['raw_pixels']:.4f}, on the untrained encoder {baselines['untrained']:.4f} "
-          f"({baselines['untrained_bn']:.4f} with BatchNorm calibrated)", flush=True)
+          f"({baselines['untrained_bn']:.4f} with BatchNorm calibrated){probes}", flush=True)
     return baselines
 
 

@@ -363,7 +363,7 @@ def end_sweep(uri: str, parent_run_id: str, state: str) -> None:
 
 
 def log_baselines(uri: str, parent_run_id: str, split: str, baselines: dict[str, float]) -> None:
-    """kNN of raw pixels and of the untrained encoder on a split's bank and queries, on the parent run."""
+    """The baselines (trainer.baselines.baseline_accuracies) of a split, on the parent run."""
     now = int(time.time() * 1000)
     write(uri, parent_run_id, "log_batch", run_id=parent_run_id,
           metrics=[_metric(f"baseline.{name}.{split}", value, 0, now) for name, value in baselines.items()])

@@ -58,6 +58,9 @@ def test_each_policys_best_is_retrained_with_the_same_new_seeds_on_the_test_spli
     for split in ("val", "test"):
         assert 0 < parent.data.metrics[f"baseline.raw_pixels.{split}"] <= 1
     assert parent.data.metrics["baseline.queries.test"] == 359  # every digits test image
+    # the final runs fit a linear probe, so the test split's baselines have one too
+    for what in ("raw_pixels", "untrained", "untrained_bn"):
+        assert 0 < parent.data.metrics[f"baseline.{what}_probe.test"] <= 1
 
 
 def test_the_report_leads_with_each_policys_test_result_and_compares_them_paired(per_policy, tmp_path):
@@ -69,6 +72,7 @@ def test_the_report_leads_with_each_policys_test_result_and_compares_them_paired
     assert "Selected configuration (policy " in result and "10000, 10001" in result
     assert "| byol |" in result and "| crop_only |" in result
     assert "Baselines on the test split" in result and "359 queries" in result
+    assert "| linear probe on raw pixels |" in result
     assert "compared at equal tuning budget" in result and "paired by seed" in result
     # the search's own comparison refuses: the policies' trials differ in lr
     comparisons = md[md.index("## Comparisons"):md.index("## Health")]

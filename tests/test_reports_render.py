@@ -45,7 +45,8 @@ TRIALS_A = [
 ]
 LEVEL = {"byol": 0.80, "simclr": 0.70, "crop_only": 0.45, "no_color": 0.6}
 BASELINES = {"baseline.raw_pixels.test": 0.30, "baseline.untrained.test": 0.25, "baseline.untrained_bn.test": 0.35,
-             "baseline.queries.test": 1000.0,
+             "baseline.queries.test": 1000.0, "baseline.raw_pixels_probe.test": 0.33,
+             "baseline.untrained_probe.test": 0.28, "baseline.untrained_bn_probe.test": 0.99,
              "baseline.raw_pixels.val": 0.31, "baseline.untrained.val": 0.26, "baseline.queries.val": 500.0}
 # ASHA's decisions as the scheduler would have recorded them: trial index -> rung -> record
 DECISIONS_A = {
@@ -277,7 +278,16 @@ def test_the_headline_is_the_final_stage_beside_the_baselines(report_a, store):
     assert "10000, 10001, 10002" in result and "optimistic" in result
     # baselines with their binomial intervals over 1000 queries; the trained model is far above both
     assert "| kNN on raw pixels | 0.3000 [0.2717, 0.3295] |" in result
-    assert "Training helped" in result
+    assert "Training helped: on the knn_acc it beat every baseline" in result
+    # the linear probe beside its own baselines, measured the same way on the same queries
+    probes = values + 0.02  # the fixture's probe of each final run
+    probe_half = stats.t.ppf(0.975, 2) * probes.std(ddof=1) / math.sqrt(3)
+    assert f"{probes.mean():.4f} [{probes.mean() - probe_half:.4f}, {probes.mean() + probe_half:.4f}] (n = 3)" in result
+    assert "| linear probe on raw pixels | 0.3300 [" in result
+    assert re.search(r"^\| linear probe on raw pixels \| 0\.\d+ \[0\.\d+, 0\.\d+\] \| yes \|$", result, re.M)
+    assert re.search(r"^\| linear probe on the untrained encoder, BatchNorm statistics calibrated \| -0\.\d+ .* \| no \|$",
+                     result, re.M)
+    assert "Training did not clearly beat: linear probe on the untrained encoder, BatchNorm statistics calibrated." in result
     assert _summary_value(md, "Final-stage runs") == "3 completed of 3"
 
 
@@ -305,6 +315,7 @@ def test_a_comparison_sweep_leads_with_its_comparison_and_names_a_fixed_target(s
     assert re.search(r"(0\.99 − 1\.0|1\.0 − 0\.99) = -?0\.\d{4} \[.*\] over 3 common seeds, (not )?significant \(Holm p = ", result)
     assert "Best search value:" not in result and "finalize" not in result
     assert "Baselines on the val split" in result
+    assert "linear probe on raw pixels" not in result  # no probe baselines were measured on val here
     assert re.findall(r"^\| \d \| (0\.99|1\.0) \| 3 \|", comparisons, re.M)
     assert "fixed random target" in result and "fixed random target" in comparisons
 

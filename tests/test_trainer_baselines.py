@@ -22,6 +22,19 @@ def test_baselines_use_the_trials_bank_and_queries():
     assert baseline_accuracies(config)["untrained"] == out["untrained"]
 
 
+@pytest.mark.slow  # builds Trainers and fits probes: seconds
+def test_linear_probe_baselines_follow_the_trials_probe():
+    without = baseline_accuracies(TrainConfig(**SMALL, linear_probe=False))
+    assert not any(k.endswith("_probe") for k in without)
+    config = TrainConfig(**SMALL, linear_probe=True)
+    out = baseline_accuracies(config)
+    for key in ("raw_pixels", "untrained", "untrained_bn"):
+        assert 0.1 < out[f"{key}_probe"] <= 1.0
+        assert out[key] == without[key]  # the kNN baselines do not depend on the probe
+    # the untrained encoder's probe is exactly the probe a trial of this configuration gets before its first step
+    assert out["untrained_probe"] == Trainer(config).probe()
+
+
 def test_batchnorm_calibration_changes_running_statistics_only():
     trainer = Trainer(TrainConfig(**SMALL))
     encoder = trainer.model.encoder

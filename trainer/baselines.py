@@ -1,12 +1,13 @@
-"""What a trained encoder must beat: kNN on raw pixels and on the untrained encoder, measured on
-exactly the bank and queries a trial of the same configuration is evaluated on."""
+"""What a trained encoder must beat: kNN (and, when the configuration runs one, the linear probe) on
+raw pixels and on the untrained encoder, measured on exactly the bank and queries a trial of the
+same configuration is evaluated on."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from .config import TrainConfig
-from .evaluation import extract_features, knn_accuracy
+from .evaluation import extract_features, knn_accuracy, linear_probe
 from .loop import Trainer
 
 CALIBRATION_BATCH = 256
@@ -17,21 +18,25 @@ def baseline_accuracies(config: TrainConfig) -> dict[str, float]:
     initialisation (config.seed); "untrained_bn", the same weights with BatchNorm's running
     statistics averaged over the training images (a few forward passes, no gradient: early in
     training much of the gain over "untrained" is this bookkeeping, not learning); and
-    "queries", how many images were classified."""
+    "queries", how many images were classified. With config.linear_probe, also "<each>_probe":
+    the linear probe a trained encoder gets (Trainer.probe), on the same features."""
     trainer = Trainer(config)
     d, cfg = trainer.data, config
     bank_y, query_y = d.train_labels[trainer.bank_idx], d.eval_labels[trainer.query_idx]
+    out: dict[str, float] = {}
 
-    def knn_of(encoder: nn.Module) -> float:
+    def measure(name: str, encoder: nn.Module) -> None:
         with trainer._autocast():
-            bank = extract_features(encoder, d.train_images[trainer.bank_idx], trainer.eval_view)
-            queries = extract_features(encoder, d.eval_images[trainer.query_idx], trainer.eval_view)
-        return float(knn_accuracy(bank.float(), bank_y, queries.float(), query_y, cfg.knn_k, cfg.knn_temperature,
-                                  len(d.classes)))
+            bank = extract_features(encoder, d.train_images[trainer.bank_idx], trainer.eval_view).float()
+            queries = extract_features(encoder, d.eval_images[trainer.query_idx], trainer.eval_view).float()
+        out[name] = float(knn_accuracy(bank, bank_y, queries, query_y, cfg.knn_k, cfg.knn_temperature, len(d.classes)))
+        if cfg.linear_probe:
+            out[f"{name}_probe"] = linear_probe(bank, bank_y, queries, query_y, seed=cfg.seed)
 
-    out = {"raw_pixels": knn_of(nn.Flatten()), "untrained": knn_of(trainer.model.encoder)}
+    measure("raw_pixels", nn.Flatten())
+    measure("untrained", trainer.model.encoder)
     calibrate_batchnorm(trainer.model.encoder, d.train_images, trainer.eval_view)
-    out["untrained_bn"] = knn_of(trainer.model.encoder)
+    measure("untrained_bn", trainer.model.encoder)
     out["queries"] = float(len(trainer.query_idx))
     return out
 
