@@ -165,13 +165,14 @@ def baseline_blocks(s: Sweep, split: str, trained: list[float], probe: list[floa
     probe = [v for v in (probe or []) if np.isfinite(v)]
     if probe and s.baseline("raw_pixels_probe", split) is not None:
         out.append(Para(f"The same for the linear probe (a logistic regression fitted on the bank's frozen features "
-                        f"and scored on the same {n} queries, as each trained run's): a second view of what the "
-                        "features hold, less tied to the distances kNN reads."))
-        out += _against_baselines(s, split, n, probe, PROBE_BASELINES, "linear probe")
+                        f"and scored on the same {n} queries, as each trained run's), with the same intervals and "
+                        "test: a second view of what the features hold, less tied to the distances kNN reads."))
+        out += _against_baselines(s, split, n, probe, PROBE_BASELINES, "linear probe", explain=False)
     return out
 
 
-def _against_baselines(s: Sweep, split: str, n: int, trained: list[float], baselines, metric: str) -> list:
+def _against_baselines(s: Sweep, split: str, n: int, trained: list[float], baselines, metric: str,
+                       explain: bool = True) -> list:
     measured = {key: (label, s.baseline(key, split)) for key, label in baselines if s.baseline(key, split) is not None}
     rows = []
     for label, v in measured.values():
@@ -186,11 +187,12 @@ def _against_baselines(s: Sweep, split: str, n: int, trained: list[float], basel
         "trained − baseline": [label for label, *_ in rows_vs],
         "difference [95% CI]": [f"{num(d)} [{num(lo)}, {num(hi)}]" for _, d, lo, hi in rows_vs],
         "beaten": ["yes" if lo > 0 else "no" for _, _, lo, _ in rows_vs]})))
-    how = ("its spread over the seeds (Student-t)" if len(trained) >= 2 else "its own binomial noise")
-    out.append(Para(f"Each difference's interval counts both noises: the trained value's ({how}) and the "
-                    "baseline's (binomial over the queries), combined by Welch-Satterthwaite; a baseline is beaten "
-                    "when the interval lies above 0 (tests/test_reports_stats.py checks its false-positive rate "
-                    "by simulation)."))
+    if explain:
+        how = ("its spread over the seeds (Student-t)" if len(trained) >= 2 else "its own binomial noise")
+        out.append(Para(f"Each difference's interval counts both noises: the trained value's ({how}) and the "
+                        "baseline's (binomial over the queries), combined by Welch-Satterthwaite; a baseline is "
+                        "beaten when the interval lies above 0 (tests/test_reports_stats.py checks its "
+                        "false-positive rate by simulation)."))
     lost = [label for label, _, low, _ in rows_vs if not low > 0]
     if not lost:
         return out + [Para(f"Training helped: on the {metric} it beat every baseline by more than the noise.")]
