@@ -343,6 +343,45 @@ def test_sigterm_leaves_the_sweep_interrupted_not_stopped_early_and_resume_finis
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "knn_acc")) == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.slow
+def test_a_final_stage_stopped_by_sigterm_continues_on_resume_and_loses_no_epoch(tmp_path):
+    space = write_space(tmp_path, "fterm", base={"epochs": 6}, grid={"seed": [0, 1]}, algorithm="grid", asha=False,
+                        final={"top_k": 1, "seeds": 3})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["run", str(space), "--name", "fterm", "--storage", "runs", "--tracking-uri", uri, "--no-report"]
+    driver = subprocess.Popen([*CLI, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True, env={**os.environ, "PYTHONPATH": ROOT})
+    client = MlflowClient(uri)
+
+    def finals():
+        exp = client.get_experiment_by_name("fterm")
+        return client.search_runs([exp.experiment_id], "tags.`byol_sweep.role` = 'final'") if exp else []
+
+    deadline = time.time() + 300
+    while time.time() < deadline and driver.poll() is None:  # until every final run has logged an epoch
+        runs = finals()
+        if len(runs) == 3 and all(client.get_metric_history(r.info.run_id, "epoch_s") for r in runs):
+            break
+        time.sleep(0.5)
+    assert driver.poll() is None, driver.stdout.read()
+    driver.send_signal(signal.SIGTERM)
+    out, _ = driver.communicate(timeout=180)
+    assert driver.returncode != 0, out
+    assert parent_tags(uri, "fterm")["byol_sweep.state"] == "interrupted", out
+    before = {r.info.run_id: r.data.tags["resources.cpu"] for r in finals()}
+    assert len(before) == 3
+
+    resumed = byol_sweep("resume", "fterm", "--storage", "runs", "--tracking-uri", uri, "--no-report", cwd=tmp_path)
+    assert "continuing the final stage" in resumed.stdout and "final stage finished: 3 completed" in resumed.stdout
+    assert parent_tags(uri, "fterm")["byol_sweep.state"] == "finished"
+    runs = finals()
+    assert {r.info.run_id: r.data.tags["resources.cpu"] for r in runs} == before  # the same runs, the same share
+    for run in runs:  # each continued from its checkpoint: every epoch once, none lost, none repeated
+        assert run.info.status == "FINISHED" and run.data.tags["status"] == "completed"
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "knn_acc")) == [1, 2, 3, 4, 5, 6]
+        assert "linear_probe_acc" in run.data.metrics
+
+
 @pytest.mark.slow  # spawns byol-sweep or trains for seconds: CI runs it, the fast loop does not
 def test_a_sweep_that_fails_to_start_leaves_no_folder(tmp_path):
     (tmp_path / "bad.db").write_text("not a database at all " * 100)
