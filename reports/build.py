@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -11,7 +12,8 @@ from reports.load import load_sweep
 from reports.store import open_store
 
 
-def build_report(experiments: list[str], tracking_uri: str | None, out_dir: str | Path) -> Path:
+def build_report(experiments: list[str], tracking_uri: str | None, out_dir: str | Path,
+                 echo: Callable[[str], None] | None = None) -> Path:
     experiments = list(experiments or [])
     if not experiments:
         raise ReportError("Name at least one experiment to report on (--experiment NAME).")
@@ -39,4 +41,7 @@ def build_report(experiments: list[str], tracking_uri: str | None, out_dir: str 
     render.write_markdown(out / "report.md", title, blocks)
     path = out / "report.html"
     path.write_text(render.to_html(title, blocks), encoding="utf-8")
+    if echo is not None and len(sweeps) == 1:
+        for line in sections.result_lines(sweeps[0]):
+            echo(line)
     return path

@@ -103,9 +103,7 @@ def result_section(s: Sweep, level: int) -> list:
                         f"optimistic; {why}. Re-train it on new seeds and the test split with "
                         f"`byol-sweep finalize {s.name}`.", note=True))
         return out + baseline_blocks(s, "val", [float(best["final_metric"])], [float(best["linear_probe_acc"])])
-    groups = []
-    for (group, rank), g in f.groupby(["final_group", "final_rank"], sort=True):
-        groups.append((group, int(rank), g))
+    groups = final_groups(s)
     per = s.final_per
     rows = []
     for group, rank, g in groups:
@@ -119,8 +117,7 @@ def result_section(s: Sweep, level: int) -> list:
                     f"test {s.metric} [95% CI]": interval(g["final_metric"]),
                     "test linear probe [95% CI]": interval(g["linear_probe_acc"])})
         rows.append(row)
-    lead_group, _, lead = min(groups, key=lambda x: (-float(np.mean(x[2]["final_metric"])) if s.mode == "max"
-                                                      else float(np.mean(x[2]["final_metric"])), x[1]))
+    lead_group, _, lead = lead_final_group(s, groups)
     first = lead.iloc[0]
     seeds = sorted(int(v) for v in lead["seed"].dropna())
     label = f"{per} {lead_group}: " if per else ""
@@ -141,6 +138,37 @@ def result_section(s: Sweep, level: int) -> list:
                         f"{per}s are compared at equal tuning budget (their other fields differ on purpose)."))
         out += comparison_blocks_of(comparison, s.metric, notes)
     return out
+
+
+def final_groups(s: Sweep) -> list[tuple[str, int, pd.DataFrame]]:
+    """(group, rank in the search, its completed final runs) of each configuration re-trained."""
+    return [(group, int(rank), g) for (group, rank), g in s.finals_done.groupby(["final_group", "final_rank"], sort=True)]
+
+
+def lead_final_group(s: Sweep, groups: list[tuple[str, int, pd.DataFrame]]) -> tuple[str, int, pd.DataFrame]:
+    """The selected configuration: the best mean over its new seeds (the search's rank breaks ties)."""
+    return min(groups, key=lambda x: (-float(np.mean(x[2]["final_metric"])) if s.mode == "max"
+                                      else float(np.mean(x[2]["final_metric"])), x[1]))
+
+
+def result_lines(s: Sweep) -> list[str]:
+    """The final stage's result in a few console lines: the selected configuration's test values
+    over the new seeds and which baselines they beat (the report's Result, in short)."""
+    if s.finals_done.empty:
+        return []
+    _, _, lead = lead_final_group(s, final_groups(s))
+    n = s.queries("test")
+    lines = [f"result on the test split, {len(lead)} new seed(s): {s.metric} {interval(lead['final_metric'])}, "
+             f"linear probe {interval(lead['linear_probe_acc'])} ({swept_values(s, lead.iloc[0])})"]
+    for values, baselines, what in ((lead["final_metric"], BASELINES, s.metric),
+                                    (lead["linear_probe_acc"], PROBE_BASELINES, "linear probe")):
+        trained = [float(v) for v in values if np.isfinite(v)]
+        verdicts = baseline_verdicts(s, "test", n, trained, baselines) if n and trained else []
+        if verdicts:
+            lines.append(f"  {what} minus baselines: " + "; ".join(
+                f"{label.split(' on ', 1)[1]} {d:+.4f} [{num(low)}, {num(high)}] {'beaten' if low > 0 else 'NOT beaten'}"
+                for label, d, low, high in verdicts))
+    return lines
 
 
 BASELINES = (("raw_pixels", "kNN on raw pixels"), ("untrained", "kNN on the untrained encoder"),
@@ -171,18 +199,22 @@ def baseline_blocks(s: Sweep, split: str, trained: list[float], probe: list[floa
     return out
 
 
+def baseline_verdicts(s: Sweep, split: str, n: int, trained: list[float], baselines) -> list[tuple[str, float, float, float]]:
+    """(label, trained − baseline, low, high) for each measured baseline; beaten when low > 0."""
+    return [(label, *beats_baseline(trained, s.baseline(key, split), n))
+            for key, label in baselines if s.baseline(key, split) is not None]
+
+
 def _against_baselines(s: Sweep, split: str, n: int, trained: list[float], baselines, metric: str,
                        explain: bool = True) -> list:
-    measured = {key: (label, s.baseline(key, split)) for key, label in baselines if s.baseline(key, split) is not None}
     rows = []
-    for label, v in measured.values():
-        low, high = binomial_interval(v, n)
-        rows.append({"baseline": label, f"{metric} [95% binomial CI]": f"{num(v)} [{num(low)}, {num(high)}]"})
+    for key, label in baselines:
+        v = s.baseline(key, split)
+        if v is not None:
+            low, high = binomial_interval(v, n)
+            rows.append({"baseline": label, f"{metric} [95% binomial CI]": f"{num(v)} [{num(low)}, {num(high)}]"})
     out = [Table(pd.DataFrame(rows))]
-    rows_vs = []
-    for key, (label, v) in measured.items():
-        diff, low, high = beats_baseline(trained, v, n)
-        rows_vs.append((label, diff, low, high))
+    rows_vs = baseline_verdicts(s, split, n, trained, baselines)
     out.append(Table(pd.DataFrame({
         "trained − baseline": [label for label, *_ in rows_vs],
         "difference [95% CI]": [f"{num(d)} [{num(lo)}, {num(hi)}]" for _, d, lo, hi in rows_vs],

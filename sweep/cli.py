@@ -186,7 +186,7 @@ def _after_sweep(outcome, report: bool) -> int:
     if report:
         from reports import build_report
 
-        html = build_report([outcome.experiment], outcome.tracking_uri, report_folder([outcome.experiment]))
+        html = build_report([outcome.experiment], outcome.tracking_uri, report_folder([outcome.experiment]), echo=print)
         print(f"report written: {html}", flush=True)
         from .tracking import client_for
 
@@ -269,7 +269,7 @@ def cmd_report(args) -> int:
         _, found = sweep_parents(store, experiment) or (None, [])  # an unknown experiment: the report says so
         parents += found
     sync_sweeps(uri, [(p.params.get("sweep_name"), p.params.get("storage")) for p in parents])  # what a journal still holds
-    html = build_report(args.experiment, uri, out)
+    html = build_report(args.experiment, uri, out, echo=print)
     print(f"report written: {html}")
     return 0
 

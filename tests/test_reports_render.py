@@ -291,6 +291,20 @@ def test_the_headline_is_the_final_stage_beside_the_baselines(report_a, store):
     assert _summary_value(md, "Final-stage runs") == "3 completed of 3"
 
 
+def test_the_console_gets_the_final_result_and_its_verdicts_in_short(store, tmp_path):
+    lines = []
+    build_report(["sweep-a"], store["uri"], tmp_path / "a", echo=lines.append)
+    values = np.array([h[-1]["knn_acc"] for h in store["finals"]])
+    assert len(lines) == 3
+    assert lines[0].startswith(f"result on the test split, 3 new seed(s): knn_acc {values.mean():.4f} [")
+    assert f"linear probe {values.mean() + 0.02:.4f} [" in lines[0]
+    assert re.search(r"knn_acc minus baselines: raw pixels \+0\.\d{4} \[0\.\d{4}, 0\.\d{4}\] beaten;", lines[1])
+    assert "BatchNorm statistics calibrated -0." in lines[2] and lines[2].endswith("NOT beaten")
+    quiet = []  # a sweep with no final stage: its report says what there is; the console already had its best
+    build_report(["grid-tau"], store["uri"], tmp_path / "tau", echo=quiet.append)
+    assert quiet == []
+
+
 def test_policies_that_differ_in_the_policy_alone_are_compared_paired_and_corrected(store, tmp_path):
     build_report(["grid-policies"], store["uri"], tmp_path)
     md = (tmp_path / "report.md").read_text()
