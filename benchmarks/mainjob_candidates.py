@@ -4,10 +4,11 @@
 
 For each candidate (dataset, image size, backbone, epochs, policy, batch, lr) prints one JSON
 line: the kNN accuracy of raw pixels, of the untrained encoder and of the untrained encoder with
-its BatchNorm running statistics calibrated on the training images (same bank, same queries,
-same weighted kNN as the Trainer), then of BYOL trained at --tau (default 0.99) and at tau_base 1.0
-(a fixed random target), per seed, with the seconds per epoch (training + kNN evaluation) and the
-half-width of a 95% binomial (Wilson) interval on the number of kNN queries.
+its BatchNorm running statistics calibrated on the training images (trainer.baselines: same bank,
+same queries, same weighted kNN as the Trainer), then of BYOL trained at --tau (default 0.99) and
+at tau_base 1.0 (a fixed random target), per seed, with the seconds per epoch (training + kNN
+evaluation) and the half-width of a 95% binomial (Wilson) interval on the number of kNN queries.
+With `--set linear_probe=true`, the linear probe too: `<baseline>_probe` and each run's `probe`.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from trainer import TrainConfig, Trainer  # noqa: E402
 from trainer import data as datasets  # noqa: E402
 from trainer import embedded  # noqa: E402
-from trainer.evaluation import knn_accuracy  # noqa: E402
+from trainer.baselines import baseline_accuracies  # noqa: E402
 
 # the quick sweep's fixed settings (search_spaces/quick.yaml's base), evaluated on everything
 QUICK = dict(backbone="small_cnn", projector_hidden=512, projector_out=128, optimizer="lars",
@@ -75,43 +76,6 @@ def wilson_half_width(acc: float, n: int, z: float = 1.96) -> float:
     return z * math.sqrt(acc * (1 - acc) / n + z * z / (4 * n * n)) / denom
 
 
-def baselines(trainer: Trainer) -> dict[str, float]:
-    """Raw-pixel and untrained-encoder kNN on the Trainer's own bank and queries."""
-    d, cfg = trainer.data, trainer.config
-
-    def pixels(images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(trainer.eval_view(images).float().flatten(1), dim=1)
-
-    bank_y, query_y = d.train_labels[trainer.bank_idx], d.eval_labels[trainer.query_idx]
-    raw = knn_accuracy(pixels(d.train_images[trainer.bank_idx]), bank_y, pixels(d.eval_images[trainer.query_idx]),
-                       query_y, cfg.knn_k, cfg.knn_temperature, len(d.classes))
-    return {"raw_pixels": round(float(raw), 4), "untrained": round(trainer.evaluate()[0], 4),
-            "untrained_bn_calibrated": round(bn_calibrated_knn(trainer), 4)}
-
-
-def bn_calibrated_knn(trainer: Trainer) -> float:
-    """kNN of the untrained encoder once its BatchNorm running statistics are the averages over the
-    training images (eval views), weights untouched: what training gains by calibrating BN alone.
-    Works on a copy; the Trainer's own encoder is left as it was."""
-    import copy
-
-    encoder = copy.deepcopy(trainer.model.encoder)
-    for m in encoder.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # a cumulative average over all batches
-    encoder.train()
-    images = trainer.data.train_images
-    with torch.no_grad():
-        for i in range(0, len(images), 256):
-            encoder(trainer.eval_view(images[i : i + 256]))
-    original, trainer.model.encoder = trainer.model.encoder, encoder
-    try:
-        return trainer.evaluate()[0]
-    finally:
-        trainer.model.encoder = original
-
-
 def run(name: str, overrides: dict, seeds: list[int], taus: list[float], eval_split: str,
         per_class: int = 400) -> dict:
     settings = {**QUICK, **CANDIDATES[name][0], **overrides, "eval_split": eval_split}
@@ -125,11 +89,11 @@ def run(name: str, overrides: dict, seeds: list[int], taus: list[float], eval_sp
         data = embedded.load_digits_canvas(cfg0.image_size, eval_split, **variant)
     else:
         data = datasets.load(cfg0.dataset, image_size=cfg0.image_size, eval_split=eval_split)
-    first = Trainer(cfg0, data=data)
-    n_queries = len(first.query_idx)
+    base = baseline_accuracies(cfg0, data)
+    n_queries = int(base.pop("queries"))
+    base = {("untrained_bn_calibrated" if k == "untrained_bn" else k): round(v, 4) for k, v in base.items()}
     out = {"candidate": name, "settings": {k: v for k, v in settings.items() if k not in QUICK or k in overrides},
-           "variant": variant,
-           "train_images": len(data.train_images), "queries": n_queries, **baselines(first), "trained": {}}
+           "variant": variant, "train_images": len(data.train_images), "queries": n_queries, **base, "trained": {}}
     out["noise_95"] = round(wilson_half_width(max(out["raw_pixels"], out["untrained"]), n_queries), 4)
     for tau in taus:
         runs = []
@@ -142,7 +106,8 @@ def run(name: str, overrides: dict, seeds: list[int], taus: list[float], eval_sp
                 print(f"# {name} tau {tau} seed {seed} epoch {r.epoch}: knn {r.knn_acc:.3f} loss {r.loss:.3f} "
                       f"z_std {r.z_std:.3f} {r.epoch_s:.1f}s", file=sys.stderr, flush=True)
             runs.append({"seed": seed, "knn": curve[-1], "curve": curve,
-                         "epoch_s": round((time.perf_counter() - start) / len(curve), 2)})
+                         "epoch_s": round((time.perf_counter() - start) / len(curve), 2),
+                         **({"probe": round(r.linear_probe_acc, 4)} if r.linear_probe_acc is not None else {})})
         out["trained"][str(tau)] = {"mean": round(sum(r["knn"] for r in runs) / len(runs), 4), "runs": runs}
     return out
 

@@ -7,20 +7,21 @@ import torch
 from torch import nn
 
 from .config import TrainConfig
+from .data import ImageData
 from .evaluation import extract_features, knn_accuracy, linear_probe
 from .loop import Trainer
 
 CALIBRATION_BATCH = 256
 
 
-def baseline_accuracies(config: TrainConfig) -> dict[str, float]:
+def baseline_accuracies(config: TrainConfig, data: ImageData | None = None) -> dict[str, float]:
     """kNN top-1 of: "raw_pixels", the resized, normalised pixels; "untrained", the encoder at
     initialisation (config.seed); "untrained_bn", the same weights with BatchNorm's running
     statistics averaged over the training images (a few forward passes, no gradient: early in
     training much of the gain over "untrained" is this bookkeeping, not learning); and
     "queries", how many images were classified. With config.linear_probe, also "<each>_probe":
     the linear probe a trained encoder gets (Trainer.probe), on the same features."""
-    trainer = Trainer(config)
+    trainer = Trainer(config, data=data)  # data: images already loaded (else config.dataset's)
     d, cfg = trainer.data, config
     bank_y, query_y = d.train_labels[trainer.bank_idx], d.eval_labels[trainer.query_idx]
     out: dict[str, float] = {}
