@@ -227,7 +227,8 @@ def _against_baselines(s: Sweep, split: str, n: int, trained: list[float], basel
                         "false-positive rate by simulation)."))
     lost = [label for label, _, low, _ in rows_vs if not low > 0]
     if not lost:
-        return out + [Para(f"Training helped: on the {metric} it beat every baseline by more than the noise.")]
+        on = metric if metric == s.metric else f"the {metric}"
+        return out + [Para(f"Training helped: on {on} it beat every baseline by more than the noise.")]
     return out + [Para(f"Training did not clearly beat: {'; '.join(lost)}.", note=True)]
 
 

@@ -278,7 +278,7 @@ def test_the_headline_is_the_final_stage_beside_the_baselines(report_a, store):
     assert "10000, 10001, 10002" in result and "optimistic" in result
     # baselines with their binomial intervals over 1000 queries; the trained model is far above both
     assert "| kNN on raw pixels | 0.3000 [0.2717, 0.3295] |" in result
-    assert "Training helped: on the knn_acc it beat every baseline" in result
+    assert "Training helped: on knn_acc it beat every baseline" in result
     # the linear probe beside its own baselines, measured the same way on the same queries
     probes = values + 0.02  # the fixture's probe of each final run
     probe_half = stats.t.ppf(0.975, 2) * probes.std(ddof=1) / math.sqrt(3)
