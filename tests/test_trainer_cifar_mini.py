@@ -51,3 +51,5 @@ def test_the_shipped_file_is_the_one_documented():
     with resources.files("trainer").joinpath(E.CIFAR_MINI_FILE).open("rb") as f, np.load(f) as z:
         assert sorted(z.files) == sorted(f"{s}_{k}" for s in ("train", "val", "test") for k in ("images", "labels"))
         assert z["train_images"].shape == (5000, 16, 16, 3) and z["train_images"].dtype == np.uint8
+        # the test split is CIFAR-10's whole test split: 10,000 queries, binomial noise about +-0.01
+        assert z["val_images"].shape == (1000, 16, 16, 3) and z["test_images"].shape == (10000, 16, 16, 3)
