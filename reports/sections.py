@@ -102,7 +102,7 @@ def result_section(s: Sweep, level: int) -> list:
                         f"{len(s.full_budget)} full-budget trials on one seed and one validation split, so it is "
                         f"optimistic; {why}. Re-train it on new seeds and the test split with "
                         f"`byol-sweep finalize {s.name}`.", note=True))
-        return out + baseline_blocks(s, "val", [float(best["final_metric"])], [float(best["linear_probe_acc"])])
+        return out + baseline_blocks(s, summary.search_split(s), [float(best["final_metric"])], [float(best["linear_probe_acc"])])
     groups = final_groups(s)
     per = s.final_per
     rows = []
@@ -298,7 +298,7 @@ def best_section(s: Sweep, level: int, best) -> list:
                         "with each other at unequal budgets).", note=True))
         return out + stopped_blocks(s)
     cols = [c for c in summary.varied_columns(s)]
-    n = s.queries("val")
+    n = s.queries(summary.search_split(s))
     near = (within_noise(ranked["final_metric"], float(ranked["final_metric"].iloc[0]), n, s.mode)
             if n else np.zeros(len(ranked), dtype=bool))
     rows = []
@@ -446,7 +446,7 @@ def comparison_headline(s: Sweep) -> list:
             best_values = [float(v) for v in arm["final_metric"]]
             best_probes = [float(v) for v in arm["linear_probe_acc"]]
     if best_values:
-        out += baseline_blocks(s, "val", best_values, best_probes)
+        out += baseline_blocks(s, summary.search_split(s), best_values, best_probes)
     return out
 
 

@@ -41,11 +41,21 @@ def config_value(sweep: Sweep, name: str) -> str:
     return sweep.params.get(f"base.{name}", "?")
 
 
+def _trial_splits(sweep: Sweep) -> list[str]:
+    return sorted({p["eval_split"] for p in sweep.raw_params.values() if "eval_split" in p})
+
+
 def eval_split(sweep: Sweep) -> str:
     """Which split the metric was measured on, from the trials' eval_split params."""
-    splits = sorted({p["eval_split"] for p in sweep.raw_params.values() if "eval_split" in p})
     described = {"val": "val split (held out of training)", "test": "test split"}
-    return ", ".join(described.get(x, x) for x in splits) or "not recorded (a sweep older than eval_split)"
+    return ", ".join(described.get(x, x) for x in _trial_splits(sweep)) or "not recorded (a sweep older than eval_split)"
+
+
+def search_split(sweep: Sweep) -> str:
+    """The split the search's trials were measured on ("val" unless they all used another), whose
+    baselines their values are compared with."""
+    splits = _trial_splits(sweep)
+    return splits[0] if len(splits) == 1 else "val"
 
 
 def ranked(sweep: Sweep) -> pd.DataFrame:

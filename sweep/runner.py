@@ -428,7 +428,7 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
             shutil.rmtree(state_dir, ignore_errors=True)
         raise
     with _driver(uri, parent_run_id):
-        measure_baselines(spec, uri, parent_run_id, resources, "val")
+        measure_baselines(spec, uri, parent_run_id, resources, spec.train_config({}).eval_split)
         results = _fit(tuner)
         keep_models(uri, experiment_id, parent_run_id, results, "trial")
         outcome = _finish(results, spec, name, root, uri, experiment, parent_run_id, experiment_id)

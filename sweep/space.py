@@ -225,7 +225,27 @@ def parse_space(data: Any, source: str, text: str = "") -> SweepSpec:
                      description=str(data.get("description", "")), text=text)
     scheduler.check_spec(spec, "scheduler")
     spec.train_config({})  # the base itself must be a valid TrainConfig
+    _check_test_split(spec)
     return spec
+
+
+def _check_test_split(spec: SweepSpec) -> None:
+    """Trials may evaluate on the test split only in a sweep that selects nothing by their metric
+    (a grid compared as it stands: no search, no early stopping, no final stage); a selection made on
+    the test split would make it a second validation split and its figures optimistic."""
+    where = next((f"{part}.eval_split" for part, values in (("base", [spec.base.get("eval_split")]),
+                  ("grid", spec.grid.get("eval_split", []))) if "test" in values), None)
+    choice = spec.search.get("eval_split")
+    if where is None and choice is not None and "test" in (choice.values or ()):
+        where = "search.eval_split"
+    if where is None:
+        return
+    selects = [what for what, on in (("a search", bool(spec.search)), (f"{spec.scheduler.name} scheduling",
+               spec.scheduler.name != "fifo"), ("a final stage", bool(spec.final))) if on]
+    if selects:
+        raise _fail(spec.source, where, f"test is allowed only in a sweep that selects nothing by its metric (a grid "
+                                        f"with asha: false and final: false); this one has {' and '.join(selects)}, so "
+                                        "its trials evaluate on val and the final stage measures the test split")
 
 
 def _check_top_key(source: str, key: Any) -> None:

@@ -166,6 +166,12 @@ def store(tmp_path_factory):
     parent = _parent(client, exp, "grid-tau", "finished", space_t, T0, T0 + 60_000, baselines=BASELINES)
     for i, (tau, seed) in enumerate((t, s) for t in (0.99, 1.0) for s in range(3)):
         _trial(client, exp, parent, i, dict(BASE, tau_base=tau, seed=seed), "completed", MAX_EPOCHS, space_t, rng)
+    exp = client.create_experiment("grid-tau-test")  # the same, measured on the test split (as `bootstrap` is)
+    parent = _parent(client, exp, "grid-tau-test", "finished", space_t, T0, T0 + 60_000,
+                     extra_params={"base.eval_split": "test"}, baselines=BASELINES)
+    for i, (tau, seed) in enumerate((t, s) for t in (0.99, 1.0) for s in range(3)):
+        _trial(client, exp, parent, i, dict(BASE, tau_base=tau, seed=seed, eval_split="test"), "completed",
+               MAX_EPOCHS, space_t, rng)
     exp = client.create_experiment("grid-tau-started")  # the same, two epochs in: nothing to compare yet
     parent = _parent(client, exp, "grid-tau-started", "running", space_t, T0, None, baselines=BASELINES)
     for i, tau in enumerate((0.99, 1.0)):
@@ -332,6 +338,14 @@ def test_a_comparison_sweep_leads_with_its_comparison_and_names_a_fixed_target(s
     assert "linear probe on raw pixels" not in result  # no probe baselines were measured on val here
     assert re.findall(r"^\| \d \| (0\.99|1\.0) \| 3 \|", comparisons, re.M)
     assert "fixed random target" in result and "fixed random target" in comparisons
+
+    # trials measured on the test split are compared with the test split's baselines, and say so
+    build_report(["grid-tau-test"], store["uri"], tmp_path / "tau-test")
+    md = (tmp_path / "tau-test" / "report.md").read_text()
+    result = md.split("## Result")[1].split("## Summary")[0]
+    assert "on the test split. Mean knn_acc" in result and "Baselines on the test split, on the same kNN bank and 1000 queries" in result
+    assert "Baselines on the val split" not in result and "linear probe on raw pixels" in result
+    assert _summary_value(md, "Search evaluated on") == "test split"
 
     build_report(["grid-tau-started"], store["uri"], tmp_path / "started")
     result = (tmp_path / "started" / "report.md").read_text().split("## Result")[1].split("## Summary")[0]

@@ -153,3 +153,19 @@ def test_space_problems_leaves_out_what_only_follows_from_another_mistake():
     problems = space_problems(yaml.safe_load("base: {epochs: ten}\nsearch: {base_lr: {uniform: [0.1, 1]}}\n"
                                              "asha: {grace_period: 8}"), "s.yaml")
     assert [p.split(": ")[1] for p in problems] == ["base.epochs"], problems
+
+
+@pytest.mark.parametrize("selection, what", [
+    ("search:\n  base_lr: {loguniform: [0.1, 1.0]}\nasha: false\nfinal: false\n", "a search"),
+    ("grid:\n  seed: [0, 1]\nalgorithm: grid\nfinal: false\n", "asha scheduling"),
+    ("grid:\n  base_lr: [0.1, 0.2]\nalgorithm: grid\nasha: false\n", "a final stage"),
+])
+def test_trials_evaluate_on_the_test_split_only_when_nothing_is_selected_by_their_metric(tmp_path, selection, what):
+    text = "base: {dataset: digits, epochs: 4, eval_split: test}\n" + selection
+    with pytest.raises(SpaceError, match=rf"base\.eval_split: test is allowed only in a sweep that selects nothing.*"
+                                         rf"this one has {what}"):
+        load_space(write(tmp_path, text))
+    # the same sweep on val is fine, and a grid compared as it stands may use the test split
+    load_space(write(tmp_path, text.replace("eval_split: test", "eval_split: val")))
+    load_space(write(tmp_path, "base: {dataset: digits, epochs: 4, eval_split: test}\ngrid:\n  seed: [0, 1]\n"
+                               "algorithm: grid\nasha: false\nfinal: false\n"))
