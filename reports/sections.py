@@ -160,22 +160,21 @@ def result_lines(s: Sweep) -> list[str]:
     n = s.queries("test")
     lines = [f"result on the test split, {len(lead)} new seed(s): {s.metric} {interval(lead['final_metric'])}, "
              f"linear probe {interval(lead['linear_probe_acc'])} ({swept_values(s, lead.iloc[0])})"]
-    for values, baselines, what in ((lead["final_metric"], BASELINES, s.metric),
-                                    (lead["linear_probe_acc"], PROBE_BASELINES, "linear probe")):
+    for values, suffix, what in ((lead["final_metric"], "", s.metric), (lead["linear_probe_acc"], "_probe", "linear probe")):
         trained = [float(v) for v in values if np.isfinite(v)]
-        verdicts = baseline_verdicts(s, "test", n, trained, baselines) if n and trained else []
+        features = [(key + suffix, label) for key, label in BASELINE_FEATURES]
+        verdicts = baseline_verdicts(s, "test", n, trained, features) if n and trained else []
         if verdicts:
             lines.append(f"  {what} minus baselines: " + "; ".join(
-                f"{label.split(' on ', 1)[1]} {d:+.4f} [{num(low)}, {num(high)}] {'beaten' if low > 0 else 'NOT beaten'}"
+                f"{label} {d:+.4f} [{num(low)}, {num(high)}] {'beaten' if low > 0 else 'NOT beaten'}"
                 for label, d, low, high in verdicts))
     return lines
 
 
-BASELINES = (("raw_pixels", "kNN on raw pixels"), ("untrained", "kNN on the untrained encoder"),
-             ("untrained_bn", "kNN on the untrained encoder, BatchNorm statistics calibrated"))
-PROBE_BASELINES = (("raw_pixels_probe", "linear probe on raw pixels"),
-                   ("untrained_probe", "linear probe on the untrained encoder"),
-                   ("untrained_bn_probe", "linear probe on the untrained encoder, BatchNorm statistics calibrated"))
+BASELINE_FEATURES = (("raw_pixels", "raw pixels"), ("untrained", "the untrained encoder"),
+                     ("untrained_bn", "the untrained encoder, BatchNorm statistics calibrated"))
+BASELINES = tuple((key, f"kNN on {what}") for key, what in BASELINE_FEATURES)
+PROBE_BASELINES = tuple((f"{key}_probe", f"linear probe on {what}") for key, what in BASELINE_FEATURES)
 
 
 def baseline_blocks(s: Sweep, split: str, trained: list[float], probe: list[float] | None = None) -> list:
