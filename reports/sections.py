@@ -89,7 +89,7 @@ def result_section(s: Sweep, level: int) -> list:
     """The headline: the final stage's test result, beside the baselines and the metric's noise."""
     out = [Heading("Result", level)]
     f = s.finals_done
-    if f.empty and len(s.full_budget) and compared_fields(s) and set(s.swept) <= set(s.grid_fields):
+    if is_comparison_sweep(s):
         return out + comparison_headline(s)
     if f.empty:
         best = summary.best_trial(s)
@@ -154,6 +154,16 @@ def lead_final_group(s: Sweep, groups: list[tuple[str, int, pd.DataFrame]]) -> t
 def result_lines(s: Sweep) -> list[str]:
     """The final stage's result in a few console lines: the selected configuration's test values
     over the new seeds and which baselines they beat (the report's Result, in short)."""
+    if is_comparison_sweep(s):
+        lines = []
+        for field in compared_fields(s):
+            for value, what in (("final_metric", s.metric), ("linear_probe_acc", "linear probe")):
+                c = comparison_of(s, field, value)
+                if _compared(c):
+                    arms, diffs = comparison_texts(c)
+                    lines.append(f"result on the {summary.search_split(s)} split, {what} by {field}: {arms}; "
+                                 f"paired by seed: {diffs}")
+        return lines
     if s.finals_done.empty:
         return []
     _, _, lead = lead_final_group(s, final_groups(s))
@@ -411,9 +421,31 @@ def compared_fields(s: Sweep) -> list[str]:
     return fields
 
 
-def comparison_of(s: Sweep, field: str):
+def comparison_of(s: Sweep, field: str, value: str = "final_metric"):
     config_columns = [c for c in s.param_names if c in s.full_budget and c not in RUNTIME_FIELDS]
-    return compare_arms(s.full_budget, field, mode=s.mode, pair="seed", config_columns=config_columns)
+    return compare_arms(s.full_budget, field, value=value, mode=s.mode, pair="seed", config_columns=config_columns)
+
+
+def is_comparison_sweep(s: Sweep) -> bool:
+    """A sweep that samples nothing and compares grid arms on shared seeds, with no final stage done:
+    its result is that comparison."""
+    return s.finals_done.empty and len(s.full_budget) > 0 and bool(compared_fields(s)) and set(s.swept) <= set(s.grid_fields)
+
+
+def comparison_texts(c) -> tuple[str, str]:
+    """(each arm's mean and interval, the differences from the best arm paired by seed) of a Comparison."""
+    arms = "; ".join(f"{a}: {text} (n = {n})" for a, text, n in zip(c.arms["arm"], c.arms["interval"], c.arms["n"]))
+    diffs = "; ".join(
+        f"{a} − {b} = {text} over {n} common seeds, "
+        + ("too few seeds to test" if sig is None else
+           f"{'significant' if sig else 'not significant'} (Holm p = {num(ph, 3)})")
+        for a, b, text, n, sig, ph in zip(c.vs_best["a"], c.vs_best["b"], c.vs_best["interval"], c.vs_best["n"],
+                                          c.vs_best["significant"], c.vs_best["p_holm"]))
+    return arms, diffs
+
+
+def _compared(c) -> bool:
+    return c.comparable and c.best is not None and len(c.vs_best) > 0
 
 
 def has_fixed_target_arm(field: str, comparison) -> bool:
@@ -426,20 +458,19 @@ def comparison_headline(s: Sweep) -> list:
     out, best_values, best_probes = [], None, None
     for field in compared_fields(s):
         c = comparison_of(s, field)
-        arms = "; ".join(f"{a}: {text} (n = {n})" for a, text, n in zip(c.arms["arm"], c.arms["interval"], c.arms["n"]))
+        arms, diffs = comparison_texts(c)
         lead = (f"This sweep samples nothing: it compares {field} at one configuration on the same seeds, so its "
                 f"result is that comparison, on the {summary.eval_split(s)}. Mean {s.metric} [95% t CI]: {arms or 'no arm'}.")
-        if not c.comparable or c.best is None or not len(c.vs_best):
+        if not _compared(c):
             out.append(Para(f"{lead} The arms are not compared (see Comparisons).", note=True))
             continue
-        diffs = "; ".join(
-            f"{a} − {b} = {text} over {n} common seeds, "
-            + ("too few seeds to test" if sig is None else
-               f"{'significant' if sig else 'not significant'} (Holm p = {num(ph, 3)})")
-            for a, b, text, n, sig, ph in zip(c.vs_best["a"], c.vs_best["b"], c.vs_best["interval"], c.vs_best["n"],
-                                              c.vs_best["significant"], c.vs_best["p_holm"]))
         out.append(Para(f"{lead} Paired by seed, simultaneous 95% intervals: {diffs}."
                         + (f" {FIXED_TARGET_NOTE}" if has_fixed_target_arm(field, c) else "")))
+        probe = comparison_of(s, field, "linear_probe_acc")
+        if _compared(probe):
+            probe_arms, probe_diffs = comparison_texts(probe)
+            out.append(Para(f"The same comparison on the linear probe (a second view of the same runs, tested apart "
+                            f"from {s.metric}): {probe_arms}. Paired by seed: {probe_diffs}."))
         if best_values is None:
             arm = s.full_budget[s.full_budget[field] == c.best]
             best_values = [float(v) for v in arm["final_metric"]]

@@ -306,8 +306,16 @@ def test_the_console_gets_the_final_result_and_its_verdicts_in_short(store, tmp_
     assert f"linear probe {values.mean() + 0.02:.4f} [" in lines[0]
     assert re.search(r"knn_acc minus baselines: raw pixels \+0\.\d{4} \[0\.\d{4}, 0\.\d{4}\] beaten;", lines[1])
     assert "BatchNorm statistics calibrated -0." in lines[2] and lines[2].endswith("NOT beaten")
-    quiet = []  # a sweep with no final stage: its report says what there is; the console already had its best
-    build_report(["grid-tau"], store["uri"], tmp_path / "tau", echo=quiet.append)
+    # a comparison sweep's result is its comparison, on kNN and on the probe, each paired by seed
+    compared = []
+    build_report(["grid-tau"], store["uri"], tmp_path / "tau", echo=compared.append)
+    assert len(compared) == 2
+    for line, what in zip(compared, ("knn_acc", "linear probe")):
+        assert line.startswith(f"result on the val split, {what} by tau_base: ")
+        assert re.search(r"(0\.99 − 1\.0|1\.0 − 0\.99) = -?0\.\d{4} \[.*\] over 3 common seeds, (not )?significant \(Holm p = ",
+                         line)
+    quiet = []  # a sweep with no full-budget trial and no final stage: its report says what there is
+    build_report(["empty-sweep"], store["uri"], tmp_path / "empty", echo=quiet.append)
     assert quiet == []
 
 
@@ -338,6 +346,8 @@ def test_a_comparison_sweep_leads_with_its_comparison_and_names_a_fixed_target(s
     assert "linear probe on raw pixels" not in result  # no probe baselines were measured on val here
     assert re.findall(r"^\| \d \| (0\.99|1\.0) \| 3 \|", comparisons, re.M)
     assert "fixed random target" in result and "fixed random target" in comparisons
+    assert re.search(r"The same comparison on the linear probe .*: (0\.99|1\.0): 0\.\d{4} \[.*Paired by seed: "
+                     r"(0\.99 − 1\.0|1\.0 − 0\.99) = ", result)
 
     # trials measured on the test split are compared with the test split's baselines, and say so
     build_report(["grid-tau-test"], store["uri"], tmp_path / "tau-test")
