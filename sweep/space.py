@@ -243,9 +243,11 @@ def _check_test_split(spec: SweepSpec) -> None:
     selects = [what for what, on in (("a search", bool(spec.search)), (f"{spec.scheduler.name} scheduling",
                spec.scheduler.name != "fifo"), ("a final stage", bool(spec.final))) if on]
     if selects:
-        raise _fail(spec.source, where, f"test is allowed only in a sweep that selects nothing by its metric (a grid "
-                                        f"with asha: false and final: false); this one has {' and '.join(selects)}, so "
-                                        "its trials evaluate on val and the final stage measures the test split")
+        listed = f"{', '.join(selects[:-1])} and {selects[-1]}" if len(selects) > 1 else selects[0]
+        raise _fail(spec.source, where,
+                    "test is allowed only in a sweep that selects nothing by its metric (a grid with asha: false and "
+                    f"final: false); this one has {listed}: evaluate its trials on val (a final stage "
+                    "measures the selected configurations on the test split)")
 
 
 def _check_top_key(source: str, key: Any) -> None:

@@ -163,7 +163,7 @@ def test_space_problems_leaves_out_what_only_follows_from_another_mistake():
 def test_trials_evaluate_on_the_test_split_only_when_nothing_is_selected_by_their_metric(tmp_path, selection, what):
     text = "base: {dataset: digits, epochs: 4, eval_split: test}\n" + selection
     with pytest.raises(SpaceError, match=rf"base\.eval_split: test is allowed only in a sweep that selects nothing.*"
-                                         rf"this one has {what}"):
+                                         rf"this one has {what}: evaluate its trials on val \(a final stage measures"):
         load_space(write(tmp_path, text))
     # the same sweep on val is fine, and a grid compared as it stands may use the test split
     load_space(write(tmp_path, text.replace("eval_split: test", "eval_split: val")))
