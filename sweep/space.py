@@ -233,11 +233,10 @@ def _check_test_split(spec: SweepSpec) -> None:
     """Trials may evaluate on the test split only in a sweep that selects nothing by their metric
     (a grid compared as it stands: no search, no early stopping, no final stage); a selection made on
     the test split would make it a second validation split and its figures optimistic."""
-    where = next((f"{part}.eval_split" for part, values in (("base", [spec.base.get("eval_split")]),
-                  ("grid", spec.grid.get("eval_split", []))) if "test" in values), None)
-    choice = spec.search.get("eval_split")
-    if where is None and choice is not None and "test" in (choice.values or ()):
-        where = "search.eval_split"
+    searched = spec.search.get("eval_split")
+    settings = {"base.eval_split": [spec.base.get("eval_split")], "grid.eval_split": spec.grid.get("eval_split", []),
+                "search.eval_split": searched.values if searched else ()}
+    where = next((key for key, values in settings.items() if "test" in values), None)
     if where is None:
         return
     selects = [what for what, on in (("a search", bool(spec.search)), (f"{spec.scheduler.name} scheduling",
