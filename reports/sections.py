@@ -31,6 +31,18 @@ def num(x, digits: int = 4) -> str:
     return "–" if math.isnan(x) else f"{x:.{digits}f}"
 
 
+def p_value(p) -> str:
+    """A p-value for display: three decimals, or "< 0.001" where those would read 0.000."""
+    text = num(p, 3)
+    return "< 0.001" if text == "0.000" else text
+
+
+def p_relation(p) -> str:
+    """"= 0.089" or "< 0.001": a p-value to follow "p" in a sentence."""
+    text = p_value(p)
+    return text if text.startswith("<") else f"= {text}"
+
+
 def value(v) -> str:
     """A config value for display: 5 significant digits for floats, as-is otherwise."""
     if isinstance(v, (float, np.floating)):
@@ -438,7 +450,7 @@ def comparison_texts(c) -> tuple[str, str]:
     diffs = "; ".join(
         f"{a} − {b} = {text} over {n} common seeds, "
         + ("too few seeds to test" if sig is None else
-           f"{'significant' if sig else 'not significant'} (Holm p = {num(ph, 3)})")
+           f"{'significant' if sig else 'not significant'} (Holm p {p_relation(ph)})")
         for a, b, text, n, sig, ph in zip(c.vs_best["a"], c.vs_best["b"], c.vs_best["interval"], c.vs_best["n"],
                                           c.vs_best["significant"], c.vs_best["p_holm"]))
     return arms, diffs
@@ -510,7 +522,7 @@ def comparison_blocks_of(c, metric: str, notes: list[str]) -> list:
             "best − this": [f"{a} − {b}" for a, b in zip(c.vs_best["a"], c.vs_best["b"])],
             "common seeds": c.vs_best["n"].astype(str),
             "difference [simultaneous CI]": c.vs_best["interval"],
-            "p (Holm)": [num(v, 3) for v in c.vs_best["p_holm"]],
+            "p (Holm)": [p_value(v) for v in c.vs_best["p_holm"]],
             "significant": ["–" if v is None else ("yes" if v else "no") for v in c.vs_best["significant"]],
         })))
     return out + [Para(" ".join(notes), note=not c.comparable)]

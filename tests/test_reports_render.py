@@ -312,7 +312,7 @@ def test_the_console_gets_the_final_result_and_its_verdicts_in_short(store, tmp_
     assert len(compared) == 2
     for line, what in zip(compared, ("knn_acc", "linear probe")):
         assert line.startswith(f"result on the val split, {what} by tau_base: ")
-        assert re.search(r"(0\.99 − 1\.0|1\.0 − 0\.99) = -?0\.\d{4} \[.*\] over 3 common seeds, (not )?significant \(Holm p = ",
+        assert re.search(r"(0\.99 − 1\.0|1\.0 − 0\.99) = -?0\.\d{4} \[.*\] over 3 common seeds, (not )?significant \(Holm p [=<] ",
                          line)
     quiet = []  # a sweep with no full-budget trial and no final stage: its report says what there is
     build_report(["empty-sweep"], store["uri"], tmp_path / "empty", echo=quiet.append)
@@ -340,7 +340,7 @@ def test_a_comparison_sweep_leads_with_its_comparison_and_names_a_fixed_target(s
     assert "it compares tau_base at one configuration on the same seeds" in result
     for arm in ("0.99", "1.0"):  # each arm's mean and interval, best first
         assert re.search(rf"{re.escape(arm)}: 0\.\d{{4}} \[0\.\d{{4}}, 0\.\d{{4}}\] \(n = 3\)", result)
-    assert re.search(r"(0\.99 − 1\.0|1\.0 − 0\.99) = -?0\.\d{4} \[.*\] over 3 common seeds, (not )?significant \(Holm p = ", result)
+    assert re.search(r"(0\.99 − 1\.0|1\.0 − 0\.99) = -?0\.\d{4} \[.*\] over 3 common seeds, (not )?significant \(Holm p [=<] ", result)
     assert "Best search value:" not in result and "finalize" not in result
     assert "Baselines on the val split" in result
     assert "linear probe on raw pixels" not in result  # no probe baselines were measured on val here
@@ -520,3 +520,10 @@ def test_a_sqlite_report_never_imports_mlflow(store, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "no mlflow" in done.stdout and (tmp_path / "report.html").exists()
+
+
+def test_a_p_value_too_small_for_three_decimals_reads_below_0_001_not_zero():
+    from reports.sections import p_relation, p_value
+    assert p_value(0.00043) == "< 0.001" and p_relation(0.00043) == "< 0.001"
+    assert p_value(0.0891) == "0.089" and p_relation(0.0891) == "= 0.089"
+    assert p_value(float("nan")) == "–"
