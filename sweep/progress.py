@@ -66,6 +66,7 @@ class ConsoleProgress(Callback):
         self._start = time.monotonic()
         self._ended_here = 0  # trials that ended in this driver: the ETA's rate (a resumed sweep's earlier ones are not)
         self._best: tuple[float, str, str] | None = None
+        self._arms: dict[str, list[float]] = {}  # a comparison sweep: arm -> its completed trials' values
         self._live: set[str] = set()  # trials that ran in this driver and have not ended
         self._before: dict[str, int] = {}  # trial -> the epoch it had reached before this driver ran it
 
@@ -96,7 +97,10 @@ class ConsoleProgress(Callback):
             epochs = (done, left + self.spec.max_epochs * max(0, total - len(trials)))
         status += " | " + progress_text(ended_count, total, time.monotonic() - self._start, self._ended_here, epochs)
         best = ""
-        if self._best:
+        if self._arms:
+            best = f" | mean {self.spec.metric} so far: " + ", ".join(
+                f"{arm} {sum(v) / len(v):.4f} (n {len(v)})" for arm, v in sorted(self._arms.items()))
+        elif self._best:
             value, name, config = self._best
             best = f" | best {self.spec.metric} {value:.4f} ({name}: {config})"
         stamp = time.strftime("%H:%M:%S") + (" final stage" if self.final_stage else "")
@@ -119,8 +123,13 @@ class ConsoleProgress(Callback):
         result = trial.last_result or {}
         value = result.get(self.spec.metric)
         # the objective: the value at the last epoch, compared only across full-budget trials
-        if not self.final_stage and status == COMPLETED and value is not None and better(self.spec.mode, float(value), self._best and self._best[0]):
-            config = self.spec.train_config(trial.config).to_dict()
+        completed = not self.final_stage and status == COMPLETED and value is not None
+        config = self.spec.train_config(trial.config).to_dict() if completed else {}
+        if completed and self.spec.compared_fields:
+            # a comparison's best single (arm, seed) trial answers no question: each arm's mean so far
+            arm = " ".join(f"{key}={config[key]}" for key in self.spec.compared_fields)  # the grid's values as written
+            self._arms.setdefault(arm, []).append(float(value))
+        elif completed and better(self.spec.mode, float(value), self._best and self._best[0]):
             self._best = (float(value), _short(trial), format_config(config, self.spec.swept))
         self._print(trials, f"{_short(trial)} {status.replace('_', ' ')} at epoch {result.get('epoch', 0)}", ended=trial)
 

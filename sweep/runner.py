@@ -746,10 +746,9 @@ def _print_summary(outcome: SweepOutcome, spec: SweepSpec, experiment_id: str) -
     out = sys.stdout
     counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(outcome.counts.items()))
     print(f"\nsweep {outcome.name} {'stopped before the end' if outcome.interrupted else 'finished'}: {counts}", file=out)
-    arms = [f for f in spec.grid if f != "seed"]
-    if outcome.best_config and not spec.search and arms and spec.final is None:
+    if outcome.best_config and spec.compared_fields:
         # a comparison: its best single (arm, seed) trial answers no question, the paired arms do
-        print(f"this sweep compares {', '.join(arms)} across its seeds: the report gives each arm's mean "
+        print(f"this sweep compares {', '.join(spec.compared_fields)} across its seeds: the report gives each arm's mean "
               f"{spec.metric} and the differences paired by seed", file=out)
     elif outcome.best_config:
         swept = " ".join(f"{k}={outcome.best_config[k]}" for k in spec.swept)

@@ -95,6 +95,14 @@ class SweepSpec:
         return [*self.search, *self.grid]
 
     @property
+    def compared_fields(self) -> list[str]:
+        """The grid fields a comparison sweep compares across its seeds: one that samples nothing and
+        has no final stage, so its result is the arms paired by seed, not a best trial."""
+        if self.search or self.final is not None:
+            return []
+        return [f for f in self.grid if f != "seed"]
+
+    @property
     def max_epochs(self) -> int:
         return int(self.base.get("epochs", TrainConfig().epochs))
 

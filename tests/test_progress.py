@@ -70,3 +70,38 @@ def test_the_final_stage_counts_its_own_runs_and_its_eta_from_epochs(monkeypatch
     assert "1 of 3 trials ended, ETA ~2 min (rough)" in out.getvalue().strip().splitlines()[-1]
     assert progress_text(1, 3, 120.0, 1, epochs=(10, 2)) == "1 of 3 trials ended, ETA <1 min (rough)"
     assert progress_text(1, 3, 600.0, 1, epochs=(10, 20)) == "1 of 3 trials ended, ETA ~20 min (rough)"
+
+
+def test_a_comparison_sweep_shows_each_arms_mean_so_far_not_a_best_seed(monkeypatch):
+    """A grid compared across seeds (like `bootstrap`): its best single trial is one lucky seed, so
+    the console follows each arm's running mean over its completed seeds."""
+    spec = parse_space(yaml.safe_load("""
+base: {dataset: digits, backbone: small_cnn, epochs: 4}
+grid: {tau_base: [0.99, 1.0], seed: [0, 1]}
+algorithm: grid
+num_samples: 1
+asha: false
+final: false
+"""), "s.yaml")
+    assert spec.compared_fields == ["tau_base"]
+    out = io.StringIO()
+    progress = ConsoleProgress(spec, stream=out)
+
+    def arm(i, tau, value):
+        return SimpleNamespace(trial_id=f"0000{i}", status="TERMINATED", config={"tau_base": tau, "seed": i % 2},
+                               last_result={"epoch": 4, "knn_acc": value})
+
+    trials = [arm(0, 0.99, 0.40), arm(1, 0.99, 0.42), arm(2, 1.0, 0.39)]
+    for t in trials:
+        progress.on_trial_complete(0, trials, t)
+    line = out.getvalue().strip().splitlines()[-1]
+    assert "| mean knn_acc so far: tau_base=0.99 0.4100 (n 2), tau_base=1.0 0.3900 (n 1) |" in line, line
+    assert "best" not in line
+
+
+def test_a_search_or_a_final_stage_makes_a_sweep_no_comparison():
+    spec = parse_space(yaml.safe_load(SPACE), "s.yaml")
+    assert spec.compared_fields == []
+    grid_with_final = parse_space(yaml.safe_load(
+        "base: {dataset: digits, epochs: 4}\ngrid: {tau_base: [0.99, 1.0]}\nalgorithm: grid\nasha: false\n"), "s.yaml")
+    assert grid_with_final.final is not None and grid_with_final.compared_fields == []
