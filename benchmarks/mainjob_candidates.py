@@ -24,9 +24,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer import TrainConfig, Trainer  # noqa: E402
+from trainer import (  # noqa: E402
+    TrainConfig,
+    Trainer,
+    embedded,  # noqa: E402
+)
 from trainer import data as datasets  # noqa: E402
-from trainer import embedded  # noqa: E402
 from trainer.baselines import baseline_accuracies  # noqa: E402
 
 # the quick sweep's fixed settings (search_spaces/quick.yaml's base), evaluated on everything
@@ -62,7 +65,7 @@ def cifar_subset(image_size: int, per_class: int, queries_per_class: int) -> dat
             chosen = sorted((CIFAR_TREE / split / c).iterdir())[:n]
             files += chosen
             labels += [i] * len(chosen)
-        x = datasets._decode(files, 32).float()
+        x = datasets.decode_files(files, 32).float()
         if image_size != 32:
             x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
         return x.round().clamp(0, 255).to(torch.uint8), torch.tensor(labels), classes

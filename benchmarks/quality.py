@@ -72,7 +72,7 @@ def subset(root: Path, per_class: int) -> tuple[torch.Tensor, torch.Tensor, list
         chosen = sorted(p for p in (root / c).iterdir() if p.suffix.lower() in datasets.IMAGE_SUFFIXES)[:per_class]
         files += chosen
         labels += [i] * len(chosen)
-    return datasets._decode(files, 32), torch.tensor(labels, dtype=torch.int64), classes
+    return datasets.decode_files(files, 32), torch.tensor(labels, dtype=torch.int64), classes
 
 
 def knn_of(encoder, trainer: Trainer) -> float:

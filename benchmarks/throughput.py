@@ -34,6 +34,7 @@ from trainer import ConfigError, DataError, TrainConfig, Trainer
 from trainer import data as datasets
 from trainer.augment import ViewParams
 from trainer.config import BACKBONES, FIXED_DATASETS, PRECISIONS
+from trainer.images import stratified_split
 from trainer.models import build_encoder, feature_dim
 
 
@@ -139,7 +140,7 @@ def lightly_images(dataset: str, train_images: torch.Tensor, transform) -> torch
         folder, held_out = ImageFolder(str(root / "train"), transform=transform), datasets.VAL_FRACTION
     else:
         folder, held_out = ImageFolder(str(root), transform=transform), datasets.SINGLE_SPLIT_FRACTION
-    train_idx, _ = datasets._stratified_split(np.asarray(folder.targets, dtype=np.int64), held_out)
+    train_idx, _ = stratified_split(np.asarray(folder.targets, dtype=np.int64), held_out)
     return torch.utils.data.Subset(folder, train_idx.tolist())
 
 

@@ -20,6 +20,6 @@ def build_report(experiments: list[str], tracking_uri: str | None, out_dir: str 
     With echo, a single sweep's final-stage result also goes to it in a few lines (the console).
     Returns the path of report.html; raises ReportError for a user mistake.
     """
-    from reports.build import build_report as build
+    from reports.build import build_report as build  # here: `import reports` stays cheap (no pandas, matplotlib)
 
     return build(experiments, tracking_uri, out_dir, echo)

@@ -28,6 +28,7 @@ REFIT_TREES = 16  # smaller forests for the ~100 refits: about 4x faster (0.05 s
 def distribution(spec: dict, observed: pd.Series):
     """The Optuna distribution of one swept field (one_minus_loguniform is given on 1 - value),
     widened to the observed values so a rounded sample never falls outside it."""
+    # here: optuna loads only for a sweep with enough trials to rank
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
     kind = spec.get("type")
@@ -113,7 +114,7 @@ def _observations(sweep, fields: list[str], done: pd.DataFrame):
 
 def _fanova(fields, dists, params, values, direction: str, n_trees: int, seed: int) -> np.ndarray | None:
     """Importances in `fields` order (normalised to sum to 1), or None when fANOVA cannot say (equal values)."""
-    import optuna
+    import optuna  # here: optuna loads only for a sweep with enough trials to rank
 
     if len(values) < 2 or np.ptp(values) == 0:
         return None

@@ -2,31 +2,18 @@
 hp.<field>) and its lineage (tags pbt.exploit_<epoch>: who copied whom, at which epoch)."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from reports.figures import PALETTE, new_figure, to_png
 from reports.load import Sweep
+from reports.numbers import DASH, sig
+from reports.plotting import new_figure, palette_colours, to_png
 from reports.render import Heading, Image, Para, Table
 from vocabulary import CONTINUABLE_FIELDS
 
 LOG_FIELDS = {"base_lr"}  # drawn on a log axis
 ONE_MINUS_FIELDS = {"tau_base"}  # drawn as 1 - value on a log axis (as searched)
-
-
-def _fmt(v) -> str:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return "–"
-    return "–" if math.isnan(v) else f"{v:.5g}"
-
-
-def _colours(members: list[str]) -> dict[str, str]:
-    return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(members)}
 
 
 def _settings(s: Sweep) -> str:
@@ -54,7 +41,7 @@ def pbt_section(s: Sweep, level: int, prefix: str) -> list:
     if not fields:
         return out + [Para("No member reported its hyperparameters per epoch (metrics hp.<field>): nothing to "
                            "draw.", note=True)]
-    colours = _colours(members)
+    colours = palette_colours(members)
     e = s.exploits
     out.append(Image(f"{prefix}pbt_schedules.png", schedules(s, fields, colours),
                      "each member's hyperparameters per epoch"))
@@ -70,7 +57,7 @@ def pbt_section(s: Sweep, level: int, prefix: str) -> list:
                     f"to the member that copied it. {len(e)} exploit(s) by {e['trial'].nunique()} member(s)."))
     rows = []
     for _, x in e.iterrows():
-        changes = "; ".join(f"{f} {_fmt(x['old'].get(f))} → {_fmt(x['new'].get(f))}" for f in fields
+        changes = "; ".join(f"{f} {sig(x['old'].get(f))} → {sig(x['new'].get(f))}" for f in fields
                             if f in x["new"])
         rows.append({"member": x["trial"], "epoch": str(x["epoch"]), "copied from": x["from_trial"],
                      "its checkpoint of epoch": str(x["from_epoch"]), "values (own → new)": changes})
@@ -85,9 +72,9 @@ def final_values(s: Sweep, members: list[str], fields: list[str]) -> pd.DataFram
     rows = []
     for m in members:
         c = s.curves[s.curves["trial"] == m]
-        row = {"member": m, f"{s.metric} (last epoch)": _fmt(t.loc[m, "final_metric"]), "status": t.loc[m, "status"]}
+        row = {"member": m, f"{s.metric} (last epoch)": sig(t.loc[m, "final_metric"]), "status": t.loc[m, "status"]}
         for f in fields:
-            row[f"{f} (last epoch)"] = _fmt(c[f"hp.{f}"].dropna().iloc[-1]) if c[f"hp.{f}"].notna().any() else "–"
+            row[f"{f} (last epoch)"] = sig(c[f"hp.{f}"].dropna().iloc[-1]) if c[f"hp.{f}"].notna().any() else DASH
         row["times it copied another"] = str(int(copies.get(m, 0)))
         rows.append(row)
     return pd.DataFrame(rows)

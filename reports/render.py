@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,11 @@ class Image:
 @dataclass
 class Code:
     text: str
+
+
+def slug(name: str) -> str:
+    """A name made safe for a file name (an image beside report.md)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "sweep"
 
 
 CSS = """

@@ -7,7 +7,7 @@ the arms differ in anything but the compared field.
 
 The distributions come from scipy.special, the functions scipy.stats itself evaluates (t: stdtr,
 stdtrit; noncentral t: nctdtr; normal: ndtri; beta: betaincinv): importing scipy.stats took about
-0.7 s of a 4-s report. tests/test_reports_stats.py holds each to scipy.stats' own answer.
+0.7 s of a 4-s report. tests/reports/test_stats.py holds each to scipy.stats' own answer.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-NO_INTERVAL = "no interval"
+from reports.numbers import NO_INTERVAL, arm_interval
+
 POWER = 0.8  # the power at which compare_arms reports the smallest detectable difference
 
 
@@ -155,18 +156,6 @@ PAIR_COLUMNS = ["a", "b", "n", "diff", "sd", "ci_low", "ci_high", "adj_low", "ad
                 "significant", "detectable", "interval"]
 
 
-def _fmt(v, digits: int = 4) -> str:
-    return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
-
-
-def _interval_text(mean: float, low: float, high: float, n: int, digits: int = 4) -> str:
-    if not np.isfinite(mean):
-        return "n/a"
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return f"{mean:.{digits}f} ({NO_INTERVAL}, n = {n})"
-    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
-
-
 def _what_differs(data: pd.DataFrame, field: str, columns: list[str]) -> list[str]:
     """'base_lr takes 3 values (0.001, 0.003, 0.01), differing between arms' for each column that is
     not constant over the compared trials."""
@@ -222,7 +211,7 @@ def compare_arms(df: pd.DataFrame, field: str, value: str = "final_metric", mode
         mean, low, high = t_interval(g[value], level)
         rows.append({"arm": arm, "n": len(g), "seeds": int(g[pair].nunique()) if pair in g else len(g),
                      "mean": mean, "sd": float(g[value].std(ddof=1)) if len(g) > 1 else math.nan,
-                     "ci_low": low, "ci_high": high, "interval": _interval_text(mean, low, high, len(g))})
+                     "ci_low": low, "ci_high": high, "interval": arm_interval(mean, low, high, len(g))})
     sign = -1.0 if mode == "max" else 1.0
     rows.sort(key=lambda r: (sign * r["mean"], str(r["arm"])))
     for rank, r in enumerate(rows, start=1):
@@ -272,7 +261,7 @@ def compare_arms(df: pd.DataFrame, field: str, value: str = "final_metric", mode
         pair_rows.append({"a": a, "b": b, "n": n, "diff": mean, "sd": sd, "ci_low": float(r["low"]),
                           "ci_high": float(r["high"]), "adj_low": low, "adj_high": high, "p": float(r["p"]),
                           "p_holm": float(ph), "significant": bool(ph < alpha) if np.isfinite(ph) else None,
-                          "detectable": det, "interval": _interval_text(mean, low, high, n)})
+                          "detectable": det, "interval": arm_interval(mean, low, high, n)})
     pairs = pd.DataFrame(pair_rows, columns=PAIR_COLUMNS)
     best = order[0]
     vs_best = pairs[pairs["a"] == best].reset_index(drop=True)

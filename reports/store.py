@@ -4,12 +4,13 @@ Two readers give the same answers. A SQLite file is read directly with sqlite3, 
 MLflow and building its SQLAlchemy store took about 3.5 s of the quick sweep's 7-s report, and turning
 1,000 runs into MLflow entities most of the 1000-trial report's reading. Any other store (a tracking
 server, a file store), and a SQLite file whose tables are not the ones read here, go through MLflow's
-client. tests/test_reports_store.py holds the two readers to identical sweeps on real stores.
+client. tests/reports/test_store.py holds the two readers to identical sweeps on real stores.
 """
 from __future__ import annotations
 
 import contextlib
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -44,7 +45,7 @@ class RunRecord:
 def open_store(tracking_uri: str | None):
     """A reader of an existing store; never creates an empty store where the user pointed by mistake."""
     if not tracking_uri:
-        import mlflow
+        import mlflow  # here: a SQLite store is read without importing MLflow
 
         tracking_uri = mlflow.get_tracking_uri()  # MLFLOW_TRACKING_URI, else MLflow's default
     parsed = urlparse(tracking_uri)
@@ -147,8 +148,8 @@ class MlflowReader:
     SERVER_THREADS = 4  # bulk-history requests in flight at once: a server answers them on its own workers
 
     def __init__(self, uri: str):
-        from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
+        from mlflow.exceptions import MlflowException  # here: a SQLite store is read without importing MLflow
+        from mlflow.tracking import MlflowClient  # here: a SQLite store is read without importing MLflow
 
         self.uri = uri
         self.READ_ERRORS = (MlflowException,)
@@ -162,7 +163,7 @@ class MlflowReader:
         return exp.experiment_id if exp is not None and exp.lifecycle_stage == "active" else None
 
     def experiment_names(self) -> list[str]:
-        from mlflow.entities import ViewType
+        from mlflow.entities import ViewType  # here: a SQLite store is read without importing MLflow
 
         out, token = [], None
         while True:
@@ -173,7 +174,7 @@ class MlflowReader:
                 return out
 
     def runs(self, experiment_id: str, tag: str, value: str) -> list[RunRecord]:
-        from mlflow.entities import ViewType
+        from mlflow.entities import ViewType  # here: a SQLite store is read without importing MLflow
 
         out, token = [], None
         while True:
@@ -195,8 +196,6 @@ class MlflowReader:
                 for m in store.get_metric_history_bulk(run_ids[i: i + 500], key, max_results=10**9):
                     out.setdefault((m.run_id, key), []).append((m.timestamp, m.step, m.value))
         elif hasattr(store, "get_host_creds"):  # a tracking server
-            from concurrent.futures import ThreadPoolExecutor
-
             creds = store.get_host_creds()
             chunks = [run_ids[i: i + self.RUN_IDS_PER_CALL] for i in range(0, len(run_ids), self.RUN_IDS_PER_CALL)]
             with ThreadPoolExecutor(self.SERVER_THREADS) as pool:
@@ -209,7 +208,7 @@ class MlflowReader:
         return out
 
     def _bulk_from_server(self, creds, key: str, run_ids: list[str]) -> dict[tuple[str, str], History]:
-        from mlflow.utils.rest_utils import http_request
+        from mlflow.utils.rest_utils import http_request  # here: a SQLite store is read without importing MLflow
 
         response = http_request(creds, "/ajax-api/2.0/mlflow/metrics/get-history-bulk", "GET",
                                 params={"run_id": run_ids, "metric_key": key, "max_results": self.SERVER_MAX_RESULTS})

@@ -1,12 +1,12 @@
 """Facts about one sweep, as plain values: counts, compute, the best trial and how to rerun it."""
 from __future__ import annotations
 
-import math
 import shlex
 
 import pandas as pd
 
 from reports.load import Sweep
+from reports.numbers import duration, num
 from reports.stats import rank_trials
 from vocabulary import STATUSES
 
@@ -87,16 +87,39 @@ def policies(sweep: Sweep) -> list[str]:
     return sorted({str(p) for p in sweep.trials["policy"].dropna() if str(p)})
 
 
-def duration(seconds: float | None) -> str:
-    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
-        return "unknown"
-    s = int(round(seconds))
-    h, rest = divmod(s, 3600)
-    m, s = divmod(rest, 60)
-    if h >= 48:
-        return f"{h // 24} d {h % 24} h"
-    if h:
-        return f"{h} h {m:02d} min"
-    if m:
-        return f"{m} min {s:02d} s"
-    return f"{s} s"
+def summary_rows(s: Sweep) -> list[tuple[str, str]]:
+    """(label, value) of the Summary table: what ran, how it ended, what it cost."""
+    counts = status_counts(s)
+    best = best_trial(s)
+    gpu = gpu_hours(s)
+    asha = s.asha
+    state = "still running" if s.running else s.state
+    search = s.params.get("search", "?")
+    if search == "optuna":
+        startup = s.params.get("optuna.n_startup_trials")
+        search = ("optuna (TPE, multivariate, constant liar" + (f"; its first {startup} trials random start-up"
+                  if startup else "") + ")")
+    f = s.finals
+    rows = [
+        ("Experiment", s.experiment),
+        ("Sweep", s.name),
+        ("State", state),
+        ("Dataset", config_value(s, "dataset")),
+        ("Backbone", config_value(s, "backbone")),
+        ("Objective", f"{s.metric} ({s.mode}) at a trial's last epoch"),
+        ("Search evaluated on", eval_split(s)),
+        ("Search", f"{search}, num_samples {s.params.get('num_samples', '?')}"),
+        ("ASHA", f"grace {asha[0]}, reduction factor {asha[1]}, max {asha[2]} epochs" if asha else "none"),
+        ("Swept", ", ".join(s.swept) or "none"),
+        ("Trials", str(len(s.trials))),
+    ]
+    rows += [(status, str(n)) for status, n in counts.items()]
+    rows += [
+        ("Best search value (full budget)", f"{num(best['final_metric'])} ({best['trial']})" if best is not None
+         else ("none yet" if s.running else "none")),
+        ("Final-stage runs", f"{len(s.finals_done)} completed of {len(f)}" if len(f) else "none"),
+        ("Compute (trial-hours)", f"{(trial_hours(s) + float(f['compute_s'].sum()) / 3600 if len(f) else trial_hours(s)):.2f}"),
+        ("GPU-hours", f"{gpu:.2f}" if gpu is not None else "no GPUs used"),
+        ("Wall time", duration(s.wall_s) + (" so far" if s.running else "")),
+    ]
+    return rows

@@ -2,16 +2,25 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 import time
 from pathlib import Path
 
 import yaml
 
-from trainer.config import ConfigError, TrainConfig
+from reports.errors import ReportError
+from sweep.errors import SpaceError, SweepError, TrackingError
+from sweep.space import FinalStage, load_space, parse_space, read_space, shipped_spaces, space_problems
+from sweep.space.limits import check_size
+from sweep.space.yaml_input import read_yaml
+from sweep.sync import sync_sweep, sync_sweeps
+from sweep.tracking.secrets import mask_secrets
+from sweep.tracking.store import check_store, client_for, resolve_tracking_uri
+from trainer.config import ConfigError, TrainConfig, describe_range
 
-from .secrets import mask_secrets
-from .yaml_input import read_yaml
+# Heavy imports wait inside the commands that need them: Ray (sweep.runner), torch (trainer.standalone,
+# trainer.data), pandas and matplotlib (reports), so `--help`, `validate` and `spaces` answer at once.
 
 
 class Parser(argparse.ArgumentParser):
@@ -31,7 +40,6 @@ def report_folder(experiments: list[str]) -> Path:
 def _field_argument(name: str, f) -> tuple[list[str], dict]:
     """The train command's flag for one TrainConfig field, from its metadata: choices, a metavar
     that says what it takes, --x/--no-x for booleans."""
-    from trainer.config import describe_range
 
     kind = f.type if isinstance(f.type, str) else f.type.__name__
     flag = f"--{name.replace('_', '-')}"
@@ -101,17 +109,16 @@ def _train_config(args) -> TrainConfig:
 
 
 def cmd_train(args) -> int:
-    from trainer.standalone import train_to_folder
+    from trainer.standalone import train_to_folder  # torch
 
     config = _train_config(args)
     out = args.out or f"byol-runs/train-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.tracking_uri or args.experiment:
-        from .logged_train import train_logged
-        from .tracking import resolve_tracking_uri
+        from sweep.logged_train import train_logged  # torch
 
         final = train_logged(config, out, resolve_tracking_uri(args.tracking_uri), args.experiment, resume=args.resume)
     else:
-        from trainer.loop import Diverged
+        from trainer.loop import Diverged  # torch
 
         try:
             final = train_to_folder(config, out, resume=args.resume)
@@ -128,7 +135,7 @@ def _add_sweep_options(p) -> None:
 
 
 def cmd_run(args) -> int:
-    from .runner import SweepOptions, run_sweep
+    from sweep.runner import SweepOptions, run_sweep  # Ray
 
     options = SweepOptions(
         name=args.name, storage=args.storage, address=args.address, cpus_per_trial=args.cpus_per_trial,
@@ -141,16 +148,14 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from .runner import resume_sweep
+    from sweep.runner import resume_sweep  # Ray
 
     outcome = resume_sweep(args.name, storage=args.storage, tracking_uri=args.tracking_uri, address=args.address)
     return _after_sweep(outcome, args.report)
 
 
 def cmd_sync(args) -> int:
-    from .logged_train import is_train_folder, sync_train_folder
-    from .runner import sync_sweep
-    from .tracking import resolve_tracking_uri
+    from sweep.logged_train import is_train_folder, sync_train_folder  # torch
 
     if is_train_folder(args.name):
         sent, left = sync_train_folder(args.name, resolve_tracking_uri(args.tracking_uri))
@@ -166,8 +171,7 @@ def cmd_sync(args) -> int:
 
 
 def cmd_finalize(args) -> int:
-    from .runner import SweepError, finalize_sweep
-    from .space import FinalStage
+    from sweep.runner import finalize_sweep  # Ray
 
     final = None
     if args.top_k is not None or args.seeds is not None or args.per is not None:
@@ -184,12 +188,10 @@ def _after_sweep(outcome, report: bool) -> int:
     if outcome.interrupted:
         return 1
     if report:
-        from reports import build_report
+        from reports import build_report  # pandas, matplotlib
 
         html = build_report([outcome.experiment], outcome.tracking_uri, report_folder([outcome.experiment]), echo=print)
         print(f"report written: {html}", flush=True)
-        from .tracking import client_for
-
         try:  # the report beside the sweep in MLflow, too
             client_for(outcome.tracking_uri).log_artifacts(outcome.parent_run_id, str(html.parent), "report")
         except Exception as err:
@@ -203,9 +205,7 @@ def _after_sweep(outcome, report: bool) -> int:
 
 
 def cmd_export(args) -> int:
-    from .models import export_encoder, selected_run
-    from .runner import SweepError
-    from .tracking import check_store, resolve_tracking_uri
+    from sweep.tracking.encoders import export_encoder, selected_run  # torch
 
     if bool(args.run_id) == bool(args.sweep):
         raise SweepError("give a run id, or --sweep NAME for a sweep's selected configuration (one of the two)")
@@ -218,9 +218,6 @@ def cmd_export(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from .runner import check_size
-    from .space import parse_space, read_space, space_problems
-
     path, data, text = read_space(args.file)
     problems = space_problems(data, str(path))
     if len(problems) > 1:  # one is raised below, as any user mistake is
@@ -239,8 +236,6 @@ def cmd_validate(args) -> int:
 
 
 def cmd_spaces(args) -> int:
-    from .space import load_space, shipped_spaces
-
     for name, path in sorted(shipped_spaces().items()):
         spec = load_space(str(path))
         summary = " ".join(spec.description.split())
@@ -250,19 +245,14 @@ def cmd_spaces(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from reports import build_report
-
-    from .tracking import check_store, resolve_tracking_uri
+    from reports import build_report  # pandas, matplotlib
+    from reports.load import sweep_parents  # pandas
+    from reports.store import open_store  # pandas
 
     out = args.out or str(report_folder(args.experiment))
     uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
         check_store(uri)  # fails in seconds; MLflow alone retries an unreachable server for minutes
-    from reports.load import sweep_parents
-    from reports.store import open_store
-
-    from .runner import sync_sweeps
-
     store = open_store(uri)  # the report's own checks first: never an MLflow store made where the user pointed by mistake
     parents = []
     for experiment in args.experiment:
@@ -354,8 +344,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    import importlib.metadata
-
     try:
         return importlib.metadata.version("byol-sweep")
     except importlib.metadata.PackageNotFoundError:
@@ -367,20 +355,9 @@ COMMANDS = {"train": cmd_train, "run": cmd_run, "resume": cmd_resume, "finalize"
 
 
 def user_errors() -> tuple[type[Exception], ...]:
-    from trainer.data import DataError
+    from trainer.data import DataError  # torch
 
-    from .runner import SweepError
-    from .space import SpaceError
-    from .tracking import TrackingError
-
-    errors: list[type[Exception]] = [ConfigError, DataError, SpaceError, SweepError, TrackingError]
-    try:
-        from reports import ReportError
-
-        errors.append(ReportError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    return ConfigError, DataError, SpaceError, SweepError, TrackingError, ReportError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,101 +1,89 @@
-"""The final stage: the search's selected configurations trained again with new seeds, for the
-full budget, and evaluated on the test split with the whole kNN bank and the linear probe.
-
-The search's best value is optimistic (the best of N trials on one seed and one validation
-split); these runs, paired by seed across configurations, are the sweep's result."""
+"""The final stage: the search's selected configurations (sweep/selection.py) trained again with new
+seeds, for the full budget, evaluated on the test split; a stage that stopped part-way continues
+from its Tune state (and each run from its checkpoint)."""
 from __future__ import annotations
 
 import json
 import math
-from typing import Any
 
-from vocabulary import COMPLETED
+import ray
+from ray import tune
 
-from .space import SweepSpec
-from .tracking import client_for
-
-# what a final-stage run changes in a selected configuration: evaluate on the test split, with
-# every labelled training image in the kNN bank, every test image as a query, and the probe
-FINAL_EVALUATION = {"eval_split": "test", "knn_bank_size": 0, "knn_queries": 0, "linear_probe": True}
-
-
-def completed_trials(uri: str, experiment_id: str, parent_run_id: str, metric: str) -> list[dict[str, Any]]:
-    """The search's full-budget trials with a finite objective: {trial_id, run_id, value, params}."""
-    client = client_for(uri)
-    runs, token = [], None
-    while True:
-        page = client.search_runs(
-            [experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`byol_sweep.role` = 'trial' "
-                             f"and tags.status = '{COMPLETED}'", max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            break
-    out = []
-    for run in runs:
-        value = run.data.metrics.get(metric)  # MLflow's latest value: the one at the last epoch
-        if value is not None and math.isfinite(value):
-            out.append({"trial_id": run.data.tags.get("byol_sweep.trial_id", ""), "run_id": run.info.run_id,
-                        "value": float(value), "params": dict(run.data.params)})
-    return out
+from sweep.errors import SweepError
+from sweep.selection import completed_trials, describe, final_runs, select, selection_json
+from sweep.state import SweepRun
+from sweep.summary import SweepOutcome, outcome_of
+from sweep.tracking.encoders import keep_encoders
+from sweep.tracking.runs import FINAL
+from sweep.tracking.writers import drain_seconds, wait_sent, write
+from sweep.tuner.baselines import measure_baselines
+from sweep.tuner.console import ConsoleProgress
+from sweep.tuner.driver import Driver
+from sweep.tuner.mlflow_callback import MlflowTracking
+from sweep.tuner.trainable import final_trainable
+from vocabulary import INTERRUPTED
 
 
-def select(spec: SweepSpec, trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The top_k trials by the objective, per value of final.per when set; ties keep trial order."""
-    final = spec.final
-    groups: dict[str, list[dict]] = {}
-    for t in trials:
-        groups.setdefault(t["params"].get(final.per, "") if final.per else "", []).append(t)
-    chosen = []
-    for group, members in sorted(groups.items()):
-        ranked = sorted(members, key=lambda t: (-t["value"] if spec.mode == "max" else t["value"], t["trial_id"]))
-        for rank, t in enumerate(ranked[: final.top_k], start=1):
-            chosen.append({**t, "rank": rank, "group": group})
-    return chosen
+def shared_final_resources(resources: dict[str, float], concurrency: int, runs: int, cpus: float) -> tuple[dict[str, float], int]:
+    """(resources per final run, runs at once). On CPUs only, when the final runs are more than run at
+    once, at most twice as many, and not a whole number of waves, all of them run at once on the same
+    CPUs, each with its share: a last, partial wave would leave CPUs idle (a run uses as many threads as its whole CPUs, at least
+    one), so 3 runs on 2 CPUs take the time of 1.5 runs instead of 2. Not when --max-concurrent set
+    the limit (fewer at once than the cluster's `cpus` fit), nor with GPUs."""
+    fits = int(cpus // resources["cpu"])
+    if resources["gpu"] or runs <= concurrency or runs > 2 * concurrency or not runs % concurrency or concurrency < fits:
+        return resources, concurrency
+    return {"cpu": math.floor(resources["cpu"] * concurrency / runs * 1e4) / 1e4, "gpu": 0.0}, runs
 
 
-def final_runs(spec: SweepSpec, chosen: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per (seed, selected configuration), seed-major so an interrupted stage leaves
-    whole seeds; each carries the complete TrainConfig it trains."""
-    from trainer import TrainConfig
-
-    entries = []
-    for seed in spec.final.seed_values():
-        for c in chosen:
-            values = {k: v for k, v in c["params"].items() if k in TrainConfig.fields()}
-            config = TrainConfig.from_dict({**_typed(values), **FINAL_EVALUATION, "seed": seed},
-                                           source=f"configuration of trial {c['trial_id']}")
-            entries.append({"config": config.to_dict(), "rank": c["rank"], "group": c["group"],
-                            "source_trial": c["trial_id"], "source_value": c["value"]})
-    return entries
-
-
-def _typed(params: dict[str, str]) -> dict[str, Any]:
-    """MLflow's strings back to the values TrainConfig takes."""
-    from trainer import TrainConfig
-
-    fields = TrainConfig.fields()
-    out: dict[str, Any] = {}
-    for name, text in params.items():
-        kind = fields[name].type if isinstance(fields[name].type, str) else fields[name].type.__name__
-        if kind == "bool":
-            out[name] = text == "True"
-        elif kind == "int":
-            out[name] = int(float(text))
-        elif kind == "float":
-            out[name] = float(text)
-        else:
-            out[name] = text
-    return out
-
-
-def describe(chosen: list[dict[str, Any]], spec: SweepSpec) -> str:
-    per = f" per {spec.final.per}" if spec.final.per else ""
-    configs = "; ".join(f"{c['trial_id']}" + (f" ({spec.final.per}={c['group']})" if spec.final.per else "")
-                        + f" {spec.metric} {c['value']:.4f}" for c in chosen)
-    return (f"final stage: the top {spec.final.top_k}{per} by {spec.metric} at the last epoch, each trained again "
-            f"with {spec.final.seeds} new seeds and evaluated on the test split: {configs}")
-
-
-def selection_json(chosen: list[dict[str, Any]]) -> str:
-    return json.dumps([{k: c[k] for k in ("trial_id", "run_id", "value", "rank", "group")} for c in chosen])
+def run_final_stage(run: SweepRun, outcome: SweepOutcome, driver: Driver) -> None:
+    """Train the selected configurations again with new seeds and evaluate them on the test split;
+    outcome gets the runs' counts."""
+    spec, path = run.spec, f"{run.path}/final"
+    uri, parent_run_id, experiment_id, resources = run.uri, run.parent_run_id, run.experiment_id, run.resources
+    if tune.Tuner.can_restore(path):
+        print(f"continuing the final stage from {path}", flush=True)
+        tuner = tune.Tuner.restore(path, trainable=final_trainable(resources, run.checkpoint_every),
+                                   resume_unfinished=True, resume_errored=False, restart_errored=False)
+    else:
+        left = wait_sent(parent_run_id, drain_seconds())
+        if left:  # the selection reads the search's results from MLflow
+            raise SweepError(f"the final stage needs the search's results in MLflow, whose server does not answer "
+                             f"({left} records wait in the sweep's journal); run `byol-sweep finalize "
+                             f"{run.name}` when it is back")
+        chosen = select(spec, completed_trials(uri, experiment_id, parent_run_id, spec.metric))
+        if not chosen:
+            print("final stage skipped: no trial of the search ran the full budget with a finite "
+                  f"{spec.metric}", flush=True)
+            return
+        print(describe(chosen, spec), flush=True)
+        write(uri, parent_run_id, "log_batch", run_id=parent_run_id, tags={
+            "byol_sweep.final_selection": selection_json(chosen),
+            "byol_sweep.final": json.dumps({"top_k": spec.final.top_k, "seeds": spec.final.seeds,
+                                            "per": spec.final.per})})
+        measure_baselines(spec, uri, parent_run_id, resources, "test")
+        entries = final_runs(spec, chosen)
+        shared, at_once = shared_final_resources(resources, run.concurrency, len(entries),
+                                                 float(ray.cluster_resources().get("CPU", 1)))
+        tuner = tune.Tuner(
+            final_trainable(shared, run.checkpoint_every),
+            param_space={"final": tune.grid_search(entries)},
+            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=at_once),
+            run_config=tune.RunConfig(
+                name="final", storage_path=outcome.path, verbose=0,
+                callbacks=[MlflowTracking(uri, experiment_id, parent_run_id, spec, shared, stage=FINAL),
+                           ConsoleProgress(spec, final_stage=True, total=len(entries))],
+                failure_config=tune.FailureConfig(max_failures=run.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+    results = driver.fit(tuner)
+    keep_encoders(uri, experiment_id, parent_run_id, results, "final")
+    counts: dict[str, int] = {}
+    for result in results:  # no scheduler stops a final run: one short of the budget was interrupted
+        status = outcome_of(result.metrics or {}, spec.max_epochs, bool(result.error), ended=False)
+        counts[status] = counts.get(status, 0) + 1
+    outcome.final_counts = counts
+    outcome.interrupted = not len(results) or INTERRUPTED in counts
+    print(f"final stage {'stopped before the end' if outcome.interrupted else 'finished'}: "
+          + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(counts.items())), flush=True)

@@ -14,24 +14,18 @@ import sys
 import time
 from pathlib import Path
 
+from sweep.errors import TrackingError
+from sweep.tracking import encoders
+from sweep.tracking.encoders import ARTIFACT_DIR, ENCODER_FILE, artifacts_of
+from sweep.tracking.journal import Journal, JournalBusy
+from sweep.tracking.runs import experiment_for, metric_record, param_value
+from sweep.tracking.secrets import mask_secrets
+from sweep.tracking.store import check_store, client_for, mask_uri
+from sweep.tracking.writers import close_journal, journal_path, open_journal, sync_journal
 from trainer.config import TrainConfig
+from trainer.loop import Diverged
+from trainer.standalone import CHECKPOINT, train_to_folder
 from vocabulary import COMPLETED, DIVERGED, EPOCH_METRICS, FAILED, FINAL_METRICS, INTERRUPTED, RUNNING
-
-from .journal import Journal, JournalBusy
-from .models import ARTIFACT_DIR, ENCODER_FILE
-from .secrets import mask_secrets
-from .tracking import (
-    TrackingError,
-    _metric,
-    _param_value,
-    check_store,
-    client_for,
-    close_journal,
-    experiment_for,
-    journal_path,
-    mask_uri,
-    open_journal,
-)
 
 RUN_FILE = "mlflow-run.json"  # in the output folder: the experiment and the run (its journal placeholder)
 DEFAULT_EXPERIMENT = "byol-train"
@@ -41,9 +35,6 @@ def train_logged(config: TrainConfig, out: str | Path, uri: str, experiment: str
                  resume: bool = False, log=print) -> dict:
     """Train as trainer.standalone.train_to_folder does, logging to MLflow at `uri`; returns the
     final metrics ({} if training diverged)."""
-    from trainer.loop import Diverged
-    from trainer.standalone import train_to_folder
-
     out = Path(out)
     check_store(uri)
     saved = _saved_run(out) if resume else None
@@ -74,7 +65,7 @@ def train_logged(config: TrainConfig, out: str | Path, uri: str, experiment: str
                            tags={"byol_sweep.role": "train", "status": RUNNING,
                                  "byol_sweep.trial_dir": str(out.resolve()),
                                  "policy": str(config.policy), "seed": str(config.seed)})
-        writer.write("log_batch", run_id=run, params={k: _param_value(v) for k, v in config.to_dict().items()})
+        writer.write("log_batch", run_id=run, params={k: param_value(v) for k, v in config.to_dict().items()})
         (out / RUN_FILE).write_text(json.dumps({"experiment": experiment, "run": run,
                                                 "tracking_uri": mask_uri(uri)}, indent=2))
     log(f"logging to MLflow {mask_uri(uri)}, experiment {experiment!r}, run {out.name}")
@@ -85,7 +76,7 @@ def train_logged(config: TrainConfig, out: str | Path, uri: str, experiment: str
             if metrics["epoch"] > logged:
                 now = int(time.time() * 1000)
                 writer.write("log_batch", run_id=run, metrics=[
-                    _metric(k, metrics[k], metrics["epoch"], now) for k in (*EPOCH_METRICS, *FINAL_METRICS)
+                    metric_record(k, metrics[k], metrics["epoch"], now) for k in (*EPOCH_METRICS, *FINAL_METRICS)
                     if k in metrics])
 
     status, terminated, final = FAILED, "FAILED", {}
@@ -119,11 +110,7 @@ def train_logged(config: TrainConfig, out: str | Path, uri: str, experiment: str
 
 def log_encoder(uri: str, out: Path, run_id: str, log=print) -> None:
     """The encoder of out/checkpoint.pt as the run's model/encoder.pt, beside model/config.json."""
-    from trainer.standalone import CHECKPOINT
-
-    from . import models
-
-    models.log_encoder(client_for(uri), run_id, out / CHECKPOINT, (out / "config.json").read_text())
+    encoders.log_encoder(client_for(uri), run_id, out / CHECKPOINT, (out / "config.json").read_text())
     log(f"encoder logged to MLflow run {run_id} as {ARTIFACT_DIR}/{ENCODER_FILE} "
         f"(`byol-sweep export {run_id}` writes it to a file)")
 
@@ -142,9 +129,6 @@ def is_train_folder(path: str | Path) -> bool:
 def sync_train_folder(folder: str | Path, uri: str) -> tuple[int, int]:
     """`byol-sweep sync <train output folder>`: send what its journal holds, then its encoder if the
     run completed and has none yet; returns (sent, left)."""
-    from .models import _artifacts
-    from .tracking import sync_journal
-
     folder = Path(folder)
     check_store(uri)
     try:
@@ -158,7 +142,7 @@ def sync_train_folder(folder: str | Path, uri: str) -> tuple[int, int]:
     run_id = journal.ids().get(saved["run"], saved["run"])
     client = client_for(uri)
     run = client.get_run(run_id)
-    if run.data.tags.get("status") == COMPLETED and ARTIFACT_DIR not in _artifacts(client, run):
+    if run.data.tags.get("status") == COMPLETED and ARTIFACT_DIR not in artifacts_of(client, run):
         log_encoder(uri, folder, run_id)
         sent += 1
     return sent, 0

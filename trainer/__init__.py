@@ -9,11 +9,11 @@ __all__ = ["ConfigError", "DataError", "Diverged", "EpochResult", "TrainConfig",
 
 def __getattr__(name: str):
     if name == "DataError":
-        from .data import DataError
+        from .data import DataError  # torch: loaded on first use
 
         return DataError
     if name in ("Diverged", "EpochResult", "Trainer"):
-        from . import loop
+        from . import loop  # torch: loaded on first use
 
         return getattr(loop, name)
     raise AttributeError(f"module 'trainer' has no attribute {name!r}")

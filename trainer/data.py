@@ -11,40 +11,31 @@ fixed held-out 20%, which serves as both.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import EVAL_SPLITS, FIXED_DATASETS
-from .storage import load_plain
+from trainer.config import EVAL_SPLITS, FIXED_DATASETS
+from trainer.generated import load_cifar10_mini, load_digits_canvas, load_shapes
+from trainer.images import (
+    IMAGE_SUFFIXES,
+    SINGLE_SPLIT_FRACTION,
+    VAL_FRACTION,
+    DataError,
+    ImageData,
+    decode_files,
+    held_out_indices,
+    hold_out,
+    stratified_subset,
+)
+from trainer.storage import load_plain
 
-VAL_FRACTION = 0.1
-SINGLE_SPLIT_FRACTION = 0.2  # digits and trees without split folders: one held-out part for val and test
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-
-
-class DataError(ValueError):
-    """A dataset cannot be loaded; the message names the file or folder."""
-
-
-@dataclass
-class ImageData:
-    train_images: torch.Tensor  # uint8 (N, 3, H, W)
-    train_labels: torch.Tensor  # int64 (N,), -1 for unlabelled images
-    eval_images: torch.Tensor
-    eval_labels: torch.Tensor
-    classes: list[str]
-
-    def to(self, device) -> "ImageData":
-        return ImageData(
-            self.train_images.to(device), self.train_labels.to(device),
-            self.eval_images.to(device), self.eval_labels.to(device), self.classes,
-        )
+__all__ = ["DataError", "ImageData", "check_dataset", "hold_out", "load", "load_imagefolder", "stratified_subset"]
 
 
 def load(dataset: str, *, data_root: str = "~/.cache/byol-sweep/data", download: bool = False,
@@ -53,14 +44,11 @@ def load(dataset: str, *, data_root: str = "~/.cache/byol-sweep/data", download:
         raise DataError(f"eval split {eval_split!r} is unknown; allowed: {', '.join(EVAL_SPLITS)}")
     if dataset == "digits":
         return load_digits(image_size)
-    if dataset == "shapes":  # generated in code: trainer/embedded.py
-        from .embedded import load_shapes
+    if dataset == "shapes":  # generated in code: trainer/generated.py
         return load_shapes(image_size, eval_split)
-    if dataset == "digits_canvas":  # generated in code: trainer/embedded.py
-        from .embedded import load_digits_canvas
+    if dataset == "digits_canvas":  # generated in code: trainer/generated.py
         return load_digits_canvas(image_size, eval_split)
-    if dataset == "cifar10_mini":  # a CIFAR-10 subset shipped inside the package: trainer/embedded.py
-        from .embedded import load_cifar10_mini
+    if dataset == "cifar10_mini":  # a CIFAR-10 subset shipped inside the package: trainer/generated.py
         return load_cifar10_mini(image_size, eval_split)
     if dataset in ("cifar10", "cifar100", "stl10"):
         return load_torchvision(dataset, Path(data_root).expanduser(), download, eval_split,
@@ -71,37 +59,9 @@ def load(dataset: str, *, data_root: str = "~/.cache/byol-sweep/data", download:
     raise DataError(f"dataset {dataset!r} is unknown; allowed: {', '.join(FIXED_DATASETS)}, imagefolder:<path>")
 
 
-def _stratified_split(labels: np.ndarray, eval_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, eval); fixed seed so every trial is evaluated on the same images."""
-    rng = np.random.default_rng(seed)
-    train, held = [], []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        n_eval = max(1, int(round(len(idx) * eval_fraction)))
-        held.append(idx[:n_eval])
-        train.append(idx[n_eval:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
-
-
-def stratified_subset(labels: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
-    """Sorted indices of `size` images drawn at random within each label (unlabelled -1 is a label
-    too), each label in proportion to its count (largest remainders get the rounding); a fixed seed
-    gives the same images every time."""
-    y = labels.cpu().numpy()
-    if size >= len(y):
-        return torch.arange(len(y))
-    values, counts = np.unique(y, return_counts=True)
-    quota = counts * size / len(y)
-    take = np.floor(quota).astype(np.int64)
-    take[np.argsort(-(quota - take), kind="stable")[: size - take.sum()]] += 1
-    rng = np.random.default_rng(seed)
-    chosen = [rng.permutation(np.flatnonzero(y == v))[:k] for v, k in zip(values, take)]
-    return torch.from_numpy(np.sort(np.concatenate(chosen)))
-
-
 def load_digits(image_size: int) -> ImageData:
     """scikit-learn's 1,797 real 8x8 handwritten digits, upscaled to image_size, 3 channels."""
-    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.datasets import load_digits as sk_digits  # scikit-learn: heavy, and only for digits
 
     bunch = sk_digits()
     x = torch.from_numpy(bunch.images).float().div(16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
@@ -127,7 +87,7 @@ def load_torchvision(name: str, root: Path, download: bool, eval_split: str = "v
         key = _files_key(sorted(p for p in root.rglob("*") if p.is_file()), f"{name}|{eval_split}")
         return _cached_dataset(cache_dir / f"{name}-{eval_split}-{key}.pt",
                                lambda: load_torchvision(name, root, download, eval_split))
-    import torchvision.datasets as tvd
+    import torchvision.datasets as tvd  # heavy, and only for torchvision's datasets
 
     try:
         if name == "stl10":
@@ -148,23 +108,6 @@ def load_torchvision(name: str, root: Path, download: bool, eval_split: str = "v
     return hold_out(xt, yt, classes, VAL_FRACTION)
 
 
-def held_out_indices(labels: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held) indices: a fixed, stratified fraction of the labelled images is held out;
-    unlabelled images (label -1, STL-10's) all stay in training."""
-    labelled = np.flatnonzero(labels >= 0)
-    _, held = _stratified_split(labels[labelled], fraction)
-    held = labelled[held]
-    keep = np.ones(len(labels), dtype=bool)
-    keep[held] = False
-    return np.flatnonzero(keep), held
-
-
-def hold_out(images: torch.Tensor, labels: torch.Tensor, classes: list[str], fraction: float) -> ImageData:
-    """Train on all but a fixed, stratified fraction of the labelled images; evaluate on those."""
-    train, held = (torch.from_numpy(i) for i in held_out_indices(labels.numpy(), fraction))
-    return ImageData(images[train], labels[train], images[held], labels[held], classes)
-
-
 def _files_key(files: list[Path], extra: str) -> str:
     """A short key that changes when any file's path, size or modification time does."""
     key = hashlib.sha256(extra.encode())
@@ -177,8 +120,6 @@ def _files_key(files: list[Path], extra: str) -> str:
 def _write_once(path: Path, build) -> None:
     """Write build()'s value to path unless it is there; one process of a node builds it while
     the others wait on the lock, then find it."""
-    import fcntl
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -255,32 +196,10 @@ def _list_tree(root: Path) -> tuple[list[Path], list[int], list[str]]:
     return files, labels, classes
 
 
-def _decode(files: list[Path], side: int) -> torch.Tensor:
-    """Decode files to uint8 (N, 3, side, side): shorter side resized to side, centre crop."""
-    from PIL import Image
-
-    out = np.empty((len(files), side, side, 3), dtype=np.uint8)
-    for i, path in enumerate(files):
-        try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-                w, h = im.size
-                scale = side / min(w, h)
-                if (w, h) != (side, side):
-                    im = im.resize((max(side, round(w * scale)), max(side, round(h * scale))), Image.BILINEAR)
-                    w, h = im.size
-                    left, top = (w - side) // 2, (h - side) // 2
-                    im = im.crop((left, top, left + side, top + side))
-                out[i] = np.asarray(im)
-        except Exception as err:  # PIL raises many types for a bad file
-            raise DataError(f"cannot read image {path}: {err}") from None
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-
-
 def _cached_decode(files: list[Path], side: int, cache_dir: Path) -> torch.Tensor:
     """The files decoded once per node into a uint8 cache file, which every trial maps read-only."""
     path = cache_dir / f"imagefolder-{_files_key(files, str(side))}.pt"
-    _write_once(path, lambda: _decode(files, side))
+    _write_once(path, lambda: decode_files(files, side))
     images = load_plain(path, DataError, "a byol-sweep image cache", mmap=True)
     expected = (len(files), 3, side, side)
     if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and tuple(images.shape) == expected):

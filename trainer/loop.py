@@ -5,7 +5,6 @@ import os
 import random
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -16,10 +15,10 @@ from vocabulary import CONTINUABLE_FIELDS, RUNTIME_FIELDS
 from . import augment
 from . import data as datasets
 from .byol import BYOL, ema_update, tau_at
+from .checkpoint import read_checkpoint, restore_rng, rng_state, write_checkpoint
 from .config import ConfigError, TrainConfig
 from .evaluation import effective_rank, embed, extract_features, knn_accuracy, linear_probe, projection_std, z_spread
 from .optim import build_optimizer, lr_at
-from .storage import load_plain
 
 
 class Diverged(RuntimeError):
@@ -43,9 +42,6 @@ class EpochResult:
     def metrics(self) -> dict[str, float]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
-
-CHECKPOINT_KEYS = ("config", "device_type", "model", "optimizer", "epoch", "step", "rng")
-RNG_KEYS = ("generator", "torch", "cuda", "python", "numpy")
 
 HEALTH_ROWS = 2048  # kNN bank images whose projections measure collapse (z_spread, eff_rank)
 
@@ -228,13 +224,7 @@ class Trainer:
             "step": self.step,
             # the input normalisation the encoder was trained with (read by trainer/export.py)
             "normalisation": {"mean": self.mean.flatten().cpu(), "std": self.std.flatten().cpu()},
-            "rng": {
-                "generator": self.gen.get_state(),
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "python": _python_rng_state(),
-                "numpy": _numpy_rng_state(),
-            },
+            "rng": rng_state(self.gen),
         }
 
     def load_state_dict(self, state: dict, allow_changes: tuple[str, ...] = ()) -> None:
@@ -265,32 +255,17 @@ class Trainer:
         if state["config"].get("epochs", self.config.epochs) != self.config.epochs:
             self.log(f"epochs changed from {state['config']['epochs']} to {self.config.epochs}: the learning-rate "
                      f"and momentum schedules now span {self.config.epochs} epochs, from the step they are at")
-        rng = state["rng"]
-        self.gen.set_state(rng["generator"])
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        version, internal, gauss_next = rng["python"]
-        random.setstate((version, tuple(internal.tolist()), gauss_next))
-        name, keys, pos, has_gauss, cached_gaussian = rng["numpy"]
-        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached_gaussian))
+        restore_rng(state["rng"], self.gen)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write a checkpoint atomically (a crash mid-write leaves the previous one intact)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        write_checkpoint(self.state_dict(), path)
 
     def load(self, path: str | os.PathLike, allow_changes: tuple[str, ...] = ()) -> None:
         """Resume from a checkpoint; a file that is not one raises ConfigError naming it. A checkpoint
         of another configuration is refused, except in the fields named in `allow_changes`
         (see load_state_dict)."""
-        state = load_plain(path, ConfigError, "a byol-sweep checkpoint")
-        problem = checkpoint_problem(state)
-        if problem:
-            raise ConfigError(f"{path} is not a byol-sweep checkpoint ({problem})")
+        state = read_checkpoint(path)
         try:
             self.load_state_dict(state, allow_changes)
         except ConfigError:
@@ -298,30 +273,3 @@ class Trainer:
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
             reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
             raise ConfigError(f"{path} is not a byol-sweep checkpoint of this model ({reason})") from None
-
-
-def checkpoint_problem(state) -> str | None:
-    """What makes state not a checkpoint's layout, or None."""
-    if not isinstance(state, dict):
-        return f"it holds a {type(state).__name__}, not a dict"
-    missing = [k for k in CHECKPOINT_KEYS if k not in state]
-    if missing:
-        return f"keys missing: {', '.join(missing)}"
-    if not isinstance(state["rng"], dict) or any(k not in state["rng"] for k in RNG_KEYS):
-        return f"its rng entry lacks some of {', '.join(RNG_KEYS)}"
-    if not isinstance(state["config"], dict):
-        return "its config entry is not a dict"
-    if not all(isinstance(state[k], int) for k in ("epoch", "step")):
-        return "its epoch and step are not integers"
-    return None
-
-
-# python's and numpy's RNG states as tensors and plain values (torch.load(weights_only=True) reads those)
-def _python_rng_state() -> list:
-    version, internal, gauss_next = random.getstate()
-    return [version, torch.tensor(internal, dtype=torch.int64), gauss_next]
-
-
-def _numpy_rng_state() -> list:
-    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
-    return [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached_gaussian)]

@@ -1,0 +1,53 @@
+"""Where a space comes from: a shipped space's name or a YAML file, read within the input limits."""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sweep.errors import SpaceError
+from sweep.space.parse import parse_space
+from sweep.space.spec import SweepSpec
+from sweep.space.yaml_input import read_yaml
+
+
+def shipped_spaces() -> dict[str, Path]:
+    """The search spaces that ship with byol-sweep, by name."""
+    folder = resources.files("search_spaces")
+    return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".yaml")}
+
+
+def resolve_space_path(name_or_path: str) -> Path:
+    """A shipped space name (`quick`) or a path to a YAML file."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    spaces = shipped_spaces()
+    if name_or_path in spaces:
+        return spaces[name_or_path]
+    raise SpaceError(
+        f"search space {name_or_path!r} is neither a file nor a shipped space; shipped: {', '.join(sorted(spaces))}"
+    )
+
+
+def load_space(name_or_path: str) -> SweepSpec:
+    path, data, text = read_space(name_or_path)
+    return parse_space(data, str(path), text)
+
+
+def read_space(name_or_path: str) -> tuple[Path, Any, str]:
+    """(its path, the parsed YAML document, its text) of a space file or shipped space's name."""
+    path = resolve_space_path(name_or_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpaceError(f"{path}: cannot be read as UTF-8 text ({err})") from None
+    try:
+        data = read_yaml(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpaceError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    return path, data, text

@@ -1,0 +1,134 @@
+"""Every MLflow write of a sweep's driver goes through the sweep's journal
+(<sweep folder>/mlflow-journal.jsonl, sweep/tracking/journal.py) and a sender thread: a server that
+goes away loses nothing and stalls no trial. `sync` sends what a driver left.
+
+Tune pickles its callbacks with the sweep's state and restores them on `resume` without their
+secrets, so the writers and the tracking URI are found here by the sweep's parent run id."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from sweep.errors import TrackingError
+from sweep.tracking.journal import Journal, JournalledWriter, placeholder_id, send
+from sweep.tracking.store import client_for, fail_fast_http, mask_uri
+
+DRAIN_ENV = "BYOL_SWEEP_DRAIN_S"  # how long an ending driver waits for its records to be sent
+
+
+def drain_seconds() -> float:
+    """BYOL_SWEEP_DRAIN_S, default 60 s."""
+    return float(os.environ.get(DRAIN_ENV, "60"))
+
+
+# parent run id -> tracking URI, set by the driver that runs or resumes the sweep
+DRIVER_TRACKING_URI: dict[str, str] = {}
+
+JOURNAL_FILE = "mlflow-journal.jsonl"
+# what the sender's client may wait for one request; MLflow's defaults retry an absent server for minutes
+SENDER_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+# parent run id -> the sweep's journal writer in this driver (one journal, one sender thread per sweep)
+_WRITERS: dict[str, Any] = {}
+_SAVED_ENV: dict[str, str | None] = {}
+
+
+def journal_path(folder: str | os.PathLike) -> Path:
+    return Path(folder) / JOURNAL_FILE
+
+
+def open_journal(uri: str, parent_run_id: str, folder: str | os.PathLike, sync_command: str = "",
+                 new: bool = False):
+    """Start journalling the sweep of parent_run_id in folder: send what an earlier driver left
+    (before anything else is written), then run a sender thread. new: a sweep just started, whose
+    journal is the whole record; a resumed sweep that predates journals has only part of it there
+    (reads then fall back to MLflow)."""
+    if parent_run_id in _WRITERS:
+        return _WRITERS[parent_run_id]
+    journal = Journal(journal_path(folder))
+    journal.hold()
+    partial = journal.path.with_name(journal.path.name + ".partial")
+    if not new and not journal.existed:
+        partial.touch()
+    journal.complete = not partial.exists()
+    for key, value in SENDER_HTTP.items():  # the user's own settings win
+        if key not in os.environ:
+            _SAVED_ENV[key] = None
+            os.environ[key] = value
+    told = lambda message: print(f"MLflow {mask_uri(uri)}: {message}", file=sys.stderr, flush=True)  # noqa: E731
+    before = journal.pending_count()
+    if before and JournalledWriter(journal, lambda: client_for(uri), told).flush():
+        print(f"sent the {before} MLflow records an earlier driver left in {journal.path}", flush=True)
+    writer = JournalledWriter(journal, lambda: client_for(uri), told, background=True)
+    writer.sync_command = sync_command
+    _WRITERS[parent_run_id] = writer
+    return writer
+
+
+def journal_writer(parent_run_id: str):
+    return _WRITERS.get(parent_run_id)
+
+
+def wait_sent(parent_run_id: str, timeout: float) -> int:
+    """Wait up to timeout seconds for the sweep's journal to be sent; returns how many records are left."""
+    writer = _WRITERS.get(parent_run_id)
+    return writer.drain(timeout) if writer is not None else 0
+
+
+def close_journal(parent_run_id: str, timeout: float | None = None) -> int:
+    """The driver ends: wait a bounded time (BYOL_SWEEP_DRAIN_S, default 60 s) for the journal to be
+    sent, say what is left and how it will be sent, stop the sender. Returns the records left."""
+    writer = _WRITERS.pop(parent_run_id, None)
+    if writer is None:
+        return 0
+    if timeout is None:
+        timeout = drain_seconds()
+    left = writer.journal.pending_count()
+    if left:
+        print(f"sending the last {left} MLflow records (waiting up to {timeout:g} s)", flush=True)
+        left = writer.drain(timeout)
+    writer.close()
+    if not _WRITERS:
+        for key, value in _SAVED_ENV.items():
+            if value is None:
+                os.environ.pop(key, None)
+        _SAVED_ENV.clear()
+    if left:
+        print(f"{left} MLflow records could not be sent (the tracking server does not answer); they wait in "
+              f"{writer.journal.path} and are sent by `{writer.sync_command or 'byol-sweep sync NAME'}` once the server "
+              "is back", file=sys.stderr, flush=True)
+    return left
+
+
+def sync_journal(uri: str, folder: str | os.PathLike) -> tuple[int, int]:
+    """Send what a sweep's journal holds and MLflow has not got (`byol-sweep sync`, `report`);
+    returns (sent, left). JournalBusy if the sweep's driver is running (it sends them itself)."""
+    path = journal_path(folder)
+    if not path.exists():
+        return 0, 0
+    journal = Journal(path)
+    journal.hold(wait=False)
+    try:
+        if not journal.pending_count():
+            return 0, 0  # nothing to send: MLflow is not even imported
+        before = journal.sent
+        with fail_fast_http():
+            JournalledWriter(journal, lambda: client_for(uri), lambda message: None).flush()
+        return journal.sent - before, journal.pending_count()
+    finally:
+        journal.release()
+
+
+def write(uri: str | None, parent_run_id: str, op: str, **args: Any) -> str | None:
+    """One MLflow write of the sweep of parent_run_id: through its journal when the driver keeps
+    one, else straight to MLflow."""
+    writer = _WRITERS.get(parent_run_id)
+    if writer is not None:
+        return writer.write(op, **args)
+    if op == "create_run":
+        args["placeholder"] = placeholder_id()
+    uri = uri or DRIVER_TRACKING_URI.get(parent_run_id)
+    if uri is None:
+        raise TrackingError(f"no tracking URI is known for the sweep of parent run {parent_run_id}")
+    return send(client_for(uri), {"op": op, "args": args}, {})

@@ -1,0 +1,98 @@
+"""Images as the trainer holds them: uint8 tensors in a training split and a labelled evaluation
+split (ImageData), the fixed stratified splits every trial shares, and image files decoded."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+VAL_FRACTION = 0.1
+SINGLE_SPLIT_FRACTION = 0.2  # digits and trees without split folders: one held-out part for val and test
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class DataError(ValueError):
+    """A dataset cannot be loaded; the message names the file or folder."""
+
+
+@dataclass
+class ImageData:
+    train_images: torch.Tensor  # uint8 (N, 3, H, W)
+    train_labels: torch.Tensor  # int64 (N,), -1 for unlabelled images
+    eval_images: torch.Tensor
+    eval_labels: torch.Tensor
+    classes: list[str]
+
+    def to(self, device) -> "ImageData":
+        return ImageData(
+            self.train_images.to(device), self.train_labels.to(device),
+            self.eval_images.to(device), self.eval_labels.to(device), self.classes,
+        )
+
+
+def stratified_split(labels: np.ndarray, eval_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, eval); fixed seed so every trial is evaluated on the same images."""
+    rng = np.random.default_rng(seed)
+    train, held = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_eval = max(1, int(round(len(idx) * eval_fraction)))
+        held.append(idx[:n_eval])
+        train.append(idx[n_eval:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
+
+
+def stratified_subset(labels: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
+    """Sorted indices of `size` images drawn at random within each label (unlabelled -1 is a label
+    too), each label in proportion to its count (largest remainders get the rounding); a fixed seed
+    gives the same images every time."""
+    y = labels.cpu().numpy()
+    if size >= len(y):
+        return torch.arange(len(y))
+    values, counts = np.unique(y, return_counts=True)
+    quota = counts * size / len(y)
+    take = np.floor(quota).astype(np.int64)
+    take[np.argsort(-(quota - take), kind="stable")[: size - take.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(y == v))[:k] for v, k in zip(values, take)]
+    return torch.from_numpy(np.sort(np.concatenate(chosen)))
+
+
+def held_out_indices(labels: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held) indices: a fixed, stratified fraction of the labelled images is held out;
+    unlabelled images (label -1, STL-10's) all stay in training."""
+    labelled = np.flatnonzero(labels >= 0)
+    _, held = stratified_split(labels[labelled], fraction)
+    held = labelled[held]
+    keep = np.ones(len(labels), dtype=bool)
+    keep[held] = False
+    return np.flatnonzero(keep), held
+
+
+def hold_out(images: torch.Tensor, labels: torch.Tensor, classes: list[str], fraction: float) -> ImageData:
+    """Train on all but a fixed, stratified fraction of the labelled images; evaluate on those."""
+    train, held = (torch.from_numpy(i) for i in held_out_indices(labels.numpy(), fraction))
+    return ImageData(images[train], labels[train], images[held], labels[held], classes)
+
+
+def decode_files(files: list[Path], side: int) -> torch.Tensor:
+    """Decode files to uint8 (N, 3, side, side): shorter side resized to side, centre crop."""
+    out = np.empty((len(files), side, side, 3), dtype=np.uint8)
+    for i, path in enumerate(files):
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                w, h = im.size
+                scale = side / min(w, h)
+                if (w, h) != (side, side):
+                    im = im.resize((max(side, round(w * scale)), max(side, round(h * scale))), Image.BILINEAR)
+                    w, h = im.size
+                    left, top = (w - side) // 2, (h - side) // 2
+                    im = im.crop((left, top, left + side, top + side))
+                out[i] = np.asarray(im)
+        except Exception as err:  # PIL raises many types for a bad file
+            raise DataError(f"cannot read image {path}: {err}") from None
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
