@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from reports.errors import ReportError
 from sweep.errors import SpaceError, SweepError, TrackingError
 from sweep.space import FinalStage, load_space, parse_space, read_space, shipped_spaces, space_problems
 from sweep.space.limits import check_size
+from sweep.space.policies import policies_json
 from sweep.space.yaml_input import read_yaml
 from sweep.sync import sync_sweep, sync_sweeps
 from sweep.tracking.secrets import mask_secrets
@@ -69,6 +71,8 @@ def _add_train_parser(sub) -> None:
                                           "model/encoder.pt); default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db "
                                           "here, when --experiment is given")
     p.add_argument("--experiment", help="MLflow experiment of the run (default byol-train); logs to MLflow")
+    p.add_argument("--policy-file", help="YAML file of your own augmentation policies {name: definition}; train the "
+                                         "one --policy names (or the file's only one)")
     fields = p.add_argument_group("configuration fields")
     for name, f in TrainConfig.fields().items():
         flags, options = _field_argument(name, f)
@@ -103,6 +107,11 @@ def _train_config(args) -> TrainConfig:
         value = getattr(args, f"field_{name}")
         if value is not None:
             values[name] = value
+    if args.policy_file:
+        own = policies_json(str(Path(args.policy_file).resolve()), "--policy-file", "policies")
+        values["policies"] = own
+        if "policy" not in values and len(json.loads(own)) == 1:
+            values["policy"] = next(iter(json.loads(own)))
     if isinstance(values.get("dataset"), str) is False and "dataset" in values:
         values["dataset"] = str(values["dataset"])
     return TrainConfig.from_dict(values, source=args.config or "command line")

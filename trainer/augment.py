@@ -1,10 +1,12 @@
-"""Batched, per-sample augmentation on the device (uint8 NCHW in, normalised float views out).
+"""Batched, per-sample augmentation on the device (uint8 NCHW in, normalised float views out): every
+op runs on the whole batch at once, with per-image random parameters, and no PIL work.
 
 What each policy draws, and how `aug_strength` scales it, is in trainer/policies.py.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +32,7 @@ def crop_boxes(b: int, h: int, w: int, p: ViewParams, gen: torch.Generator, devi
     torchvision's RandomResizedCrop draws them: area fraction uniform and log aspect uniform,
     redrawn up to CROP_TRIES times until the box fits, else the central crop clamped to the ratio
     range. All tries are drawn at once; each image takes its first that fits."""
-    area = _uniform(b * CROP_TRIES, p.crop_min_area, 1.0, gen, device).view(b, CROP_TRIES)
+    area = _uniform(b * CROP_TRIES, p.crop_min_area, p.crop_max_area, gen, device).view(b, CROP_TRIES)
     log_ratio = _uniform(b * CROP_TRIES, math.log(p.crop_ratio[0]), math.log(p.crop_ratio[1]), gen, device)
     ratio = torch.exp(log_ratio).view(b, CROP_TRIES) * (h / w)  # aspect in fractions of the sides
     cw, ch = torch.sqrt(area * ratio), torch.sqrt(area / ratio)
@@ -201,6 +203,70 @@ def solarize(x: torch.Tensor, p: ViewParams, gen: torch.Generator) -> torch.Tens
     return torch.where(apply & (x >= p.solarize_threshold), 1.0 - x, x)
 
 
+def flip(x: torch.Tensor, p: ViewParams, gen: torch.Generator) -> torch.Tensor:
+    """Horizontal flip on the images chosen with flip_p (a flip right after the crop is part of the crop's grid)."""
+    apply = _bernoulli(x.shape[0], p.flip_p, gen, x.device).view(-1, 1, 1, 1)
+    return torch.where(apply, x.flip(-1), x)
+
+
+def equalize(x: torch.Tensor, p: ViewParams, gen: torch.Generator) -> torch.Tensor:
+    """Histogram equalization of each channel of the images chosen with equalize_p, as PIL and
+    torchvision compute it (a lookup table from the cumulative histogram of the image's 8-bit values;
+    an image whose channel has a single value is left as it is). No magnitude: aug_strength leaves it."""
+    n, c, h, w = x.shape
+    apply = _bernoulli(n, p.equalize_p, gen, x.device).view(-1, 1, 1, 1)
+    levels = x.mul(256.0 - 1e-3).to(torch.uint8).flatten(2).long()  # torchvision's float -> uint8
+    hist = torch.zeros(n, c, 256, dtype=torch.int32, device=x.device).scatter_add_(
+        2, levels, torch.ones_like(levels, dtype=torch.int32))
+    cum = hist.cumsum(2)
+    non_max = h * w - hist.gather(2, cum.argmax(2, keepdim=True))  # pixels below the channel's top value
+    step = non_max.div(255, rounding_mode="floor")
+    lut = (cum[..., :-1] + step // 2).div(step.clamp(min=1), rounding_mode="floor").clamp(0, 255)
+    lut = torch.cat([torch.zeros_like(lut[..., :1]), lut], dim=2)
+    out = torch.where(step > 0, lut.gather(2, levels), levels).view(n, c, h, w).float().div(255.0)
+    return torch.where(apply, out, x)
+
+
+ERASE_TRIES = 10
+
+
+def erase(x: torch.Tensor, p: ViewParams, gen: torch.Generator) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2017) as torchvision's RandomErasing draws it: a box of area
+    fraction uniform in erase_scale and log aspect uniform in erase_ratio, redrawn up to ERASE_TRIES
+    times until it fits inside the view (none fits: nothing erased), set to erase_value, on the images
+    chosen with erase_p. aug_strength scales the area range."""
+    n, _, h, w = x.shape
+    dev = x.device
+    apply = _bernoulli(n, p.erase_p, gen, dev)
+    area = _uniform(n * ERASE_TRIES, p.erase_scale[0], p.erase_scale[1], gen, dev).view(n, ERASE_TRIES) * (h * w)
+    log_ratio = _uniform(n * ERASE_TRIES, math.log(p.erase_ratio[0]), math.log(p.erase_ratio[1]), gen, dev)
+    ratio = torch.exp(log_ratio).view(n, ERASE_TRIES)
+    eh, ew = torch.sqrt(area * ratio).round(), torch.sqrt(area / ratio).round()
+    fits = (eh < h) & (ew < w)
+    first = fits.int().argmax(dim=1, keepdim=True)
+    eh, ew = eh.gather(1, first).squeeze(1), ew.gather(1, first).squeeze(1)
+    top = (torch.rand(n, generator=gen, device=dev) * (h - eh + 1)).floor()
+    left = (torch.rand(n, generator=gen, device=dev) * (w - ew + 1)).floor()
+    rows = torch.arange(h, device=dev).view(1, -1, 1)
+    cols = torch.arange(w, device=dev).view(1, 1, -1)
+    inside = ((rows >= top.view(-1, 1, 1)) & (rows < (top + eh).view(-1, 1, 1))
+              & (cols >= left.view(-1, 1, 1)) & (cols < (left + ew).view(-1, 1, 1)))
+    erased = (apply & fits.any(dim=1)).view(-1, 1, 1) & inside
+    return torch.where(erased.unsqueeze(1), torch.full_like(x, p.erase_value), x)
+
+
+# each op after the crop, with the test that keeps an op of probability 0 from drawing anything
+OPS = {
+    "flip": (flip, lambda p: p.flip_p > 0),
+    "color_jitter": (color_jitter, lambda p: p.jitter_p > 0),
+    "grayscale": (grayscale, lambda p: p.grayscale_p > 0),
+    "blur": (gaussian_blur, lambda p: p.blur_p > 0 and p.blur_sigma[1] > 0),
+    "solarize": (solarize, lambda p: p.solarize_p > 0),
+    "equalize": (equalize, lambda p: p.equalize_p > 0),
+    "erase": (erase, lambda p: p.erase_p > 0 and p.erase_scale[1] > 0),
+}
+
+
 def augment(
     images: torch.Tensor,
     p: ViewParams,
@@ -209,19 +275,22 @@ def augment(
     mean: torch.Tensor,
     std: torch.Tensor,
 ) -> torch.Tensor:
-    """One view of a uint8 (B, C, H, W) batch: crop+flip, jitter, grayscale, blur, solarize, normalise."""
+    """One view of a uint8 (B, C, H, W) batch: the view's ops in its order (a crop first, with the flip
+    that follows it in the same grid; a view without a crop is the whole image resized), normalised."""
     x = images.float().div_(255.0)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
-    x = crop_and_flip(x, p, size, gen).clamp_(0, 1)
-    if p.jitter_p > 0:
-        x = color_jitter(x, p, gen)
-    if p.grayscale_p > 0:
-        x = grayscale(x, p, gen)
-    if p.blur_p > 0 and p.blur_sigma[1] > 0:
-        x = gaussian_blur(x, p, gen)
-    if p.solarize_p > 0:
-        x = solarize(x, p, gen)
+    ops = p.ops
+    if ops and ops[0] == "crop":
+        fused = len(ops) > 1 and ops[1] == "flip"
+        x = crop_and_flip(x, p if fused else replace(p, flip_p=0.0), size, gen).clamp_(0, 1)
+        ops = ops[2:] if fused else ops[1:]
+    elif x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+    for name in ops:
+        op, active = OPS[name]
+        if active(p):
+            x = op(x, p, gen)
     return (x - mean) / std
 
 

@@ -7,11 +7,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import policies
+from . import policies as aug_policies
 
 BACKBONES = ("small_cnn", "small_cnn_half", "resnet18_cifar", "resnet18", "resnet50")
 OPTIMIZERS = ("lars", "sgd", "adamw")
-POLICIES = tuple(policies.POLICIES)
+POLICIES = tuple(aug_policies.POLICIES)
 PRECISIONS = ("auto", "fp32", "bf16")
 EVAL_SPLITS = ("val", "test")
 FIXED_DATASETS = ("digits", "digits_canvas", "shapes", "cifar10_mini", "cifar10", "cifar100", "stl10")
@@ -58,11 +58,13 @@ class TrainConfig:
     tau_base: float = _spec(0.996, "EMA momentum at step 0; rises to 1 on a cosine", low=0.0, high=1.0)
     concat_views: bool = _spec(False, "run both views as one batch (shared BatchNorm statistics)")
     # augmentation
-    policy: str = _spec("byol", "augmentation policy", choices=POLICIES)
+    policy: str = _spec("byol", f"augmentation policy: {', '.join(POLICIES)}, or one of `policies`")
+    policies: str = _spec("", "your own augmentation policies, as JSON {name: definition} (a space's policies: key "
+                              "or train --policy-file writes it; see trainer/policies.py)")
     aug_strength: float = _spec(1.0, "scales the policy's magnitudes (crop area and aspect, jitter, blur sigma, "
                                      "solarize threshold), not its probabilities: 1 the recipe, 0 no crop, jitter or "
                                      "blur; the range ends before a crop could fall under 1% of the image",
-                                low=0.0, high=policies.MAX_STRENGTH)
+                                low=0.0, high=aug_policies.MAX_STRENGTH)
     # evaluation
     knn_k: int = _spec(200, "neighbours in the kNN monitor (capped by the bank size)", low=1, high=10_000)
     knn_temperature: float = _spec(0.1, "kNN vote temperature", low=0.0, low_open=True)
@@ -113,6 +115,10 @@ class TrainConfig:
             )
         if self.dataset == "imagefolder:":
             raise ConfigError("config: dataset 'imagefolder:' names no folder; write imagefolder:<path>")
+        try:
+            aug_policies.definition(self.policy, self.policies)
+        except aug_policies.PolicyError as err:
+            raise ConfigError(f"config: {err}") from None
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
             raise ConfigError(f"config: device {self.device!r} is unknown; allowed: auto, cpu, cuda, cuda:N")
 

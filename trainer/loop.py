@@ -104,7 +104,7 @@ class Trainer:
         self.bank_idx = _fixed_subset(len(data.train_images), config.knn_bank_size, data.train_labels >= 0).to(self.device)
         self.query_idx = _fixed_subset(len(data.eval_images), config.knn_queries).to(self.device)
         self.health_rows = _fixed_subset(len(self.bank_idx), HEALTH_ROWS).to(self.device)  # positions in the bank
-        self.views = augment.policy_views(config.policy, config.aug_strength)
+        self.views = augment.policy_views(config.policy, config.aug_strength, config.policies)
 
         self.model = BYOL(config.backbone, config.projector_hidden, config.projector_out, config.image_size).to(self.device)
         if self.channels_last:

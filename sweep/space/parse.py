@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.errors import SpaceError
+from sweep.space.policies import check_policy_names, policies_json
 from sweep.space.registry import Context, fail
 from sweep.space.schedulers import SCHEDULERS, Asha, Fifo, Scheduler
 from sweep.space.searchers import SEARCHERS, Searcher
@@ -14,7 +15,7 @@ from trainer.config import ConfigError, TrainConfig, check_range, coerce
 from vocabulary import MODES, OBJECTIVES, default_mode
 
 TOP_KEYS = ("name", "description", "base", "search", "grid", "metric", "mode", "algorithm", "num_samples",
-            "scheduler", "asha", "final")
+            "scheduler", "asha", "final", "policies")
 FINAL_KEYS = ("top_k", "seeds", "per")
 MAX_FINAL_SEEDS = 100
 
@@ -87,7 +88,12 @@ def parse_space(data: Any, source: str, text: str = "") -> SweepSpec:
     for key in data:
         _check_top_key(source, key)
     base = _parse_base(source, data.get("base"))
+    if "policies" in data:
+        if "policies" in base:
+            raise _fail(source, "base.policies", "give your policies once, as the top-level policies: key")
+        base["policies"] = policies_json(data["policies"], source)
     search, grid = _parse_swept(source, data.get("search"), data.get("grid"), base)
+    _check_policies(source, base, search, grid)
     metric, mode = _parse_objective(source, data)
     ctx = Context(source=source, epochs=int(base.get("epochs", TrainConfig().epochs)), epochs_set="epochs" in base,
                   search=search, grid=grid)
@@ -106,6 +112,13 @@ def parse_space(data: Any, source: str, text: str = "") -> SweepSpec:
     spec.train_config({})  # the base itself must be a valid TrainConfig
     _check_test_split(spec)
     return spec
+
+
+def _check_policies(source: str, base: dict, search: dict, grid: dict) -> None:
+    named = {"base.policy": [base["policy"]] if "policy" in base else [], "grid.policy": grid.get("policy", [])}
+    if "policy" in search:
+        named["search.policy"] = list(search["policy"].values)
+    check_policy_names(named, base.get("policies", ""), source)
 
 
 def _check_test_split(spec: SweepSpec) -> None:

@@ -18,6 +18,7 @@ from sweep.tracking.runs import FINAL, SEARCH, metric_record
 from sweep.tracking.store import client_for
 from sweep.tracking.writers import DRIVER_TRACKING_URI, journal_writer, write
 from trainer import TrainConfig
+from trainer.policies import definition
 from vocabulary import (
     COMPLETED,
     DIVERGED,
@@ -196,6 +197,8 @@ class MlflowTracking(Callback):
             **stage_tags,
             "status": RUNNING,
             "policy": config.policy,
+            # the policy's two views in full, as trainer/policies.py resolved them (a shipped one's too)
+            "byol_sweep.policy_definition": json.dumps(definition(config.policy, config.policies)),
             "seed": str(config.seed),
             "resources.cpu": str(self.resources.get("cpu", 1)),
             "resources.gpu": str(self.resources.get("gpu", 0)),

@@ -1,0 +1,56 @@
+"""A space's own augmentation policies (`policies:` inline, or the path of a YAML file beside the
+space), and `train --policy-file`: read, resolved and checked by trainer/policies.py before Ray
+starts; they travel to the trials as TrainConfig.policies (JSON), which MLflow records."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sweep.errors import SpaceError
+from sweep.space.yaml_input import read_yaml
+from trainer.policies import SHIPPED, PolicyError, definition, parse_policies
+
+
+def read_policy_file(path: Path, what: str) -> Any:
+    """The parsed YAML of a policy file; `what` names who points at it (for the message)."""
+    if not path.is_file():
+        raise SpaceError(f"{what}: policy file {path} {'is a folder' if path.is_dir() else 'does not exist'}; "
+                         "give a YAML file of {name: definition}")
+    try:
+        return read_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise SpaceError(f"{path}: cannot be read as UTF-8 text ({err})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpaceError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+
+
+def policies_json(raw: Any, source: str, key: str = "policies") -> str:
+    """The user's policies as TrainConfig.policies: `raw` is a mapping {name: definition}, or the path
+    of a YAML file holding one (relative to the space's folder). Every field is checked here."""
+    where = f"{source}: {key}"
+    if isinstance(raw, str):
+        path = Path(raw).expanduser()
+        if not path.is_absolute():
+            path = Path(source).parent / path
+        raw, where = read_policy_file(path, where), f"{path}:"
+    try:
+        parse_policies(raw, where)
+    except PolicyError as err:
+        raise SpaceError(str(err)) from None
+    return json.dumps(raw, sort_keys=False)
+
+
+def check_policy_names(values: dict[str, list], own: str, source: str) -> None:
+    """Each policy a space names ({key: [names]}) is shipped or one of its own."""
+    for key, names in values.items():
+        for name in names:
+            try:
+                definition(str(name), own)
+            except PolicyError:
+                allowed = [*SHIPPED, *(json.loads(own) if own else {})]
+                raise SpaceError(f"{source}: {key}: policy {name!r} is unknown; allowed: {', '.join(allowed)}") from None

@@ -1,0 +1,68 @@
+"""A space's own augmentation policies: inline or in a file beside it, checked before Ray starts,
+compared in a grid like the shipped ones; `train --policy-file` trains one."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from sweep.cli import main
+from sweep.errors import SpaceError
+from sweep.space import load_space, parse_space
+from trainer.policies import policy_views
+
+MINE = {"from": "byol_small", "T_prime": {"solarize": {"p": 0.4}}, "T": {"erase": {"p": 0.25}}}
+
+
+def space(**extra) -> dict:
+    return {"name": "own", "base": {"epochs": 2}, "grid": {"policy": ["byol_small", "mine"], "seed": [0, 1]},
+            "algorithm": "grid", "asha": False, "final": False, **extra}
+
+
+def test_an_inline_policy_is_compared_in_a_grid_and_reaches_each_trial():
+    spec = parse_space(space(policies={"mine": MINE}), "own.yaml")
+    config = spec.train_config({"policy": "mine", "seed": 0})
+    t, t_prime = policy_views(config.policy, config.aug_strength, config.policies)
+    assert t_prime.solarize_p == 0.4 and "erase" in t.ops
+    assert json.loads(config.policies) == {"mine": MINE}  # MLflow records it as the param `policies`
+    assert spec.compared_fields == ["policy"]
+
+
+def test_a_policy_file_beside_the_space(tmp_path):
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"mine": MINE}))
+    (tmp_path / "own.yaml").write_text(yaml.safe_dump(space(policies="mine.yaml")))
+    spec = load_space(str(tmp_path / "own.yaml"))
+    assert json.loads(spec.train_config({"policy": "mine", "seed": 1}).policies) == {"mine": MINE}
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"policies": {"mine": {"from": "byol", "T": {"sharpen": {}}}}}, r"own\.yaml: policies\.mine\.T\.sharpen: unknown op"),
+    ({"policies": "missing.yaml"}, r"own\.yaml: policies: policy file .*missing\.yaml does not exist"),
+    ({"policies": {"other": MINE}}, r"own\.yaml: grid\.policy: policy 'mine' is unknown; allowed: byol, .*, other"),
+    ({}, r"own\.yaml: grid\.policy: policy 'mine' is unknown; allowed: byol, "),
+])
+def test_a_bad_policy_in_a_space_names_the_file_and_the_key(extra, message):
+    with pytest.raises(SpaceError, match=message):
+        parse_space(space(**extra), "own.yaml")
+
+
+def test_validate_refuses_a_bad_policy_file_in_one_sentence(tmp_path, capsys):
+    (tmp_path / "mine.yaml").write_text("mine: {from: byol, T_prime: {solarize: {p: 1.4}}}\n")
+    (tmp_path / "own.yaml").write_text(yaml.safe_dump(space(policies="mine.yaml")))
+    assert main(["validate", str(tmp_path / "own.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "mine.yaml: mine.T_prime.solarize.p: 1.4 is outside [0, 1] (probability)" in err
+
+
+def test_train_with_a_policy_file_trains_its_policy(tmp_path, capsys):
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"mine": MINE}))
+    rc = main(["train", "--policy-file", str(tmp_path / "mine.yaml"), "--out", str(tmp_path / "out"),
+               "--set", "epochs=1", "--set", "train_limit=128", "--set", "batch_size=64", "--set", "knn_queries=100",
+               "--set", "knn_bank_size=128", "--set", "projector_hidden=32", "--set", "projector_out=16",
+               "--set", "linear_probe=false"])
+    assert rc == 0
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["policy"] == "mine" and json.loads(saved["policies"]) == {"mine": MINE}
+    assert main(["train", "--policy-file", str(tmp_path / "nope.yaml")]) == 2
+    assert "policy file" in capsys.readouterr().err
