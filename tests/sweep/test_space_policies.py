@@ -66,3 +66,15 @@ def test_train_with_a_policy_file_trains_its_policy(tmp_path, capsys):
     assert saved["policy"] == "mine" and json.loads(saved["policies"]) == {"mine": MINE}
     assert main(["train", "--policy-file", str(tmp_path / "nope.yaml")]) == 2
     assert "policy file" in capsys.readouterr().err
+
+
+def test_the_readme_policy_file_is_valid():
+    import re
+    from pathlib import Path
+
+    from trainer.policies import parse_policies
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = re.search(r"```yaml\n# my_policies.yaml\n(.*?)```", readme, re.S).group(1)
+    resolved = parse_policies(yaml.safe_load(example))
+    assert set(resolved) == {"strong_solar", "gentle"} and "blur" not in resolved["gentle"]["T"]
