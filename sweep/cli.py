@@ -3,22 +3,19 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import sys
 import time
 from pathlib import Path
-
-import yaml
 
 from reports.errors import ReportError
 from sweep.errors import SpaceError, SweepError, TrackingError
 from sweep.space import FinalStage, load_space, parse_space, read_space, shipped_spaces, space_problems
 from sweep.space.limits import check_size
 from sweep.space.policies import policies_json
-from sweep.space.yaml_input import read_yaml
 from sweep.sync import sync_sweep, sync_sweeps
 from sweep.tracking.secrets import mask_secrets
 from sweep.tracking.store import check_store, client_for, resolve_tracking_uri
+from sweep.train_args import config_from_args
 from trainer.config import ConfigError, TrainConfig, describe_range
 
 # Heavy imports wait inside the commands that need them: Ray (sweep.runner), torch (trainer.standalone,
@@ -79,48 +76,10 @@ def _add_train_parser(sub) -> None:
         fields.add_argument(*flags, dest=f"field_{name}", **options)
 
 
-def _train_config(args) -> TrainConfig:
-    values: dict = {}
-    if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} {'is a folder' if path.is_dir() else 'does not exist'}; "
-                              "give a YAML file of TrainConfig fields")
-        try:
-            loaded = read_yaml(path.read_text(encoding="utf-8")) or {}
-        except UnicodeDecodeError as err:
-            raise ConfigError(f"{path}: cannot be read as UTF-8 text ({err})") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {getattr(err, 'problem', err)}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of TrainConfig fields")
-        values.update(loaded)
-    for item in args.set:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE")
-        key, raw = item.split("=", 1)
-        try:
-            values[key.strip()] = read_yaml(raw) if raw else ""
-        except yaml.YAMLError:
-            values[key.strip()] = raw
-    for name in TrainConfig.fields():
-        value = getattr(args, f"field_{name}")
-        if value is not None:
-            values[name] = value
-    if args.policy_file:
-        own = policies_json(str(Path(args.policy_file).resolve()), "--policy-file", "policies")
-        values["policies"] = own
-        if "policy" not in values and len(json.loads(own)) == 1:
-            values["policy"] = next(iter(json.loads(own)))
-    if isinstance(values.get("dataset"), str) is False and "dataset" in values:
-        values["dataset"] = str(values["dataset"])
-    return TrainConfig.from_dict(values, source=args.config or "command line")
-
-
 def cmd_train(args) -> int:
     from trainer.standalone import train_to_folder  # torch
 
-    config = _train_config(args)
+    config = config_from_args(args)
     out = args.out or f"byol-runs/train-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.tracking_uri or args.experiment:
         from sweep.logged_train import train_logged  # torch
@@ -244,6 +203,17 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def cmd_views(args) -> int:
+    from sweep.views import draw_views  # torch, matplotlib
+
+    values = {"policy": args.policy, "aug_strength": args.strength, "dataset": args.dataset}
+    if args.policy_file:
+        values["policies"] = policies_json(str(Path(args.policy_file).resolve()), "--policy-file", "policies")
+    path = draw_views(TrainConfig.from_dict(values, source="command line"), args.out, draws=args.draws)
+    print(f"views of policy {args.policy} written: {path}")
+    return 0
+
+
 def cmd_spaces(args) -> int:
     for name, path in sorted(shipped_spaces().items()):
         spec = load_space(str(path))
@@ -340,6 +310,14 @@ def build_parser() -> argparse.ArgumentParser:
                                           "the sweep would run, or what is wrong.")
     validate.add_argument("file", help="a YAML search space, or a shipped space's name")
     validate.add_argument("--allow-large", action="store_true", help="accept a sweep beyond the size limits")
+    views = sub.add_parser("views", help="draw a policy's views of a few dataset images to a PNG",
+                           description="Draw 8 dataset images and a few draws of a policy's two views (T, T').")
+    views.add_argument("policy", help="a shipped policy, or one of --policy-file")
+    views.add_argument("--policy-file", help="YAML file of your own policies {name: definition}")
+    views.add_argument("--strength", type=float, default=1.0, help="aug_strength (default 1.0: the policy as written)")
+    views.add_argument("--dataset", default="cifar10_mini", help="whose images (default cifar10_mini)")
+    views.add_argument("--draws", type=int, default=2, choices=range(1, 9), metavar="N", help="draws of each view (1-8)")
+    views.add_argument("--out", default="views.png", help="the PNG to write (default views.png)")
     sub.add_parser("spaces", help="list the shipped search spaces",
                    description="List the search spaces that ship with byol-sweep, with their trials and what they run.")
 
@@ -360,7 +338,7 @@ def _version() -> str:
 
 
 COMMANDS = {"train": cmd_train, "run": cmd_run, "resume": cmd_resume, "finalize": cmd_finalize, "export": cmd_export,
-            "sync": cmd_sync, "validate": cmd_validate, "spaces": cmd_spaces, "report": cmd_report}
+            "sync": cmd_sync, "validate": cmd_validate, "views": cmd_views, "spaces": cmd_spaces, "report": cmd_report}
 
 
 def user_errors() -> tuple[type[Exception], ...]:

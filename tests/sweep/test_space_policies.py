@@ -78,3 +78,16 @@ def test_the_readme_policy_file_is_valid():
     example = re.search(r"```yaml\n# my_policies.yaml\n(.*?)```", readme, re.S).group(1)
     resolved = parse_policies(yaml.safe_load(example))
     assert set(resolved) == {"strong_solar", "gentle"} and "blur" not in resolved["gentle"]["T"]
+
+
+def test_views_draws_a_policys_views_to_a_png(tmp_path, capsys):
+    from PIL import Image
+
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"mine": MINE}))
+    out = tmp_path / "views.png"
+    assert main(["views", "mine", "--policy-file", str(tmp_path / "mine.yaml"), "--dataset", "digits",
+                 "--draws", "1", "--out", str(out)]) == 0
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size[0] > image.size[1] > 200  # 8 images wide, 3 rows
+    assert main(["views", "nope", "--out", str(tmp_path / "x.png")]) == 2
+    assert "policy 'nope' is unknown" in capsys.readouterr().err and not (tmp_path / "x.png").exists()

@@ -1,0 +1,47 @@
+"""`byol-sweep views`: a picture of what a policy's views look like, so a reader sees what was
+compared: the same 8 dataset images (top row), each with a few draws of T and of T' below."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from trainer import TrainConfig
+from trainer.augment import augment, resize_only
+from trainer.data import load, stratified_subset
+from trainer.policies import policy_views
+
+IMAGES = 8
+
+
+def draw_views(config: TrainConfig, out: str | Path, draws: int = 2, seed: int = 0) -> Path:
+    """A PNG of config's policy at config.aug_strength on IMAGES images of config.dataset, one per
+    class where it can: the originals, then `draws` rows of T and of T'."""
+    data = load(config.dataset, data_root=config.data_root, download=config.download, cache_dir=config.cache_dir,
+                image_size=config.image_size, eval_split="val")
+    images = data.eval_images[stratified_subset(data.eval_labels, IMAGES, seed)][:IMAGES]
+    t, t_prime = policy_views(config.policy, config.aug_strength, config.policies)
+    gen = torch.Generator().manual_seed(seed)
+    zero, one = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
+    rows = [("image", resize_only(images, config.image_size, zero, one))]
+    for i in range(draws):
+        rows.append((f"T #{i + 1}", augment(images, t, config.image_size, gen, zero, one)))
+        rows.append((f"T' #{i + 1}", augment(images, t_prime, config.image_size, gen, zero, one)))
+    figure = Figure(figsize=(1.2 * len(images) + 0.8, 1.2 * len(rows) + 0.4))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(rows), len(images), squeeze=False)
+    for r, (label, batch) in enumerate(rows):
+        for c, image in enumerate(batch):
+            ax = axes[r][c]
+            ax.imshow(np.clip(image.permute(1, 2, 0).numpy(), 0, 1), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, fontsize=9)
+    figure.suptitle(f"policy {config.policy} at aug_strength {config.aug_strength:g} on {config.dataset}", fontsize=10)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=80)
+    return out
