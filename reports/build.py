@@ -8,6 +8,7 @@ from typing import Callable
 import pandas as pd
 
 from reports import render, summary
+from reports.ablation import ablation_section
 from reports.across_sweeps import across_sweeps_section, shared_limits
 from reports.comparisons import comparisons_section
 from reports.curves import curves_section
@@ -80,7 +81,7 @@ def sweep_blocks(s: Sweep, prefix: str, level: int, ylim: tuple[float, float] | 
     best = summary.best_trial(s)
     best_name = None if best is None else best["trial"]
     imp, imp_note = param_importances(s)
-    return (result_section(s, level) + summary_section(s, level) + best_section(s, level, best)
+    return (ablation_section(s, level) + result_section(s, level) + summary_section(s, level) + best_section(s, level, best)
             + curves_section(s, level, prefix, best_name, ylim)
             + (pbt_section(s, level, prefix) if s.scheduler == "pbt" else [])
             + search_section(s, level, prefix, imp) + sensitivity_section(s, level, prefix, imp, imp_note)

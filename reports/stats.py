@@ -12,7 +12,8 @@ stdtrit; noncentral t: nctdtr; normal: ndtri; beta: betaincinv): importing scipy
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from itertools import combinations
 
 import numpy as np

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from reports.errors import ReportError
 from sweep.errors import SpaceError, SweepError, TrackingError
-from sweep.space import FinalStage, load_space, parse_space, read_space, shipped_spaces, space_problems
+from sweep.space import FinalStage, ablation_space, load_space, parse_space, read_space, shipped_spaces, space_problems
 from sweep.space.limits import check_size
 from sweep.space.policies import policies_json
 from sweep.sync import sync_sweep, sync_sweeps
@@ -111,7 +111,10 @@ def cmd_run(args) -> int:
         tracking_uri=args.tracking_uri, experiment=args.experiment, max_failures=args.max_failures,
         checkpoint_every=args.checkpoint_every, seed=args.seed, allow_large=args.allow_large,
     )
-    outcome = run_sweep(args.space, options)
+    space = args.space
+    if args.command == "ablate":
+        space = ablation_space(args.policy, args.seeds, args.space, args.set, args.policy_file)
+    outcome = run_sweep(space, options)
     return _after_sweep(outcome, args.report)
 
 
@@ -254,19 +257,29 @@ def build_parser() -> argparse.ArgumentParser:
                                      "then its final stage, logging to MLflow, then the report in "
                                      f"{REPORTS}/<experiment>/.")
     run.add_argument("space", nargs="?", default="quick", help="a shipped space name (see `byol-sweep spaces`) or a YAML file")
-    run.add_argument("--name", help="sweep name (default <space>-<time>)")
-    _add_sweep_options(run)
-    run.add_argument("--experiment", help="MLflow experiment (default: the sweep name)")
-    run.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default 1, or CPUs/GPUs when GPUs are present)")
-    run.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (default 1 if GPUs are present)")
-    run.add_argument("--max-concurrent", type=int, help="at most this many trials at once (default: what the resources allow)")
-    run.add_argument("--num-samples", type=int, help="override the space's num_samples")
-    run.add_argument("--max-failures", type=int, default=2, help="retries of a trial whose worker failed (default 2)")
-    run.add_argument("--checkpoint-every", type=int, default=1, help="checkpoint every N epochs (and at ASHA rungs)")
-    run.add_argument("--seed", type=int, default=0, help="seed of the search algorithm")
-    run.add_argument("--no-report", dest="report", action="store_false", help="do not write the report at the end")
-    run.add_argument("--allow-large", action="store_true",
-                     help="run a sweep of more than 10,000 trials or a grid of more than 1,000 combinations")
+    ablate = sub.add_parser("ablate", help="train a policy and each leave-one-op-out variant on the same seeds",
+                            description="Ablate an augmentation policy: the policy and each variant without one of "
+                                        "its ops, on the same seeds, no search; the report leads with what each op "
+                                        "contributes (paired by seed, Holm-corrected).")
+    ablate.add_argument("policy", help="a shipped policy, or one of --policy-file")
+    ablate.add_argument("--seeds", type=int, default=4, help="seeds per arm, 0..N-1 (default 4; at least 2)")
+    ablate.add_argument("--space", default="quick", help="whose base configuration (default quick)")
+    ablate.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="set one base field")
+    ablate.add_argument("--policy-file", help="YAML file of your own policies {name: definition}")
+    for p in (run, ablate):
+        p.add_argument("--name", help="sweep name (default <space>-<time>)")
+        _add_sweep_options(p)
+        p.add_argument("--experiment", help="MLflow experiment (default: the sweep name)")
+        p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default 1, or CPUs/GPUs when GPUs are present)")
+        p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (default 1 if GPUs are present)")
+        p.add_argument("--max-concurrent", type=int, help="at most this many trials at once (default: what the resources allow)")
+        p.add_argument("--num-samples", type=int, help="override the space's num_samples")
+        p.add_argument("--max-failures", type=int, default=2, help="retries of a trial whose worker failed (default 2)")
+        p.add_argument("--checkpoint-every", type=int, default=1, help="checkpoint every N epochs (and at ASHA rungs)")
+        p.add_argument("--seed", type=int, default=0, help="seed of the search algorithm")
+        p.add_argument("--no-report", dest="report", action="store_false", help="do not write the report at the end")
+        p.add_argument("--allow-large", action="store_true",
+                         help="run a sweep of more than 10,000 trials or a grid of more than 1,000 combinations")
 
     resume = sub.add_parser("resume", help="continue a sweep whose driver stopped",
                             description="Continue a sweep whose driver stopped (Ctrl-C, SIGTERM, a crash): finished "
@@ -337,7 +350,7 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-COMMANDS = {"train": cmd_train, "run": cmd_run, "resume": cmd_resume, "finalize": cmd_finalize, "export": cmd_export,
+COMMANDS = {"train": cmd_train, "run": cmd_run, "ablate": cmd_run, "resume": cmd_resume, "finalize": cmd_finalize, "export": cmd_export,
             "sync": cmd_sync, "validate": cmd_validate, "views": cmd_views, "spaces": cmd_spaces, "report": cmd_report}
 
 

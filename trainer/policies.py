@@ -179,9 +179,10 @@ def _check_param(where: str, param: Param, value: Any) -> Any:
     return number(value)
 
 
-def _check_view(where: str, view: Any) -> dict[str, dict[str, Any]]:
-    """A view's ops, each with every parameter given or defaulted, in order; raises PolicyError."""
-    if not isinstance(view, dict) or not view:
+def _check_view(where: str, view: Any, derived: bool = False) -> dict[str, dict[str, Any]]:
+    """A view's ops, each with every parameter given or defaulted, in order; raises PolicyError. A view
+    derived from another by removals may be left with no op (the whole image, resized)."""
+    if not isinstance(view, dict) or not (view or derived):
         raise _fail(where, f"expected a mapping of ops to their parameters; allowed ops: {', '.join(OPS)}")
     out = {}
     for position, (op, params) in enumerate(view.items()):
@@ -236,7 +237,8 @@ def resolve(name: str, definitions: dict[str, Any], where: str, seen: tuple[str,
     if parent in seen:
         raise _fail(f"{where}.from", f"policies derive from each other in a loop ({' -> '.join((*seen, parent))})")
     base = resolve(parent, definitions if parent in definitions else {}, f"policy {parent}", (*seen, name))
-    return {v: _check_view(f"{where}.{v}", _merged(base[v], definition.get(v, {}), f"{where}.{v}")) for v in VIEWS}
+    return {v: _check_view(f"{where}.{v}", _merged(base[v], definition.get(v, {}), f"{where}.{v}"), derived=True)
+            for v in VIEWS}
 
 
 def parse_policies(definitions: Any, where: str = "policies") -> dict[str, dict[str, dict]]:
@@ -302,3 +304,11 @@ def definition(policy: str, policies_json: str = "") -> dict[str, dict]:
 def policy_views(policy: str, strength: float, policies_json: str = "") -> tuple[ViewParams, ViewParams]:
     views = definition(policy, policies_json)
     return view_params(views["T"]).scaled(strength), view_params(views["T_prime"]).scaled(strength)
+
+
+def ablation_variants(policy: str, policies_json: str = "") -> dict[str, dict[str, Any]]:
+    """The leave-one-op-out variants of a policy, as definitions: for each op of either view (in the
+    order they first appear), `<policy>-no_<op>`, the policy with that op removed from both views."""
+    views = definition(policy, policies_json)
+    ops = list(dict.fromkeys([*views["T"], *views["T_prime"]]))
+    return {f"{policy}-no_{op}": {"from": policy, "T": {op: None}, "T_prime": {op: None}} for op in ops}

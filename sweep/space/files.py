@@ -51,3 +51,24 @@ def read_space(name_or_path: str) -> tuple[Path, Any, str]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise SpaceError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
     return path, data, text
+
+
+def ablation_space(policy: str, seeds: int, base_space: str, sets: list[str], policy_file: str | None) -> SweepSpec:
+    """The space of `byol-sweep ablate`: base_space's base (its policy left out), with `sets`
+    (FIELD=VALUE) on top, the policy ablated over seeds 0..seeds-1."""
+    if not 2 <= seeds <= 1000:
+        raise SpaceError(f"--seeds is {seeds}; allowed: an integer from 2 to 1000 (the arms pair by seed)")
+    base = {k: v for k, v in load_space(base_space).base.items() if k not in ("policy", "policies")}
+    for item in sets:
+        if "=" not in item:
+            raise SpaceError(f"--set {item!r}: expected FIELD=VALUE")
+        key, raw = item.split("=", 1)
+        try:
+            base[key.strip()] = read_yaml(raw) if raw else ""
+        except yaml.YAMLError:
+            base[key.strip()] = raw
+    data = {"name": f"ablate-{policy}", "base": base, "grid": {"seed": list(range(seeds))}, "ablate": policy}
+    if policy_file:
+        data["policies"] = str(Path(policy_file).expanduser().resolve())
+    text = yaml.safe_dump(data, sort_keys=False)
+    return parse_space(read_yaml(text), f"byol-sweep ablate {policy}", text)

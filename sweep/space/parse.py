@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.errors import SpaceError
+from sweep.space.ablation import expand_ablation
 from sweep.space.policies import check_policy_names, policies_json
 from sweep.space.registry import Context, fail
 from sweep.space.schedulers import SCHEDULERS, Asha, Fifo, Scheduler
@@ -15,7 +16,7 @@ from trainer.config import ConfigError, TrainConfig, check_range, coerce
 from vocabulary import MODES, OBJECTIVES, default_mode
 
 TOP_KEYS = ("name", "description", "base", "search", "grid", "metric", "mode", "algorithm", "num_samples",
-            "scheduler", "asha", "final", "policies")
+            "scheduler", "asha", "final", "policies", "ablate")
 FINAL_KEYS = ("top_k", "seeds", "per")
 MAX_FINAL_SEEDS = 100
 
@@ -87,6 +88,8 @@ def parse_space(data: Any, source: str, text: str = "") -> SweepSpec:
         raise SpaceError(f"{source}: expected a mapping with keys {', '.join(TOP_KEYS)}")
     for key in data:
         _check_top_key(source, key)
+    ablation = data.get("ablate")
+    data = expand_ablation(data, source)
     base = _parse_base(source, data.get("base"))
     if "policies" in data:
         if "policies" in base:
@@ -107,7 +110,7 @@ def parse_space(data: Any, source: str, text: str = "") -> SweepSpec:
     name = _parse_name(source, data.get("name", Path(source).stem))
     spec = SweepSpec(name=name, source=source, base=base, search=search, grid=grid, metric=metric, mode=mode,
                      searcher=searcher, num_samples=num_samples, scheduler=scheduler, final=final,
-                     description=str(data.get("description", "")), text=text)
+                     description=str(data.get("description", "")), text=text, ablation=ablation)
     scheduler.check_spec(spec, "scheduler")
     spec.train_config({})  # the base itself must be a valid TrainConfig
     _check_test_split(spec)

@@ -62,6 +62,7 @@ class SweepSpec:
     final: FinalStage | None = field(default_factory=FinalStage)
     description: str = ""
     text: str = ""
+    ablation: str | None = None  # the policy an `ablate:` space takes apart (its arms: the policy and its variants)
 
     @property
     def algorithm(self) -> str:
@@ -97,7 +98,8 @@ class SweepSpec:
     def tracking_params(self) -> dict[str, Any]:
         """The parent run's params that record the search algorithm and the scheduler with their
         settings: `search`, `scheduler`, `scheduler.<key>` (and each entry's own, e.g. asha.*)."""
-        return {"search": self.searcher.name, **self.searcher.run_params(self), **self.scheduler.params("scheduler")}
+        return {"search": self.searcher.name, **self.searcher.run_params(self), **self.scheduler.params("scheduler"),
+                **({"ablation": self.ablation} if self.ablation else {})}
 
     def param_space(self) -> dict[str, Any]:
         """The Ray Tune param space of the swept fields (the base travels separately)."""
