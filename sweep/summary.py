@@ -54,7 +54,7 @@ def search_outcome(results, run: SweepRun, ended: dict[str, str] | None) -> Swee
         r.metrics is None or (not r.error and "epoch" not in (r.metrics or {})) for r in results)
     finished = SweepOutcome(
         name=run.name, path=run.path, tracking_uri=run.uri, experiment=run.experiment, parent_run_id=run.parent_run_id,
-        best_config=spec.train_config(best[1].config).to_dict() if best else None,
+        best_config=spec.values(spec.train_config(best[1].config)) if best else None,
         best_metric=best[0] if best else None, best_trial=best[2] if best else None, counts=counts,
         interrupted=interrupted,
     )

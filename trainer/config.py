@@ -61,6 +61,8 @@ class TrainConfig:
     policy: str = _spec("byol", f"augmentation policy: {', '.join(POLICIES)}, or one of `policies`")
     policies: str = _spec("", "your own augmentation policies, as JSON {name: definition} (a space's policies: key "
                               "or train --policy-file writes it; see trainer/policies.py)")
+    policy_params: str = _spec("", "values of the policy's searched parameters, as JSON {policy.<view>.<op>.<param>: "
+                                   "value} (a space's search writes it)")
     aug_strength: float = _spec(1.0, "scales the policy's magnitudes (crop area and aspect, jitter, blur sigma, "
                                      "solarize threshold), not its probabilities: 1 the recipe, 0 no crop, jitter or "
                                      "blur; the range ends before a crop could fall under 1% of the image",
@@ -116,7 +118,7 @@ class TrainConfig:
         if self.dataset == "imagefolder:":
             raise ConfigError("config: dataset 'imagefolder:' names no folder; write imagefolder:<path>")
         try:
-            aug_policies.definition(self.policy, self.policies)
+            aug_policies.definition(self.policy, self.policies, self.policy_params)
         except aug_policies.PolicyError as err:
             raise ConfigError(f"config: {err}") from None
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):

@@ -49,6 +49,7 @@ RESUMABLE_CHANGES = RUNTIME_FIELDS  # a resumed run may change where and how fas
 # what a run continued from another run's checkpoint may change when asked to (Population Based Training):
 # the lr and tau schedules read base_lr and tau_base at every step, aug_strength only shapes the views
 CONTINUABLE_CHANGES = CONTINUABLE_FIELDS
+POLICY_PARAMS = "policy_params"  # the searched op parameters: continuable too, PBT perturbs them
 
 
 def resolve_device(name: str) -> torch.device:
@@ -104,7 +105,8 @@ class Trainer:
         self.bank_idx = _fixed_subset(len(data.train_images), config.knn_bank_size, data.train_labels >= 0).to(self.device)
         self.query_idx = _fixed_subset(len(data.eval_images), config.knn_queries).to(self.device)
         self.health_rows = _fixed_subset(len(self.bank_idx), HEALTH_ROWS).to(self.device)  # positions in the bank
-        self.views = augment.policy_views(config.policy, config.aug_strength, config.policies)
+        self.views = augment.policy_views(config.policy, config.aug_strength, config.policies,
+                                           config.policy_params)
 
         self.model = BYOL(config.backbone, config.projector_hidden, config.projector_out, config.image_size).to(self.device)
         if self.channels_last:
@@ -231,9 +233,10 @@ class Trainer:
         """Continue from a checkpoint's state. `allow_changes` (a subset of CONTINUABLE_CHANGES) names
         fields this run may hold other values of: they apply from the next step on, the lr and tau
         schedules continuing from the checkpoint's step (peak lr and views are this run's)."""
-        unknown = [k for k in allow_changes if k not in CONTINUABLE_CHANGES]
+        unknown = [k for k in allow_changes if k not in (*CONTINUABLE_CHANGES, POLICY_PARAMS)]
         if unknown:
-            raise ValueError(f"allow_changes may name only {', '.join(CONTINUABLE_CHANGES)}, not {', '.join(unknown)}")
+            raise ValueError(f"allow_changes may name only {', '.join((*CONTINUABLE_CHANGES, POLICY_PARAMS))}, "
+                             f"not {', '.join(unknown)}")
         allowed = (*RESUMABLE_CHANGES, "epochs", *allow_changes)
         changed = [f"{k} {v!r} -> {getattr(self.config, k)!r}" for k, v in state["config"].items()
                    if k not in allowed and v != getattr(self.config, k, v)]

@@ -291,18 +291,62 @@ def user_policies(text: str) -> dict[str, dict[str, dict]]:
         raise PolicyError(f"policies: not valid JSON ({err})") from None
 
 
-def definition(policy: str, policies_json: str = "") -> dict[str, dict]:
-    """The resolved views of a policy: a shipped one, or one of the user's (TrainConfig.policies)."""
+def definition(policy: str, policies_json: str = "", params_json: str = "") -> dict[str, dict]:
+    """The resolved views of a policy: a shipped one, or one of the user's (TrainConfig.policies), with
+    the values of its searched parameters (TrainConfig.policy_params) set."""
     if policy in SHIPPED:
-        return SHIPPED[policy]
-    own = user_policies(policies_json)
-    if policy not in own:
-        raise PolicyError(f"augmentation policy {policy!r} is unknown; allowed: {', '.join([*SHIPPED, *own])}")
-    return own[policy]
+        views = SHIPPED[policy]
+    else:
+        own = user_policies(policies_json)
+        if policy not in own:
+            raise PolicyError(f"augmentation policy {policy!r} is unknown; allowed: {', '.join([*SHIPPED, *own])}")
+        views = own[policy]
+    return with_params(views, json.loads(params_json) if params_json else {}, policy) if params_json else views
 
 
-def policy_views(policy: str, strength: float, policies_json: str = "") -> tuple[ViewParams, ViewParams]:
-    views = definition(policy, policies_json)
+DIMENSION = "policy."  # a searched op parameter: policy.<T|T_prime>.<op>.<parameter>[.low|.high]
+
+
+def dimension(name: str) -> Param:
+    """The Param a dotted name such as policy.T_prime.solarize.p sets; raises PolicyError saying what
+    is allowed. A range parameter is searched by its ends: policy.T.crop.scale.low (or .high)."""
+    parts = name[len(DIMENSION):].split(".") if name.startswith(DIMENSION) else []
+    if len(parts) not in (3, 4) or parts[0] not in VIEWS:
+        raise PolicyError(f"{name}: a policy dimension is policy.<view>.<op>.<parameter> with view "
+                          f"{' or '.join(VIEWS)}, e.g. policy.T_prime.solarize.p")
+    view, op, key = parts[:3]
+    if op not in OPS:
+        raise PolicyError(f"{name}: unknown op {op!r}; allowed: {', '.join(OPS)}")
+    if key not in OPS[op]:
+        raise PolicyError(f"{name}: unknown parameter {key!r} of {op}; allowed: {', '.join(OPS[op])}")
+    param = OPS[op][key]
+    if (param.kind == "range") != (len(parts) == 4) or (len(parts) == 4 and parts[3] not in ("low", "high")):
+        form = f"policy.{view}.{op}.{key}.low or .high" if param.kind == "range" else f"policy.{view}.{op}.{key}"
+        raise PolicyError(f"{name}: {op}.{key} is {'a range: search its ends' if param.kind == 'range' else 'a number'}"
+                          f"{'' if param.kind == 'range' else ': search it'} as {form}")
+    return param
+
+
+def with_params(views: dict[str, dict], values: dict[str, float], policy: str) -> dict[str, dict]:
+    """views with each policy.<view>.<op>.<parameter> value set (an op the view lacks is added with its
+    defaults, after the others); the result is checked as a definition is."""
+    out = {v: {op: dict(params) for op, params in views[v].items()} for v in VIEWS}
+    for name, value in sorted(values.items()):
+        dimension(name)
+        view, op, key, *end = name[len(DIMENSION):].split(".")
+        params = out[view].setdefault(op, {})
+        if end:
+            low, high = params.get(key, OPS[op][key].default)
+            params[key] = [value, high] if end[0] == "low" else [low, value]
+        else:
+            params[key] = value
+    return {v: _check_view(f"policy {policy} with {', '.join(sorted(values))}: {v}", out[v], derived=True)
+            for v in VIEWS}
+
+
+def policy_views(policy: str, strength: float, policies_json: str = "",
+                 params_json: str = "") -> tuple[ViewParams, ViewParams]:
+    views = definition(policy, policies_json, params_json)
     return view_params(views["T"]).scaled(strength), view_params(views["T_prime"]).scaled(strength)
 
 

@@ -11,8 +11,9 @@ from sweep.space.policies import check_policy_names, policies_json
 from sweep.space.registry import Context, fail
 from sweep.space.schedulers import SCHEDULERS, Asha, Fifo, Scheduler
 from sweep.space.searchers import SEARCHERS, Searcher
-from sweep.space.spec import DISTRIBUTIONS, Distribution, FinalStage, SweepSpec
+from sweep.space.spec import DISTRIBUTIONS, Distribution, FinalStage, SweepSpec, field_type_of
 from trainer.config import ConfigError, TrainConfig, check_range, coerce
+from trainer.policies import DIMENSION, Param, PolicyError, dimension
 from vocabulary import MODES, OBJECTIVES, default_mode
 
 TOP_KEYS = ("name", "description", "base", "search", "grid", "metric", "mode", "algorithm", "num_samples",
@@ -32,6 +33,11 @@ def _number(source: str, key: str, value: Any) -> float:
 
 
 def _check_value(source: str, key: str, name: str, value: Any) -> Any:
+    if name.startswith(DIMENSION):
+        param = _dimension(source, key, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not param.low <= value <= param.high:
+            raise _fail(source, key, f"{value!r} is not a number in [{param.low:g}, {param.high:g}] ({param.doc})")
+        return float(value)
     try:
         value = coerce(name, value, source)
         check_range(name, value, source)
@@ -40,6 +46,13 @@ def _check_value(source: str, key: str, name: str, value: Any) -> Any:
     except ConfigError as err:
         raise _fail(source, key, str(err).split(": ", 1)[-1]) from None
     return value
+
+
+def _dimension(source: str, key: str, name: str) -> Param:
+    try:
+        return dimension(name)
+    except PolicyError as err:
+        raise _fail(source, key, str(err).split(": ", 1)[-1]) from None
 
 
 def _parse_distribution(source: str, name: str, spec: Any) -> Distribution:
@@ -60,7 +73,7 @@ def _parse_distribution(source: str, name: str, spec: Any) -> Distribution:
     low, high = _number(source, key, args[0]), _number(source, key, args[1])
     if not low < high:
         raise _fail(source, key, f"range [{args[0]}, {args[1]}] is empty or inverted; low must be below high")
-    field_type = TrainConfig.fields()[name].type
+    field_type = field_type_of(name)
     if field_type in (bool, "bool", str, "str"):
         raise _fail(source, key, f"{name} is not numeric; use choice: [...]")
     if kind in ("loguniform", "one_minus_loguniform") and low <= 0:
@@ -263,8 +276,9 @@ def _parse_search(source: str, raw: Any) -> dict[str, Distribution]:
         raise _fail(source, "search", "expected a mapping of TrainConfig fields to distributions")
     search = {}
     for name, spec in (raw or {}).items():
-        if name not in fields:
-            raise _fail(source, f"search.{name}", f"unknown field; allowed: {', '.join(fields)}")
+        if name not in fields and not str(name).startswith(DIMENSION):
+            raise _fail(source, f"search.{name}", f"unknown field; allowed: {', '.join(fields)}, or an op's parameter "
+                                                  "policy.<view>.<op>.<parameter>")
         search[name] = _parse_distribution(source, name, spec)
     return search
 
@@ -275,8 +289,9 @@ def _parse_grid(source: str, raw: Any) -> dict[str, list]:
         raise _fail(source, "grid", "expected a mapping of TrainConfig fields to lists of values")
     grid = {}
     for name, values in (raw or {}).items():
-        if name not in fields:
-            raise _fail(source, f"grid.{name}", f"unknown field; allowed: {', '.join(fields)}")
+        if name not in fields and not str(name).startswith(DIMENSION):
+            raise _fail(source, f"grid.{name}", f"unknown field; allowed: {', '.join(fields)}, or an op's parameter "
+                                                "policy.<view>.<op>.<parameter>")
         if not isinstance(values, list) or not values:
             raise _fail(source, f"grid.{name}", "expected a non-empty list of values")
         grid[name] = [_check_value(source, f"grid.{name}", name, v) for v in values]

@@ -216,11 +216,12 @@ class Pbt(Scheduler):
             raise ctx.fail("grid", "pbt copies a member's whole configuration, so a grid field would change "
                                    "mid-run; allowed: search only")
         if not ctx.search:
-            raise ctx.fail("search", f"pbt needs searched fields to perturb; allowed: {', '.join(PBT_MUTABLE)}")
+            raise ctx.fail("search", f"pbt needs searched fields to perturb; allowed: {', '.join(PBT_MUTABLE)}, an op's "
+                                     "parameter (policy.<view>.<op>.<parameter>)")
         for name, d in ctx.search.items():
-            if name not in PBT_MUTABLE:
+            if name not in PBT_MUTABLE and not name.startswith("policy."):  # an op's parameter shapes the views only
                 raise ctx.fail(f"search.{name}", f"pbt cannot change {name} in a running trial; allowed: "
-                                                 f"{', '.join(PBT_MUTABLE)}")
+                                                 f"{', '.join(PBT_MUTABLE)}, an op's parameter (policy.<view>.<op>.<parameter>)")
             if d.kind not in PBT_DISTRIBUTIONS:
                 raise ctx.fail(f"search.{name}", f"pbt perturbs continuous values; allowed: "
                                                  f"{', '.join(PBT_DISTRIBUTIONS)}")

@@ -12,6 +12,7 @@ from sweep.space.searchers import Optuna, Searcher
 from trainer.config import TrainConfig
 
 DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "one_minus_loguniform", "choice")
+POLICY_DIMENSION = "policy."  # policy.<view>.<op>.<parameter>: an op's parameter, searched like a field
 ONE_MINUS = "one_minus_"  # a searched 1 - value (one_minus_loguniform) travels in Tune's config under this prefix
 
 
@@ -107,7 +108,7 @@ class SweepSpec:
 
         space: dict[str, Any] = {}
         for name, d in self.search.items():
-            is_int = TrainConfig.fields()[name].type in (int, "int")
+            is_int = field_type_of(name) in (int, "int")
             if d.kind == "choice":
                 space[name] = tune.choice(list(d.values))
             elif d.kind == "uniform":
@@ -123,11 +124,26 @@ class SweepSpec:
         return space
 
     def train_config(self, trial_config: dict[str, Any]) -> TrainConfig:
-        """The TrainConfig of one trial: the base with the trial's sampled values on top."""
-        values = dict(self.base)
+        """The TrainConfig of one trial: the base with the trial's sampled values on top (an op's
+        parameters, policy.<view>.<op>.<parameter>, in its policy_params)."""
+        values, policy_params = dict(self.base), {}
         for key, value in trial_config.items():
             if key.startswith(ONE_MINUS):
-                values[key[len(ONE_MINUS):]] = 1 - value
+                key, value = key[len(ONE_MINUS):], 1 - value
+            if key.startswith(POLICY_DIMENSION):
+                policy_params[key] = float(value)
             else:
                 values[key] = value
+        if policy_params:
+            values["policy_params"] = json.dumps(policy_params, sort_keys=True)
         return TrainConfig.from_dict(values, source=f"trial config of sweep {self.name}")
+
+    @staticmethod
+    def values(config: TrainConfig) -> dict[str, Any]:
+        """A trial's TrainConfig as {field: value}, with each searched op parameter by its dotted name."""
+        return {**config.to_dict(), **(json.loads(config.policy_params) if config.policy_params else {})}
+
+
+def field_type_of(name: str):
+    """A swept name's type: a TrainConfig field's, or float for an op's parameter."""
+    return float if name.startswith(POLICY_DIMENSION) else TrainConfig.fields()[name].type

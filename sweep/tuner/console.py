@@ -120,7 +120,7 @@ class ConsoleProgress(Callback):
         value = result.get(self.spec.metric)
         # the objective: the value at the last epoch, compared only across full-budget trials
         completed = not self.final_stage and status == COMPLETED and value is not None
-        config = self.spec.train_config(trial.config).to_dict() if completed else {}
+        config = self.spec.values(self.spec.train_config(trial.config)) if completed else {}
         if completed and self.spec.compared_fields:
             # a comparison's best single (arm, seed) trial answers no question: each arm's mean so far
             arm = " ".join(f"{key}={config[key]}" for key in self.spec.compared_fields)  # the grid's values as written

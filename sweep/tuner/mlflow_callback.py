@@ -185,7 +185,8 @@ class MlflowTracking(Callback):
 
     def _create_run(self, trial) -> str:
         config = self.config_of(trial)
-        swept = {name: getattr(config, name) for name in self.spec.swept}
+        values = self.spec.values(config)
+        swept = {name: values[name] for name in self.spec.swept}
         stage_tags = {}
         if self.stage == FINAL:
             entry = trial.config["final"]
@@ -198,7 +199,7 @@ class MlflowTracking(Callback):
             "status": RUNNING,
             "policy": config.policy,
             # the policy's two views in full, as trainer/policies.py resolved them (a shipped one's too)
-            "byol_sweep.policy_definition": json.dumps(definition(config.policy, config.policies)),
+            "byol_sweep.policy_definition": json.dumps(definition(config.policy, config.policies, config.policy_params)),
             "seed": str(config.seed),
             "resources.cpu": str(self.resources.get("cpu", 1)),
             "resources.gpu": str(self.resources.get("gpu", 0)),
@@ -207,7 +208,7 @@ class MlflowTracking(Callback):
         prefix = "final" if self.stage == FINAL else "trial"
         run_id = self._write("create_run", experiment_id=self.experiment_id, run_name=f"{prefix}_{trial.trial_id}",
                              tags=tags, start_time=int(time.time() * 1000))
-        self._write("log_batch", run_id=run_id, params={k: str(v) for k, v in config.to_dict().items()})
+        self._write("log_batch", run_id=run_id, params={k: str(v) for k, v in values.items()})  # op parameters too
         return run_id
 
     def on_trial_start(self, iteration, trials, trial, **info):

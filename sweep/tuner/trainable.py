@@ -12,7 +12,7 @@ from ray import tune
 from sweep.space import SweepSpec
 from sweep.tracking.encoders import CHECKPOINT_FILE
 from trainer import Diverged, TrainConfig, Trainer
-from trainer.loop import CONTINUABLE_CHANGES
+from trainer.loop import CONTINUABLE_CHANGES, POLICY_PARAMS
 
 
 def checkpoint_epochs(spec: SweepSpec, every: int) -> set[int]:
@@ -32,7 +32,7 @@ def train_byol(trial_config: dict[str, Any], spec: SweepSpec, checkpoint_every: 
     continues from that checkpoint's step, and reports those values every epoch (hp.<field>)."""
     pbt = spec.scheduler.name == "pbt"
     fit_and_report(spec.train_config(trial_config), checkpoint_epochs(spec, checkpoint_every),
-                   allow_changes=CONTINUABLE_CHANGES if pbt else (), report_hyperparameters=pbt)
+                   allow_changes=(*CONTINUABLE_CHANGES, POLICY_PARAMS) if pbt else (), report_hyperparameters=pbt)
 
 
 def train_final(trial_config: dict[str, Any], checkpoint_every: int = 1) -> None:
