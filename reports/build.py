@@ -23,6 +23,7 @@ from reports.result import result_lines, result_section
 from reports.search import search_section
 from reports.sensitivity import sensitivity_section
 from reports.store import open_store
+from reports.views import policies_section
 
 
 def build_report(experiments: list[str], tracking_uri: str | None, out_dir: str | Path,
@@ -85,4 +86,5 @@ def sweep_blocks(s: Sweep, prefix: str, level: int, ylim: tuple[float, float] | 
             + curves_section(s, level, prefix, best_name, ylim)
             + (pbt_section(s, level, prefix) if s.scheduler == "pbt" else [])
             + search_section(s, level, prefix, imp) + sensitivity_section(s, level, prefix, imp, imp_note)
-            + comparisons_section(s, level, prefix) + health_section(s, level, prefix))
+            + comparisons_section(s, level, prefix) + policies_section(s, level, prefix)
+            + health_section(s, level, prefix))

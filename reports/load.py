@@ -46,6 +46,8 @@ class Sweep:
     decisions: pd.DataFrame = field(default_factory=pd.DataFrame)  # ASHA's, as made: trial, rung, value, cutoff, decision
     baselines: dict[str, float] = field(default_factory=dict)  # parent metrics baseline.<what>.<split>
     exploits: pd.DataFrame = field(default_factory=pd.DataFrame)  # PBT's, as made (see reports/pbt.py)
+    policy_definitions: dict[str, str] = field(default_factory=dict)  # policy -> its views as a trial recorded them
+    views: list[dict] = field(default_factory=list)  # pictures of the views: {policy, strength, label, png}
     other_parents: int = 0
     loaded_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
@@ -154,6 +156,8 @@ def load_sweep(store: Reader, experiment: str) -> Sweep:
     trials, raw = _trials(children, curves, experiment, metric, mode, now_ms)
     param_names = sorted({k for r in raw.values() for k in r})
     finals = _finals(store, final_runs, experiment, metric, mode, now_ms)
+    definitions = {r.tags["policy"]: r.tags["byol_sweep.policy_definition"] for r in [*final_runs, *children][::-1]
+                   if "policy" in r.tags and "byol_sweep.policy_definition" in r.tags}
     return Sweep(
         experiment=experiment,
         parent_id=parent.run_id,
@@ -177,6 +181,8 @@ def load_sweep(store: Reader, experiment: str) -> Sweep:
         baselines={k: v for k, v in parent.metrics.items() if k.startswith("baseline.")},
         other_parents=len(parents) - 1,
         loaded_ms=now_ms,
+        policy_definitions=definitions,
+        views=_views(store, parent),
     )
 
 
@@ -365,3 +371,13 @@ def typed_column(col: pd.Series) -> pd.Series:
     if len(values) and numbers[col.notna()].notna().all():
         return numbers
     return col
+
+
+def _views(store: Reader, parent: RunRecord) -> list[dict]:
+    """The pictures of the policies' views the driver logged (tag byol_sweep.views lists them)."""
+    try:
+        entries = json.loads(parent.tags.get("byol_sweep.views", "[]"))
+    except ValueError:
+        return []
+    return [{**e, "png": store.artifact(parent.run_id, str(e.get("path", "")))}
+            for e in entries if isinstance(entries, list) and isinstance(e, dict)]

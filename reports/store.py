@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from urllib.parse import quote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 from reports.errors import ReportError
 
@@ -127,6 +128,14 @@ class SqliteReader:
         return [RunRecord(run_id, name, start, end, tags[run_id], params[run_id], latest[run_id])
                 for run_id, name, start, end in info]
 
+    def artifact(self, run_id: str, path: str) -> bytes | None:
+        """A run's artifact file, when the run's artifacts are local files (file://), else None."""
+        row = self.db.execute("select artifact_uri from runs where run_uuid = ?", (run_id,)).fetchone()
+        if row is None or not str(row[0]).startswith("file://"):
+            return None
+        file = Path(unquote(urlparse(row[0]).path)) / path
+        return file.read_bytes() if file.is_file() else None
+
     def histories(self, key: str, run_ids: list[str]) -> dict[tuple[str, str], History]:
         out: dict[tuple[str, str], History] = {}
         for i in range(0, len(run_ids), self.CHUNK):
@@ -187,6 +196,18 @@ class MlflowReader:
             token = page.token
             if not token:
                 return out
+
+    def artifact(self, run_id: str, path: str) -> bytes | None:
+        """A run's artifact file, or None when it is not there or cannot be fetched."""
+        import mlflow.artifacts  # here: a SQLite store is read without importing MLflow
+
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=folder,
+                                                            tracking_uri=self.uri)
+                return Path(local).read_bytes()
+        except Exception:  # a missing artifact or an unreachable artifact store: the report says it is missing
+            return None
 
     def histories(self, key: str, run_ids: list[str]) -> dict[tuple[str, str], History]:
         out: dict[tuple[str, str], History] = {}

@@ -40,6 +40,7 @@ from sweep.tuner.mlflow_callback import MlflowTracking, tracker_for
 from sweep.tuner.parts import tune_parts
 from sweep.tuner.ray_setup import quiet_ray, start_ray, trial_resources
 from sweep.tuner.trainable import search_trainable
+from sweep.views import log_views
 
 
 @dataclass
@@ -172,6 +173,7 @@ def search_then_final(run: SweepRun, driver: Driver, tuner) -> SweepOutcome:
     keep_encoders(run.uri, run.experiment_id, run.parent_run_id, results, "trial")
     tracker = tracker_for(run.parent_run_id, SEARCH)
     outcome = search_outcome(results, run, tracker.ended if tracker is not None else None)
+    log_views(run, outcome)
     if not outcome.interrupted:
         write(run.uri, run.parent_run_id, "set_tag", run_id=run.parent_run_id, key="byol_sweep.search_state",
               value="finished")

@@ -46,3 +46,21 @@ def test_the_quality_benchmark_runs_end_to_end_on_a_tiny_tree(tmp_path):
     for arm in ("core_defaults", "core_lightly_recipe"):
         assert len(result[arm]["curve"]) == 1 and 0.0 <= result[arm]["knn_acc"] <= 1.0
     assert result["core_defaults"]["policy"] == "byol_small"
+
+
+@pytest.mark.slow
+def test_the_augmentation_benchmark_measures_every_op_and_both_pipelines():
+    """benchmarks/augment_ops.py at its smallest: a share for each op of both views, and both pipelines."""
+    import json
+    import sys
+
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "augment_ops.py"), "--rounds", "1",
+                           "--repeats", "1", "--images", "128", "--workers", "0"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    ops = out["shares"]["ops"]
+    assert {"T crop+flip", "T color_jitter", "T blur", "T' solarize", "T' equalize", "T' erase"} <= set(ops)
+    assert all(v["ms"] > 0 and 0 < v["share"] for v in ops.values())
+    pipeline = out["pipeline"]
+    assert pipeline["byol_sweep_images_per_s"] > 0 and pipeline["torchvision_v2_images_per_s"] > 0

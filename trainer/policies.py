@@ -216,10 +216,18 @@ def _merged(base: dict, overrides: Any, where: str) -> dict:
     return out
 
 
-def resolve(name: str, definitions: dict[str, Any], where: str, seen: tuple[str, ...] = ()) -> dict[str, dict]:
+def _key(root: str, name: str) -> str:
+    """How a message names a policy: `policies.<name>` in a space, `<file>: <name>` in a policy file."""
+    return f"{root} {name}" if root.endswith(":") else f"{root}.{name}"
+
+
+def resolve(name: str, definitions: dict[str, Any], root: str = "policies", seen: tuple[str, ...] = ()) -> dict[str, dict]:
     """One policy's two views, `from:` followed and overrides applied, every field checked:
-    {"T": {op: params}, "T_prime": {op: params}}."""
-    definition = definitions.get(name, DEFINITIONS.get(name))
+    {"T": {op: params}, "T_prime": {op: params}}. `definitions`: the user's own (a shipped name is
+    looked up among DEFINITIONS)."""
+    own = name in definitions
+    definition = definitions[name] if own else DEFINITIONS.get(name)
+    where = _key(root, name) if own else f"policy {name}"
     if not isinstance(definition, dict):
         raise _fail(where, f"expected a mapping with T and T_prime (or from: a policy), got {definition!r}")
     for key in definition:
@@ -232,11 +240,11 @@ def resolve(name: str, definitions: dict[str, Any], where: str, seen: tuple[str,
             raise _fail(where, f"{' and '.join(missing)} missing; give both views, or start from a policy (from: byol)")
         return {v: _check_view(f"{where}.{v}", definition[v]) for v in VIEWS}
     known = sorted({*DEFINITIONS, *definitions})
-    if parent not in known or (parent in definitions and parent == name):
+    if not isinstance(parent, str) or parent not in known or parent == name:
         raise _fail(f"{where}.from", f"{parent!r} is not a policy; allowed: {', '.join(n for n in known if n != name)}")
     if parent in seen:
-        raise _fail(f"{where}.from", f"policies derive from each other in a loop ({' -> '.join((*seen, parent))})")
-    base = resolve(parent, definitions if parent in definitions else {}, f"policy {parent}", (*seen, name))
+        raise _fail(f"{where}.from", f"policies derive from each other in a loop ({' -> '.join((*seen, name, parent))})")
+    base = resolve(parent, definitions if parent in definitions else {}, root, (*seen, name))
     return {v: _check_view(f"{where}.{v}", _merged(base[v], definition.get(v, {}), f"{where}.{v}"), derived=True)
             for v in VIEWS}
 
@@ -247,13 +255,13 @@ def parse_policies(definitions: Any, where: str = "policies") -> dict[str, dict[
     if not isinstance(definitions, dict):
         raise _fail(where, "expected a mapping of policy names to definitions")
     out = {}
-    for name, definition in definitions.items():
-        key = f"{where} {name}" if where.endswith(":") else f"{where}.{name}"
+    for name in definitions:
+        key = _key(where, str(name))
         if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
             raise _fail(key, "a policy's name is letters, digits, _ and -")
         if name in DEFINITIONS:
             raise _fail(key, f"is a shipped policy's name; choose another (shipped: {', '.join(DEFINITIONS)})")
-        out[name] = resolve(name, definitions, key)
+        out[name] = resolve(name, definitions, where)
     return out
 
 
@@ -276,7 +284,7 @@ def view_params(ops: dict[str, dict]) -> ViewParams:
     )
 
 
-SHIPPED: dict[str, dict[str, dict]] = {name: resolve(name, {}, f"policy {name}") for name in DEFINITIONS}
+SHIPPED: dict[str, dict[str, dict]] = {name: resolve(name, {}) for name in DEFINITIONS}
 POLICIES: dict[str, tuple[ViewParams, ViewParams]] = {
     name: (view_params(views["T"]), view_params(views["T_prime"])) for name, views in SHIPPED.items()}
 

@@ -4,12 +4,14 @@ its own column in MLflow and the report."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from sweep.errors import SpaceError
 from sweep.space import parse_space
 from tests.conftest import TINY_BASE, write_space
+from tests.reports.test_render import CHECK_SCRIPT, CHROMIUM, _chromium
 from trainer import TrainConfig, Trainer
 from trainer.config import ConfigError
 from trainer.loop import POLICY_PARAMS
@@ -91,3 +93,16 @@ def test_a_search_over_an_op_parameter_is_a_column_in_mlflow_and_the_report(tmp_
     table = pd.read_csv(html.with_name("trials.csv"))
     assert sorted(table[SOLARIZE]) == sorted(float(r.data.params[SOLARIZE]) for r in runs)
     assert SOLARIZE in html.with_name("report.md").read_text()
+    # the report shows the policy, op by op, and the pictures of its views the driver logged
+    parent = client.search_runs([runs[0].info.experiment_id], "tags.`byol_sweep.role` = 'sweep'")[0]
+    drawn = json.loads(parent.data.tags["byol_sweep.views"])
+    assert [(v["policy"], v["strength"]) for v in drawn] == [("byol_small", 1.0)]  # aug_strength was not searched
+    page = html.read_text()
+    assert "Augmentation policies" in page and 'alt="views of byol_small as written (aug_strength 1)"' in page
+    assert "solarize" in page and "color_jitter" in page
+    if CHROMIUM.exists():  # the browser loads every picture, the views' too
+        checked = tmp_path / "checked.html"
+        checked.write_text(page.replace("<head>", "<head>" + CHECK_SCRIPT, 1))
+        dom = _chromium(tmp_path, "--dump-dom", "--virtual-time-budget=5000", checked.as_uri()).stdout
+        found = re.search(r"<title>CHECK images=(\d+) broken=(\d+) errors=(\d+)</title>", dom)
+        assert found and int(found.group(1)) >= 2 and found.group(2) == "0" and found.group(3) == "0"

@@ -91,3 +91,22 @@ def test_views_draws_a_policys_views_to_a_png(tmp_path, capsys):
         assert image.format == "PNG" and image.size[0] > image.size[1] > 200  # 8 images wide, 3 rows
     assert main(["views", "nope", "--out", str(tmp_path / "x.png")]) == 2
     assert "policy 'nope' is unknown" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("index", range(31))
+def test_every_bad_policy_file_is_refused_by_validate_in_one_sentence(index, tmp_path, capsys):
+    """The bad definitions of tests/trainer/test_policies.py, each in a policy file beside a space."""
+    from tests.trainer.test_policies import BAD
+
+    definitions, message = BAD[index]
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(definitions, sort_keys=False))
+    (tmp_path / "own.yaml").write_text(yaml.safe_dump({"name": "own", "base": {"epochs": 2}, "policies": "bad.yaml",
+                                                       "grid": {"seed": [0, 1]}, "algorithm": "grid", "asha": False,
+                                                       "final": False}))
+    assert main(["validate", str(tmp_path / "own.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("byol-sweep validate: error: ")
+    import re
+
+    assert re.search(message.replace(r"policies\.", "").replace("policies: ", ""), err), err
+    assert str(tmp_path / "bad.yaml") in err
