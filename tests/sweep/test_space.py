@@ -73,7 +73,7 @@ def test_broken_yaml_names_the_line(tmp_path):
 
 
 def test_missing_file_or_unknown_name_lists_shipped_spaces():
-    with pytest.raises(SpaceError, match="shipped: bootstrap, default, pbt, policies, policies_tuned, quick"):
+    with pytest.raises(SpaceError, match="shipped: ablate_byol_small, bootstrap, default, pbt, policies, policies_tuned, quick"):
         load_space("no-such-space")
 
 
