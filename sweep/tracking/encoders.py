@@ -57,11 +57,11 @@ def log_encoder(client, run_id: str, checkpoint: Path, config_json: str) -> None
     with tempfile.TemporaryDirectory() as out:
         encoder_file_from_checkpoint(checkpoint, Path(out) / ENCODER_FILE)
         (Path(out) / "config.json").write_text(config_json)
-        client.logartifacts_of(run_id, out, ARTIFACT_DIR)
+        client.log_artifacts(run_id, out, ARTIFACT_DIR)
 
 
 def artifacts_of(client, run) -> set[str]:
-    return {a.path for a in client.listartifacts_of(run.info.run_id)}
+    return {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
 def export_encoder(uri: str, run_id: str, out: str | Path) -> Path:
@@ -74,14 +74,14 @@ def export_encoder(uri: str, run_id: str, out: str | Path) -> Path:
         run = client.get_run(run_id)
     except MlflowException:
         raise SweepError(f"no run {run_id} in the MLflow store {uri}") from None
-    if f"{ARTIFACT_DIR}/{ENCODER_FILE}" not in {a.path for a in client.listartifacts_of(run_id, ARTIFACT_DIR)}:
+    if f"{ARTIFACT_DIR}/{ENCODER_FILE}" not in {a.path for a in client.list_artifacts(run_id, ARTIFACT_DIR)}:
         raise SweepError(f"run {run_id} ({run.info.run_name}) has no logged encoder: only trials that ran the full "
                          "budget and final-stage runs have one")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory() as tmp:
-        local = client.downloadartifacts_of(run_id, f"{ARTIFACT_DIR}/{ENCODER_FILE}", tmp)
+        local = client.download_artifacts(run_id, f"{ARTIFACT_DIR}/{ENCODER_FILE}", tmp)
         Path(local).replace(out)
     return out
 
