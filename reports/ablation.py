@@ -81,3 +81,14 @@ def ablation_section(s: Sweep, level: int) -> list:
         "verdict": [verdict(r) for _, r in table.iterrows()],
         "detectable": [f"{d:.4f}" if math.isfinite(d) else "–" for d in table["detectable"]]})))
     return out
+
+
+def ablation_lines(s: Sweep) -> list[str]:
+    """The ablation's result in one console line: each op's contribution and its verdict."""
+    policy = s.params.get("ablation")
+    table = contributions(s.full_budget, policy, mode=s.mode) if policy else pd.DataFrame()
+    if table.empty:
+        return []
+    parts = [f"{r['op']} {r['diff']:+.4f} [{r['adj_low']:+.4f}, {r['adj_high']:+.4f}] {verdict(r).split(' (')[0]}"
+             for _, r in table.iterrows()]
+    return [f"what each op of {policy} contributes to {s.metric} (paired by seed, Holm): " + "; ".join(parts)]

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from reports import summary
+from reports.ablation import ablation_lines
 from reports.baselines import BASELINE_FEATURES, baseline_blocks, baseline_verdicts
 from reports.comparisons import (
     compared,
@@ -102,7 +103,7 @@ def result_lines(s: Sweep) -> list[str]:
     """The final stage's result in a few console lines: the selected configuration's test values
     over the new seeds and which baselines they beat (the report's Result, in short)."""
     if is_comparison_sweep(s):
-        lines = []
+        lines = ablation_lines(s)
         for field in compared_fields(s):
             for value, what in (("final_metric", s.metric), ("linear_probe_acc", "linear probe")):
                 c = comparison_of(s, field, value)
