@@ -6,7 +6,6 @@ import math
 
 from sweep.errors import SweepError
 from sweep.space.spec import SweepSpec
-from trainer.data import check_dataset
 
 # sizes above which a sweep is refused unless asked for on purpose (--allow-large)
 MAX_TRIALS = 10_000
@@ -29,6 +28,8 @@ def check_size(spec: SweepSpec, allow_large: bool = False) -> None:
 
 def check_datasets(spec: SweepSpec) -> None:
     """Every dataset the sweep may train on, checked on the driver before Ray starts (paths, classes)."""
+    from trainer.data import check_dataset  # torch: `validate` and `spaces` answer without loading it
+
     values = [spec.base.get("dataset", "digits"), *spec.grid.get("dataset", [])]
     if "dataset" in spec.search:
         values += list(spec.search["dataset"].values)
