@@ -24,11 +24,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer import (  # noqa: E402
-    TrainConfig,
-    Trainer,
-    embedded,  # noqa: E402
-)
+from trainer import TrainConfig, Trainer, generated  # noqa: E402
 from trainer import data as datasets  # noqa: E402
 from trainer.baselines import baseline_accuracies  # noqa: E402
 
@@ -87,9 +83,9 @@ def run(name: str, overrides: dict, seeds: list[int], taus: list[float], eval_sp
     if cfg0.dataset == "cifar10":
         data = cifar_subset(cfg0.image_size, per_class, 100)
     elif cfg0.dataset == "shapes":
-        data = embedded.load_shapes(cfg0.image_size, eval_split, **variant)
+        data = generated.load_shapes(cfg0.image_size, eval_split, **variant)
     elif cfg0.dataset == "digits_canvas":
-        data = embedded.load_digits_canvas(cfg0.image_size, eval_split, **variant)
+        data = generated.load_digits_canvas(cfg0.image_size, eval_split, **variant)
     else:
         data = datasets.load(cfg0.dataset, image_size=cfg0.image_size, eval_split=eval_split)
     base = baseline_accuracies(cfg0, data)
