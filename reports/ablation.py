@@ -35,7 +35,8 @@ def contributions(df: pd.DataFrame, policy: str, value: str = "final_metric", mo
     if policy not in wide.columns or not variants:
         return pd.DataFrame(columns=CONTRIBUTION_COLUMNS)
     sign = 1.0 if mode == "max" else -1.0
-    diffs = [sign * (wide[[policy, v]].dropna()[policy] - wide[[policy, v]].dropna()[v]).to_numpy() for v in variants]
+    pairs = [wide[[policy, v]].dropna() for v in variants]
+    diffs = [sign * (both[policy] - both[v]).to_numpy() for both, v in zip(pairs, variants)]
     m = max(1, sum(len(d) >= 2 for d in diffs))
     results = [paired_t(d, level, m) for d in diffs]
     p_holm = holm(np.array([float(r["p"]) for r in results]))

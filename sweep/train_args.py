@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from sweep.space.policies import policies_json
-from sweep.space.yaml_input import read_yaml
+from sweep.space.yaml_input import read_sets, read_yaml
 from trainer.config import ConfigError, TrainConfig
 
 
@@ -28,14 +28,7 @@ def config_from_args(args) -> TrainConfig:
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of TrainConfig fields")
         values.update(loaded)
-    for item in args.set:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE")
-        key, raw = item.split("=", 1)
-        try:
-            values[key.strip()] = read_yaml(raw) if raw else ""
-        except yaml.YAMLError:
-            values[key.strip()] = raw
+    values.update(read_sets(args.set, ConfigError))
     for name in TrainConfig.fields():
         value = getattr(args, f"field_{name}")
         if value is not None:

@@ -26,12 +26,18 @@ from trainer.policies import policy_views
 IMAGES = 8
 
 
-def draw_views(config: TrainConfig, out: str | Path, draws: int = 2, seed: int = 0) -> Path:
-    """A PNG of config's policy at config.aug_strength on IMAGES images of config.dataset, one per
-    class where it can: the originals, then `draws` rows of T and of T'."""
+def sample_images(config: TrainConfig, seed: int = 0) -> torch.Tensor:
+    """IMAGES images of config.dataset's validation split, one per class where it can."""
     data = load(config.dataset, data_root=config.data_root, download=config.download, cache_dir=config.cache_dir,
                 image_size=config.image_size, eval_split="val")
-    images = data.eval_images[stratified_subset(data.eval_labels, IMAGES, seed)][:IMAGES]
+    return data.eval_images[stratified_subset(data.eval_labels, IMAGES, seed)][:IMAGES]
+
+
+def draw_views(config: TrainConfig, out: str | Path, draws: int = 2, seed: int = 0,
+               images: torch.Tensor | None = None) -> Path:
+    """A PNG of config's policy at config.aug_strength on `images` (default: sample_images): the
+    originals, then `draws` rows of T and of T'."""
+    images = sample_images(config, seed) if images is None else images
     t, t_prime = policy_views(config.policy, config.aug_strength, config.policies)
     gen = torch.Generator().manual_seed(seed)
     zero, one = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
@@ -72,11 +78,13 @@ def log_views(run: SweepRun, outcome: SweepOutcome) -> None:
     chosen = (outcome.best_config or {}).get("aug_strength", base.aug_strength)
     entries = []
     try:
+        images = sample_images(base)  # the same images in every picture, read once
         with tempfile.TemporaryDirectory() as folder:
             for policy in sweep_policies(run):
                 for strength in dict.fromkeys([1.0, float(chosen)]):
                     name = f"{policy}@{strength:g}.png"
-                    draw_views(replace(base, policy=policy, aug_strength=strength, policy_params=""), Path(folder) / name)
+                    draw_views(replace(base, policy=policy, aug_strength=strength, policy_params=""), Path(folder) / name,
+                               images=images)
                     label = "as written (aug_strength 1)" if strength == 1.0 else f"at the selected aug_strength {strength:g}"
                     entries.append({"policy": policy, "strength": strength, "label": label, "path": f"views/{name}"})
             client_for(run.uri).log_artifacts(run.parent_run_id, folder, "views")

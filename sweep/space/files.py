@@ -10,7 +10,7 @@ import yaml
 from sweep.errors import SpaceError
 from sweep.space.parse import parse_space
 from sweep.space.spec import SweepSpec
-from sweep.space.yaml_input import read_yaml
+from sweep.space.yaml_input import read_sets, read_yaml, read_yaml_file
 
 
 def shipped_spaces() -> dict[str, Path]:
@@ -40,16 +40,7 @@ def load_space(name_or_path: str) -> SweepSpec:
 def read_space(name_or_path: str) -> tuple[Path, Any, str]:
     """(its path, the parsed YAML document, its text) of a space file or shipped space's name."""
     path = resolve_space_path(name_or_path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpaceError(f"{path}: cannot be read as UTF-8 text ({err})") from None
-    try:
-        data = read_yaml(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpaceError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    data, text = read_yaml_file(path)
     return path, data, text
 
 
@@ -59,14 +50,7 @@ def ablation_space(policy: str, seeds: int, base_space: str, sets: list[str], po
     if not 2 <= seeds <= 1000:
         raise SpaceError(f"--seeds is {seeds}; allowed: an integer from 2 to 1000 (the arms pair by seed)")
     base = {k: v for k, v in load_space(base_space).base.items() if k not in ("policy", "policies")}
-    for item in sets:
-        if "=" not in item:
-            raise SpaceError(f"--set {item!r}: expected FIELD=VALUE")
-        key, raw = item.split("=", 1)
-        try:
-            base[key.strip()] = read_yaml(raw) if raw else ""
-        except yaml.YAMLError:
-            base[key.strip()] = raw
+    base.update(read_sets(sets, SpaceError))
     data = {"name": f"ablate-{policy}", "base": base, "grid": {"seed": list(range(seeds))}, "ablate": policy}
     if policy_file:
         data["policies"] = str(Path(policy_file).expanduser().resolve())

@@ -7,10 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sweep.errors import SpaceError
-from sweep.space.yaml_input import read_yaml
+from sweep.space.yaml_input import read_yaml_file
 from trainer.policies import SHIPPED, PolicyError, definition, parse_policies
 
 
@@ -19,14 +17,7 @@ def read_policy_file(path: Path, what: str) -> Any:
     if not path.is_file():
         raise SpaceError(f"{what}: policy file {path} {'is a folder' if path.is_dir() else 'does not exist'}; "
                          "give a YAML file of {name: definition}")
-    try:
-        return read_yaml(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise SpaceError(f"{path}: cannot be read as UTF-8 text ({err})") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpaceError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    return read_yaml_file(path)[0]
 
 
 def policies_json(raw: Any, source: str, key: str = "policies") -> str:

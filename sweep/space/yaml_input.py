@@ -8,11 +8,14 @@ Every refusal is a yaml.MarkedYAMLError whose `problem` is one sentence and whos
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+from sweep.errors import SpaceError
 
 MAX_BYTES = 1_000_000        # a search space is a few kB
 MAX_DEPTH = 50               # nested mappings and lists
@@ -108,3 +111,32 @@ def read_yaml(text: str) -> Any:
     if size > MAX_BYTES:
         raise YamlLimitError(f"the text is {size / 1e6:.1f} MB; allowed: at most {MAX_BYTES / 1e6:g} MB")
     return yaml.load(text, Loader=_Loader)
+
+
+def read_yaml_file(path: Path) -> tuple[Any, str]:
+    """(the parsed document, its text) of a user's YAML file; SpaceError names the file and the
+    line where it is not valid YAML."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpaceError(f"{path}: cannot be read as UTF-8 text ({err})") from None
+    try:
+        return read_yaml(text), text
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpaceError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+
+
+def read_sets(items: list[str], error: type[Exception]) -> dict[str, Any]:
+    """`--set FIELD=VALUE` items as {field: value}, each value read as YAML (else kept as text)."""
+    values: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise error(f"--set {item!r}: expected FIELD=VALUE")
+        key, raw = item.split("=", 1)
+        try:
+            values[key.strip()] = read_yaml(raw) if raw else ""
+        except yaml.YAMLError:
+            values[key.strip()] = raw
+    return values
