@@ -34,7 +34,6 @@ from trainer import ConfigError, DataError, TrainConfig, Trainer
 from trainer import data as datasets
 from trainer.augment import ViewParams
 from trainer.config import BACKBONES, FIXED_DATASETS, PRECISIONS
-from trainer.images import stratified_split
 from trainer.models import build_encoder, feature_dim
 
 
@@ -133,15 +132,10 @@ def lightly_images(dataset: str, train_images: torch.Tensor, transform) -> torch
     from torchvision.datasets import ImageFolder
 
     root = Path(dataset[len("imagefolder:"):]).expanduser()
-    # the trainer's split rule for eval_split val (trainer/data.py)
-    if (root / "train").is_dir() and (root / "val").is_dir():
-        return ImageFolder(str(root / "train"), transform=transform)
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        folder, held_out = ImageFolder(str(root / "train"), transform=transform), datasets.VAL_FRACTION
-    else:
-        folder, held_out = ImageFolder(str(root), transform=transform), datasets.SINGLE_SPLIT_FRACTION
-    train_idx, _ = stratified_split(np.asarray(folder.targets, dtype=np.int64), held_out)
-    return torch.utils.data.Subset(folder, train_idx.tolist())
+    train_files = datasets.tree_split(root, "val")[0]  # the trainer's training files for eval_split val
+    folder = ImageFolder(str(root / "train" if (root / "train").is_dir() else root), transform=transform)
+    position = {Path(path): i for i, (path, _) in enumerate(folder.samples)}
+    return torch.utils.data.Subset(folder, [position[f] for f in train_files])
 
 
 def lightly_view_kwargs(p: ViewParams, size: int, mean: list[float], std: list[float]) -> dict:

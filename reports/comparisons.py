@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from reports import summary
-from reports.baselines import baseline_blocks
+from reports.baselines import baseline_blocks, by_seed
 from reports.load import Sweep
 from reports.numbers import DASH, p_relation, p_value
 from reports.plotting import PALETTE, new_figure, to_png
@@ -81,8 +81,7 @@ def comparison_headline(s: Sweep) -> list:
                             f"from {s.metric}): {probe_arms}. Paired by seed: {probe_diffs}."))
         if best_values is None:
             arm = s.full_budget[s.full_budget[field] == c.best]
-            best_values = [float(v) for v in arm["final_metric"]]
-            best_probes = [float(v) for v in arm["linear_probe_acc"]]
+            best_values, best_probes = by_seed(arm, "final_metric"), by_seed(arm, "linear_probe_acc")
     if best_values:
         out += baseline_blocks(s, summary.search_split(s), best_values, best_probes)
     return out

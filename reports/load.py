@@ -107,6 +107,12 @@ class Sweep:
     def baseline(self, what: str, split: str) -> float | None:
         return self.baselines.get(f"baseline.{what}.{split}")
 
+    def seed_baselines(self, what: str, split: str) -> dict[int, float]:
+        """{seed: value} of a baseline measured on each final-stage seed's own init (empty for a sweep
+        older than that, or a baseline that has no seed)."""
+        prefix = f"baseline.{what}.{split}.seed_"
+        return {int(k[len(prefix):]): v for k, v in self.baselines.items() if k.startswith(prefix)}
+
     def queries(self, split: str) -> int | None:
         """How many images the kNN metric classified on a split (its binomial noise depends on it)."""
         n = self.baselines.get(f"baseline.queries.{split}")

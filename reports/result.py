@@ -7,7 +7,7 @@ import pandas as pd
 
 from reports import summary
 from reports.ablation import ablation_lines
-from reports.baselines import BASELINE_FEATURES, baseline_blocks, baseline_verdicts
+from reports.baselines import BASELINE_FEATURES, baseline_blocks, baseline_verdicts, by_seed
 from reports.comparisons import (
     compared,
     compared_fields,
@@ -50,7 +50,9 @@ def result_section(s: Sweep, level: int) -> list:
                         f"{len(s.full_budget)} full-budget trials on one seed and one validation split, so it is "
                         f"optimistic; {why}. Re-train it on new seeds and the test split with "
                         f"`byol-sweep finalize {s.name}`.", note=True))
-        return out + baseline_blocks(s, summary.search_split(s), [float(best["final_metric"])], [float(best["linear_probe_acc"])])
+        one = best.to_frame().T
+        return out + baseline_blocks(s, summary.search_split(s), by_seed(one, "final_metric"),
+                                     by_seed(one, "linear_probe_acc"))
     groups = final_groups(s)
     per = s.final_per
     rows = []
@@ -76,9 +78,13 @@ def result_section(s: Sweep, level: int) -> list:
                     f"search was {num(first['final_source_value'])} on the validation split (the best of "
                     f"{len(s.full_budget)} full-budget trials on one seed: optimistic)."))
     out.append(Table(pd.DataFrame(rows)))
+    if len(groups) > 1:
+        out.append(Para("The selected configuration is the search's choice, by its objective on the validation split; "
+                        "the other configurations re-trained are shown beside it, never chosen by their test values."))
+    out += per_seed_blocks(s, lead)
     if len(s.finals) > len(f):
         out.append(Para(f"{len(s.finals) - len(f)} final-stage run(s) did not complete and are left out.", note=True))
-    out += baseline_blocks(s, "test", list(lead["final_metric"].astype(float)), list(lead["linear_probe_acc"].astype(float)))
+    out += baseline_blocks(s, "test", by_seed(lead, "final_metric"), by_seed(lead, "linear_probe_acc"))
     if per and len(groups) > 1:
         comparison = compare_arms(f[f["final_rank"] == 1], per, mode=s.mode, pair="seed")
         notes = [n for n in comparison.notes if "were not checked" not in n]
@@ -94,9 +100,34 @@ def final_groups(s: Sweep) -> list[tuple[str, int, pd.DataFrame]]:
 
 
 def lead_final_group(s: Sweep, groups: list[tuple[str, int, pd.DataFrame]]) -> tuple[str, int, pd.DataFrame]:
-    """The selected configuration: the best mean over its new seeds (the search's rank breaks ties)."""
-    return min(groups, key=lambda x: (-float(np.mean(x[2]["final_metric"])) if s.mode == "max"
-                                      else float(np.mean(x[2]["final_metric"])), x[1]))
+    """The selected configuration: the search's choice, by its objective on the validation split (the
+    best search value among the configurations each group ranked first), never by a test value."""
+    sign = -1.0 if s.mode == "max" else 1.0
+    return min(groups, key=lambda x: (x[1], sign * float(x[2]["final_source_value"].iloc[0]), str(x[0])))
+
+
+def per_seed_blocks(s: Sweep, lead: pd.DataFrame) -> list:
+    """Each new seed's test values beside the untrained encoder of the same seed's init, and their SD."""
+    columns = [("final_metric", f"test {s.metric}"), ("linear_probe_acc", "test linear probe")]
+    baselines = [(key, f"untrained encoder {what}") for key, what in (("untrained", s.metric),
+                 ("untrained_bn", f"{s.metric}, BatchNorm calibrated")) if s.seed_baselines(key, "test")]
+    seeds = sorted(by_seed(lead, "final_metric"))
+    if not seeds:
+        return []
+    table = {"seed": [str(k) for k in seeds] + ["SD over the seeds"]}
+    for column, label in columns:
+        values = by_seed(lead, column)
+        table[label] = [num(values.get(k)) for k in seeds] + [num(_sd([values.get(k) for k in seeds]))]
+    for key, label in baselines:
+        values = s.seed_baselines(key, "test")
+        table[label] = [num(values.get(k)) for k in seeds] + [num(_sd([values.get(k) for k in seeds]))]
+    return [Table(pd.DataFrame(table))]
+
+
+def _sd(values) -> float:
+    x = np.asarray([v for v in values if v is not None], dtype=float)
+    x = x[np.isfinite(x)]
+    return float(x.std(ddof=1)) if len(x) > 1 else float("nan")
 
 
 def result_lines(s: Sweep) -> list[str]:
@@ -118,12 +149,12 @@ def result_lines(s: Sweep) -> list[str]:
     n = s.queries("test")
     lines = [f"result on the test split, {len(lead)} new seed(s): {s.metric} {interval(lead['final_metric'])}, "
              f"linear probe {interval(lead['linear_probe_acc'])} ({swept_values(s, lead.iloc[0])})"]
-    for values, suffix, what in ((lead["final_metric"], "", s.metric), (lead["linear_probe_acc"], "_probe", "linear probe")):
-        trained = [float(v) for v in values if np.isfinite(v)]
+    for column, suffix, what in (("final_metric", "", s.metric), ("linear_probe_acc", "_probe", "linear probe")):
+        trained = by_seed(lead, column)
         features = [(key + suffix, label) for key, label in BASELINE_FEATURES]
         verdicts = baseline_verdicts(s, "test", n, trained, features) if n and trained else []
         if verdicts:
             lines.append(f"  {what} minus baselines: " + "; ".join(
-                f"{label} {d:+.4f} {bounds(low, high)} {'beaten' if low > 0 else 'NOT beaten'}"
-                for label, d, low, high in verdicts))
+                f"{label} {d.diff:+.4f} {bounds(d.low, d.high)} {'beaten' if d.beaten else 'NOT beaten'}"
+                for label, d in verdicts))
     return lines

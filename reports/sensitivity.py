@@ -10,20 +10,34 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from reports.load import Sweep
 from reports.numbers import bounds, category, num
-from reports.plotting import PALETTE, new_figure, policy_colours, to_png
+from reports.plotting import (
+    PALETTE,
+    draw_noise,
+    metric_queries,
+    new_figure,
+    noise_words,
+    policy_colours,
+    to_png,
+    too_few_for_effect_plots,
+)
 from reports.render import Heading, Image, Para, Table
 
 
 def sensitivity_section(s: Sweep, level: int, prefix: str, imp, imp_note: str) -> list:
     out = [Heading("Sensitivity", level)]
     fields = [f for f in s.swept if f in s.trials]
-    png = sensitivity(s, fields)
-    if png is None:
+    too_few = too_few_for_effect_plots(s, "sensitivity plot") if len(s.full_budget) else None
+    png = None if too_few else sensitivity(s, fields)
+    if too_few:
+        out.append(Para(too_few, note=True))
+    elif png is None:
         out.append(Para("No trial ran the full budget, or nothing was swept: nothing to plot.", note=True))
     else:
+        n = metric_queries(s)
         out.append(Image(f"{prefix}sensitivity.png", png, f"{s.metric} against each swept parameter"))
         out.append(Para(f"{s.metric} at the last epoch of each trial that ran the full budget, against each swept "
-                        "value" + ("; colour: policy." if policy_colours(s) else ".")))
+                        "value" + ("; colour: policy" if policy_colours(s) else "")
+                        + (f"; bars: {noise_words(n)}." if n else ".")))
     return out + importance_blocks(imp, imp_note, prefix)
 
 
@@ -46,10 +60,11 @@ def sensitivity(sweep: Sweep, fields: list[str]) -> bytes | None:
     nrows = math.ceil(len(fields) / ncols)
     fig = new_figure(4.0 * ncols, 3.3 * nrows)
     colours = policy_colours(sweep)
+    n_queries = metric_queries(sweep)
     for k, name in enumerate(fields):
         ax = fig.add_subplot(nrows, ncols, k + 1)
         spec = sweep.space.get(name, {})
-        _sensitivity_panel(ax, done, name, spec, sweep.metric, colours)
+        _sensitivity_panel(ax, done, name, spec, sweep.metric, colours, n_queries)
     if colours:
         handles = [Line2D([], [], marker="o", ls="", color=c, label=p) for p, c in colours.items()]
         fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 6), fontsize=8, frameon=False,
@@ -59,7 +74,8 @@ def sensitivity(sweep: Sweep, fields: list[str]) -> bytes | None:
     return to_png(fig)
 
 
-def _sensitivity_panel(ax, done: pd.DataFrame, name: str, spec: dict, metric: str, colours) -> None:
+def _sensitivity_panel(ax, done: pd.DataFrame, name: str, spec: dict, metric: str, colours,
+                       n_queries: int | None) -> None:
     y = done["final_metric"].to_numpy(dtype=float)
     colour = [colours[str(p)] if colours else PALETTE[0] for p in done["policy"]]
     hollow = (done["status"] == "stopped_early").to_numpy()
@@ -92,6 +108,7 @@ def _sensitivity_panel(ax, done: pd.DataFrame, name: str, spec: dict, metric: st
     ax.scatter(x[~hollow], y[~hollow], c=[colour[i] for i in np.flatnonzero(~hollow)], s=28, zorder=3)
     ax.scatter(x[hollow], y[hollow], facecolors="none", edgecolors=[colour[i] for i in np.flatnonzero(hollow)],
                s=28, zorder=3)
+    draw_noise(ax, x, y, n_queries)
     ax.set_xlabel(label)
     ax.set_ylabel(f"{metric} (last epoch)")
     ax.grid(alpha=0.25)

@@ -310,41 +310,85 @@ def binomial_interval(accuracy: float, n_queries: int, level: float = 0.95) -> t
     return low, high
 
 
-def beats_baseline(trained, baseline: float, n_queries: int, level: float = 0.95) -> tuple[float, float, float]:
-    """(difference, low, high): the trained accuracy minus a baseline's, with an interval that
-    counts both noises: the spread of the trained values over seeds (Student-t) and the
-    baseline's binomial noise over its n_queries (normal), combined by Welch-Satterthwaite. A
-    single trained value gets its own binomial noise instead. Training beats the baseline when low > 0.
-    (The baseline is measured on the same queries, so the two noises are positively correlated and
-    the interval is, if anything, wide.)"""
+@dataclass(frozen=True)
+class BaselineDifference:
+    """A trained accuracy minus a baseline's: the mean difference, its two-sided interval at the level
+    (beaten when low > 0: a one-sided test at (1 - level)/2), how many values it rests on, and the
+    smallest true difference found beaten with 80% power (POWER)."""
+
+    diff: float
+    low: float
+    high: float
+    n: int
+    detectable: float
+    paired: bool  # paired by seed with a baseline measured on each seed's own init
+
+    @property
+    def beaten(self) -> bool:
+        return bool(self.low > 0)
+
+
+NO_DIFFERENCE = BaselineDifference(math.nan, math.nan, math.nan, 0, math.nan, False)
+
+
+def beats_baseline(trained, baseline: float, n_queries: int, level: float = 0.95) -> BaselineDifference:
+    """The trained accuracies (one per seed) minus a baseline that has no seed (raw pixels), measured
+    once on n_queries queries. The variance of the difference is the trained mean's over the seeds
+    (sd^2 / n) plus the baseline's binomial noise p(1-p)/n_queries; the interval takes Student-t's
+    quantile on n - 1 degrees of freedom, the fewest the trained spread rests on: conservative where
+    the baseline's noise is a large part (Welch-Satterthwaite's degrees of freedom grow with that part,
+    and gave a false-positive rate of 0.030-0.040 at a nominal 0.025 with 3 seeds). A single trained
+    value gets its own binomial noise and the normal quantile. Exact for normal noise
+    (tests/reports/test_stats.py measures the false-positive rate by simulation)."""
     x = _clean(trained)
     if len(x) == 0 or not (n_queries >= 1 and np.isfinite(baseline)):
-        return math.nan, math.nan, math.nan
+        return NO_DIFFERENCE
     var_b = baseline * (1 - baseline) / n_queries
     diff = float(x.mean() - baseline)
+    var_t = x[0] * (1 - x[0]) / n_queries if len(x) == 1 else float(x.var(ddof=1)) / len(x)
+    se = math.sqrt(var_t + var_b)
     if len(x) == 1:
-        var_t = x[0] * (1 - x[0]) / n_queries
-        half = float(special.ndtri(0.5 + level / 2) * math.sqrt(var_t + var_b))
-        return diff, diff - half, diff + half
-    var_t = float(x.var(ddof=1)) / len(x)
-    total = var_t + var_b
-    if total == 0:
-        return diff, diff, diff
-    df = total ** 2 / (var_t ** 2 / (len(x) - 1)) if var_t > 0 else math.inf
-    half = float(t_quantile(0.5 + level / 2, df) * math.sqrt(total))
-    return diff, diff - half, diff + half
+        z = float(special.ndtri(0.5 + level / 2))
+        half, detect = z * se, (z + float(special.ndtri(POWER))) * se
+    else:
+        half = float(t_quantile(0.5 + level / 2, len(x) - 1)) * se
+        detect = detectable_difference(se * math.sqrt(len(x)), len(x), 1 - level)
+    return BaselineDifference(diff, diff - half, diff + half, len(x), detect, False)
+
+
+def beats_paired_baseline(trained: dict[int, float], baseline: dict[int, float],
+                          level: float = 0.95) -> BaselineDifference:
+    """The trained accuracies minus a baseline measured on each seed's own init (the untrained encoder
+    of that seed), paired by seed: the one-sample t interval of the per-seed differences on the seeds
+    both have, which carries the init's spread as well as the queries' noise (a baseline from one init
+    treats the second as its only noise: with an init spread of 0.01 its false-positive rate was
+    0.098 at a nominal 0.025). Fewer than 2 common seeds: no interval."""
+    seeds = sorted(set(trained) & set(baseline))
+    d = np.array([trained[k] - baseline[k] for k in seeds], dtype=float)
+    d = d[np.isfinite(d)]
+    if len(d) == 0:
+        return NO_DIFFERENCE
+    r = paired_t(d, level)
+    sd = float(r["sd"])
+    return BaselineDifference(float(r["mean"]), float(r["low"]), float(r["high"]), len(d),
+                              detectable_difference(sd, len(d), 1 - level), True)
 
 
 def within_noise(values, best_value: float, n_queries: int, mode: str = "max", level: float = 0.95) -> np.ndarray:
-    """Boolean array: which values the best's own query noise could have produced. Rule: with (low, high)
-    = binomial_interval(best_value, n_queries, level), a value is within noise when it is not worse than
-    the interval's far end: value >= low for mode "max", value <= high for mode "min" (a value better than
-    the best is within noise too). NaN values are never within noise. This accounts for the best's
-    sampling noise only, not a test of a difference (that would add the other value's noise too)."""
+    """Boolean array: which values are not told apart from the best by the queries' noise. A value is
+    within noise when the best's lead over it is at most z_{(1+level)/2} times the noise of the
+    difference of two binomial accuracies on n_queries queries each, sqrt(p1(1-p1)/n + p2(1-p2)/n)
+    (the two measured on the same queries are positively correlated, so this noise is, if anything,
+    large). A value better than the best is within noise; NaN values never are. (Of two trials with
+    the same true accuracy, the worse is flagged out of the better's noise at most 1 - level of the
+    time: tests/reports/test_stats.py simulates it.)"""
     x = np.asarray(values, dtype=float)
-    low, high = binomial_interval(best_value, n_queries, level)
+    if not (n_queries >= 1 and np.isfinite(best_value)):
+        return np.zeros(x.shape, dtype=bool)
     with np.errstate(invalid="ignore"):
-        inside = x >= low if mode == "max" else x <= high
+        noise = np.sqrt((best_value * (1 - best_value) + x * (1 - x)) / n_queries)
+        lead = best_value - x if mode == "max" else x - best_value
+        inside = lead <= float(special.ndtri(0.5 + level / 2)) * noise
     return np.asarray(inside & np.isfinite(x), dtype=bool)
 
 

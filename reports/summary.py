@@ -87,6 +87,16 @@ def policies(sweep: Sweep) -> list[str]:
     return sorted({str(p) for p in sweep.trials["policy"].dropna() if str(p)})
 
 
+def knn_protocol(s: Sweep) -> str:
+    """How the kNN metric is measured: k, temperature, bank and queries on each split it was measured on."""
+    bank = config_value(s, "knn_bank_size")
+    bank = "all training images" if bank == "0" else f"{bank} training images"
+    queries = [f"{s.queries(split)} on {split}" for split in ("val", "test") if s.queries(split)]
+    return (f"weighted kNN (Wu et al. 2018) on L2-normalised encoder features: k {config_value(s, 'knn_k')}, "
+            f"temperature {config_value(s, 'knn_temperature')}, bank {bank}; queries "
+            + (", ".join(queries) if queries else "not recorded"))
+
+
 def summary_rows(s: Sweep) -> list[tuple[str, str]]:
     """(label, value) of the Summary table: what ran, how it ended, what it cost."""
     counts = status_counts(s)
@@ -111,6 +121,7 @@ def summary_rows(s: Sweep) -> list[tuple[str, str]]:
         ("Search", f"{search}, num_samples {s.params.get('num_samples', '?')}"),
         ("ASHA", f"grace {asha[0]}, reduction factor {asha[1]}, max {asha[2]} epochs" if asha else "none"),
         ("Swept", ", ".join(s.swept) or "none"),
+        ("kNN protocol", knn_protocol(s)),
         ("Trials", str(len(s.trials))),
     ]
     rows += [(status, str(n)) for status, n in counts.items()]

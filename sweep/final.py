@@ -61,7 +61,7 @@ def run_final_stage(run: SweepRun, outcome: SweepOutcome, driver: Driver) -> Non
             "byol_sweep.final_selection": selection_json(chosen),
             "byol_sweep.final": json.dumps({"top_k": spec.final.top_k, "seeds": spec.final.seeds,
                                             "per": spec.final.per})})
-        measure_baselines(spec, uri, parent_run_id, resources, "test")
+        measure_baselines(spec, uri, parent_run_id, resources, "test", spec.final.seed_values())
         entries = final_runs(spec, chosen)
         shared, at_once = shared_final_resources(resources, run.concurrency, len(entries),
                                                  float(ray.cluster_resources().get("CPU", 1)))

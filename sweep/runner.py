@@ -163,7 +163,8 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
             shutil.rmtree(state_dir, ignore_errors=True)
         raise
     with driving(uri, parent_run_id) as driver:
-        measure_baselines(spec, uri, parent_run_id, resources, spec.train_config({}).eval_split)
+        seeds = [int(v) for v in spec.grid.get("seed", [])] if spec.compared_fields else None
+        measure_baselines(spec, uri, parent_run_id, resources, spec.train_config({}).eval_split, seeds)
         return search_then_final(run, driver, tuner)
 
 

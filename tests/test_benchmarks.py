@@ -1,7 +1,9 @@
 """The benchmark scripts a user runs by hand: they refuse clearly where they cannot run."""
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,15 @@ def test_the_augmentation_benchmark_measures_every_op_and_both_pipelines():
     assert all(v["ms"] > 0 and 0 < v["share"] for v in ops.values())
     pipeline = out["pipeline"]
     assert pipeline["byol_sweep_images_per_s"] > 0 and pipeline["torchvision_v2_images_per_s"] > 0
+
+
+@pytest.mark.slow  # a subprocess: CI runs it
+def test_t_coverage_reports_each_distribution_and_seed_count():
+    """benchmarks/t_coverage.py, small: normal differences cover near 95%, skewed ones less."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "t_coverage.py"), "--sims", "20000"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert set(out) == {"normal", "centred lognormal"} and set(out["normal"]) == {"n=3", "n=5", "n=10"}
+    assert all(abs(v - 0.95) < 0.01 for v in out["normal"].values())
+    assert all(v < 0.9 for v in out["centred lognormal"].values())

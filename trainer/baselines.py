@@ -14,13 +14,17 @@ from .loop import Trainer
 CALIBRATION_BATCH = 256
 
 
-def baseline_accuracies(config: TrainConfig, data: ImageData | None = None) -> dict[str, float]:
+SEED_DEPENDENT = ("untrained", "untrained_bn")  # their weights are the seed's init; raw pixels have none
+
+
+def baseline_accuracies(config: TrainConfig, data: ImageData | None = None, raw_pixels: bool = True) -> dict[str, float]:
     """kNN top-1 of: "raw_pixels", the resized, normalised pixels; "untrained", the encoder at
     initialisation (config.seed); "untrained_bn", the same weights with BatchNorm's running
     statistics averaged over the training images (a few forward passes, no gradient: early in
     training much of the gain over "untrained" is this bookkeeping, not learning); and
     "queries", how many images were classified. With config.linear_probe, also "<each>_probe":
-    the linear probe a trained encoder gets (Trainer.probe), on the same features."""
+    the linear probe a trained encoder gets (Trainer.probe), on the same features. raw_pixels=False
+    leaves raw pixels out (another seed's measurement has them: they depend on no init)."""
     trainer = Trainer(config, data=data)  # data: images already loaded (else config.dataset's)
     d, cfg = trainer.data, config
     bank_y, query_y = d.train_labels[trainer.bank_idx], d.eval_labels[trainer.query_idx]
@@ -34,7 +38,8 @@ def baseline_accuracies(config: TrainConfig, data: ImageData | None = None) -> d
         if cfg.linear_probe:
             out[f"{name}_probe"] = linear_probe(bank, bank_y, queries, query_y, seed=cfg.seed)
 
-    measure("raw_pixels", nn.Flatten())
+    if raw_pixels:
+        measure("raw_pixels", nn.Flatten())
     measure("untrained", trainer.model.encoder)
     calibrate_batchnorm(trainer.model.encoder, d.train_images, trainer.eval_view)
     measure("untrained_bn", trainer.model.encoder)

@@ -72,9 +72,11 @@ class TrainConfig:
     knn_temperature: float = _spec(0.1, "kNN vote temperature", low=0.0, low_open=True)
     knn_bank_size: int = _spec(5000, "labelled training images in the kNN bank (0 = all)", low=0, high=MAX_IMAGES)
     knn_queries: int = _spec(2000, "held-out images the kNN monitor classifies (0 = all)", low=0, high=MAX_IMAGES)
-    eval_split: str = _spec("val", "what the kNN monitor and linear probe evaluate on: val (a fixed 10% of the "
-                            "labelled training images, held out of training: select on this) or test (the "
-                            "dataset's test split: final numbers)", choices=EVAL_SPLITS)
+    eval_split: str = _spec("val", "what the kNN monitor and linear probe evaluate on: val (select on this: a "
+                            "fixed, stratified part of the labelled images held out of training, or a tree's "
+                            "val/ folder) or test (final numbers: the dataset's test split, never the val "
+                            "images; digits and trees without split folders: 70/15/15 train/val/test)",
+                            choices=EVAL_SPLITS)
     linear_probe: bool = _spec(True, "after the last epoch, fit a linear probe on the frozen features of the kNN "
                                      "bank's images and score it on the kNN queries (a quick probe, not the full protocol)")
     # runtime

@@ -1,13 +1,15 @@
 """Datasets as uint8 tensors: a training split and a labelled evaluation split.
 
-`digits` (scikit-learn's handwritten digits, the embedded default), `cifar10`, `cifar100`,
-`stl10` (torchvision, from a local root, downloaded only when allowed) and
+`digits` (scikit-learn's handwritten digits, the embedded default: trainer/digits.py), `cifar10`,
+`cifar100`, `stl10` (torchvision, from a local root, downloaded only when allowed) and
 `imagefolder:<path>` (any ImageFolder tree, decoded once and cached).
 
-The evaluation split is `val` (what a sweep selects on: a fixed, stratified 10% of the labelled
-training images, held out of training, or an ImageFolder tree's val/ folder) or `test` (the
-dataset's test split, for final numbers). digits and a tree without split folders have one
-fixed held-out 20%, which serves as both.
+The evaluation split is `val` (what a sweep selects on) or `test` (for final numbers), never the
+same images. A dataset with a test split of its own (cifar10, cifar100, stl10, a tree with a
+test/ folder) evaluates on it; its val is a fixed, stratified 10% of the labelled training images,
+held out of training (or a tree's val/ folder). digits and a tree without split folders are split
+70/15/15 into train, val and test (images.three_way_split); a tree with val/ but no test/ has a
+fixed 10% of train/ as its test split, never trained on.
 """
 from __future__ import annotations
 
@@ -18,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from trainer.config import EVAL_SPLITS, FIXED_DATASETS
+from trainer.digits import load_digits
 from trainer.generated import load_cifar10_mini, load_digits_canvas, load_shapes
 from trainer.images import (
     IMAGE_SUFFIXES,
-    SINGLE_SPLIT_FRACTION,
+    TEST_FRACTION,
     VAL_FRACTION,
     DataError,
     ImageData,
@@ -32,10 +34,12 @@ from trainer.images import (
     held_out_indices,
     hold_out,
     stratified_subset,
+    three_way_split,
 )
 from trainer.storage import load_plain
 
-__all__ = ["DataError", "ImageData", "check_dataset", "hold_out", "load", "load_imagefolder", "stratified_subset"]
+__all__ = ["DataError", "ImageData", "check_dataset", "hold_out", "load", "load_imagefolder", "stratified_subset",
+           "tree_split"]
 
 
 def load(dataset: str, *, data_root: str = "~/.cache/byol-sweep/data", download: bool = False,
@@ -43,7 +47,7 @@ def load(dataset: str, *, data_root: str = "~/.cache/byol-sweep/data", download:
     if eval_split not in EVAL_SPLITS:
         raise DataError(f"eval split {eval_split!r} is unknown; allowed: {', '.join(EVAL_SPLITS)}")
     if dataset == "digits":
-        return load_digits(image_size)
+        return load_digits(image_size, eval_split)
     if dataset == "shapes":  # generated in code: trainer/generated.py
         return load_shapes(image_size, eval_split)
     if dataset == "digits_canvas":  # generated in code: trainer/generated.py
@@ -57,18 +61,6 @@ def load(dataset: str, *, data_root: str = "~/.cache/byol-sweep/data", download:
         return load_imagefolder(Path(dataset[len("imagefolder:"):]).expanduser(), Path(cache_dir).expanduser(),
                                 image_size, eval_split)
     raise DataError(f"dataset {dataset!r} is unknown; allowed: {', '.join(FIXED_DATASETS)}, imagefolder:<path>")
-
-
-def load_digits(image_size: int) -> ImageData:
-    """scikit-learn's 1,797 real 8x8 handwritten digits, upscaled to image_size, 3 channels."""
-    from sklearn.datasets import load_digits as sk_digits  # scikit-learn: heavy, and only for digits
-
-    bunch = sk_digits()
-    x = torch.from_numpy(bunch.images).float().div(16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
-    x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    x = (x.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
-    labels = torch.from_numpy(np.asarray(bunch.target, dtype=np.int64))
-    return hold_out(x, labels, [str(i) for i in range(10)], SINGLE_SPLIT_FRACTION)
 
 
 def _from_torchvision(ds) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,40 +200,47 @@ def _cached_decode(files: list[Path], side: int, cache_dir: Path) -> torch.Tenso
     return images
 
 
-def _decoded_split(files: list[Path], labels: list[int], classes: list[str], fraction: float, side: int,
-                   cache_dir: Path) -> ImageData:
-    """hold_out on a file list: the training and the held-out files decoded (and mapped) apart, so
-    no trial copies either part."""
+def _pick(files: list[Path], labels: list[int], idx: np.ndarray) -> tuple[list[Path], list[int]]:
+    return [files[i] for i in idx], [labels[i] for i in idx]
+
+
+def tree_split(root: Path, eval_split: str = "val") -> tuple[list[Path], list[int], list[Path], list[int], list[str]]:
+    """(training files, their labels, evaluation files, their labels, classes) of an ImageFolder
+    tree, as load_imagefolder reads it."""
+    splits = {d: root / d for d in ("val", "test") if (root / d).is_dir()}
+    if not ((root / "train").is_dir() and splits):
+        if root.is_dir() and [d.name for d in root.iterdir() if d.is_dir()] == ["train"]:
+            root = root / "train"  # a train split alone: its subfolders are the classes
+        files, labels, classes = _list_tree(root)
+        parts = three_way_split(np.asarray(labels, dtype=np.int64))
+        return *_pick(files, labels, parts["train"]), *_pick(files, labels, parts[eval_split]), classes
+    files, labels, classes = _list_tree(root / "train")
+    listed = {name: _list_tree(folder) for name, folder in splits.items()}
+    for name, (_, _, split_classes) in listed.items():
+        if split_classes != classes:
+            raise DataError(f"{splits[name]} has classes {split_classes}, but {root / 'train'} has {classes}")
+    if eval_split in listed and "test" in listed:
+        return files, labels, *listed[eval_split][:2], classes
     y = np.asarray(labels, dtype=np.int64)
-    train, held = held_out_indices(y, fraction)
-    return ImageData(_cached_decode([files[i] for i in train], side, cache_dir), torch.from_numpy(y[train]),
-                     _cached_decode([files[i] for i in held], side, cache_dir), torch.from_numpy(y[held]), classes)
+    if "test" in listed:  # val, without a val/ folder
+        train, held = held_out_indices(y, VAL_FRACTION)
+        return *_pick(files, labels, train), *_pick(files, labels, held), classes
+    train, test = held_out_indices(y, TEST_FRACTION)  # test, without a test/ folder: never trained on
+    held = listed["val"][:2] if eval_split == "val" else _pick(files, labels, test)
+    return *_pick(files, labels, train), *held, classes
 
 
 def load_imagefolder(root: Path, cache_dir: Path, image_size: int, eval_split: str = "val") -> ImageData:
-    """An ImageFolder tree. With a train/ folder and a val/ or test/ folder beside it, the split
-    asked for is that folder (val without a val/ folder: a fixed 10% of train/); otherwise (a
-    train/ folder alone, or the class folders themselves) a fixed, stratified 80/20 split serves as
-    both. Images are stored at max(image_size, 32) pixels."""
+    """An ImageFolder tree. With a train/ folder and a val/ or test/ folder beside it, those folders
+    are the splits; a split without its folder is a fixed, stratified 10% of train/: val is held
+    out of training only when it is evaluated on (as for cifar10), test is never trained on.
+    Otherwise (a train/ folder alone, or the class folders themselves) a fixed, stratified
+    70/15/15 train/val/test split (images.three_way_split). Images are stored at
+    max(image_size, 32) pixels; the training and evaluation files are decoded (and mapped) apart,
+    so no trial copies either part."""
     if not root.exists():
         raise DataError(f"image folder {root} does not exist")
     side = max(image_size, 32)
-    splits = {d: root / d for d in ("val", "test") if (root / d).is_dir()}
-    if (root / "train").is_dir() and splits:
-        tf, tl, classes = _list_tree(root / "train")
-        listed = {name: _list_tree(folder) for name, folder in splits.items()}
-        for name, (_, _, split_classes) in listed.items():
-            if split_classes != classes:
-                raise DataError(f"{splits[name]} has classes {split_classes}, but {root / 'train'} has {classes}")
-        if eval_split == "test" and "test" not in listed:
-            raise DataError(f"image folder {root} has no test/ folder beside train/; "
-                            f"use eval_split val, or add {root / 'test'}")
-        if eval_split not in listed:
-            return _decoded_split(tf, tl, classes, VAL_FRACTION, side, cache_dir)
-        ef, el, _ = listed[eval_split]
-        return ImageData(_cached_decode(tf, side, cache_dir), torch.tensor(tl), _cached_decode(ef, side, cache_dir),
-                         torch.tensor(el), classes)
-    if root.is_dir() and [d.name for d in root.iterdir() if d.is_dir()] == ["train"]:
-        root = root / "train"  # a train split alone: its subfolders are the classes
-    files, labels, classes = _list_tree(root)
-    return _decoded_split(files, labels, classes, SINGLE_SPLIT_FRACTION, side, cache_dir)
+    train_files, train_labels, eval_files, eval_labels, classes = tree_split(root, eval_split)
+    return ImageData(_cached_decode(train_files, side, cache_dir), torch.tensor(train_labels, dtype=torch.int64),
+                     _cached_decode(eval_files, side, cache_dir), torch.tensor(eval_labels, dtype=torch.int64), classes)

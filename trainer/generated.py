@@ -15,8 +15,8 @@ test are generated apart from the training images, as held-out images.
 
 `digits_canvas`: scikit-learn's 8x8 digits (label = the digit), each drawn at a random size
 (CANVAS_SCALE of the side), rotation (+-CANVAS_ROTATION degrees) and position (wholly inside) on
-a black canvas of image_size pixels: training images from digits' fixed 80%, val and test from
-its held-out 20% with their own placements.
+a black canvas of image_size pixels: each from the same part of digits' fixed 70/15/15 split
+(trainer/digits.py) as in `digits`, so training, val and test images are drawn from different digits.
 """
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainer.images import SINGLE_SPLIT_FRACTION, ImageData, decode_files, stratified_split
+from trainer.digits import DIGIT_CLASSES, digits_split, sklearn_digits
+from trainer.images import ImageData, decode_files
 
 SHAPES = ("disc", "ring", "square", "frame", "triangle", "diamond", "plus", "cross", "star", "crescent")
 TRAIN_PER_CLASS = 400
@@ -168,22 +169,19 @@ def place_digits(digits: np.ndarray, side: int, copies: int, seed: int,
 def load_digits_canvas(image_size: int, eval_split: str = "val", copies: int = CANVAS_COPIES,
                        scale: tuple[float, float] = CANVAS_SCALE, rotation: float = CANVAS_ROTATION):
     """scikit-learn's digits, each drawn `copies` times at a random size, rotation and place: the
-    training part from the digits trainer/data.py trains on (80%, stratified, fixed), val and
-    test from the held-out 20%, each drawn with its own nuisances (seeds 2 and 1)."""
-    from sklearn.datasets import load_digits as sk_digits  # scikit-learn: heavy, and only for digits
-
-
-    bunch = sk_digits()
-    digits, labels = bunch.images / 16.0, np.asarray(bunch.target, dtype=np.int64)
-    train, held = stratified_split(labels, SINGLE_SPLIT_FRACTION)
+    training part from the digits `digits` trains on, val and test from its val and test digits
+    (trainer/digits.py: 70/15/15, stratified, fixed), each part with its own nuisances (seeds 0,
+    2 and 1)."""
+    digits, labels = sklearn_digits()
+    split = digits_split(labels)
 
     def part(idx: np.ndarray, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(place_digits(digits[idx], image_size, copies, seed, scale, rotation))
         return x.unsqueeze(1).expand(-1, 3, -1, -1).contiguous(), torch.from_numpy(np.repeat(labels[idx], copies))
 
-    train_images, train_labels = part(train, 0)
-    eval_images, eval_labels = part(held, 1 if eval_split == "test" else 2)
-    return ImageData(train_images, train_labels, eval_images, eval_labels, [str(i) for i in range(10)])
+    train_images, train_labels = part(split["train"], 0)
+    eval_images, eval_labels = part(split[eval_split], 1 if eval_split == "test" else 2)
+    return ImageData(train_images, train_labels, eval_images, eval_labels, list(DIGIT_CLASSES))
 
 
 # -- cifar10_mini (shipped) ---------------------------------------------------------------------

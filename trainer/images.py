@@ -9,8 +9,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-VAL_FRACTION = 0.1
-SINGLE_SPLIT_FRACTION = 0.2  # digits and trees without split folders: one held-out part for val and test
+VAL_FRACTION = 0.1  # val, carved from the training images of a dataset that has a test split
+TEST_FRACTION = 0.1  # test, carved from train/ of a tree that has a val/ folder but no test/
+# digits and trees without split folders: val and test both carved, see three_way_split
+THREE_WAY_FRACTIONS = {"val": 0.15, "test": 0.15}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
@@ -43,6 +45,30 @@ def stratified_split(labels: np.ndarray, eval_fraction: float, seed: int = 0) ->
         held.append(idx[:n_eval])
         train.append(idx[n_eval:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
+
+
+def three_way_split(labels: np.ndarray, fractions: dict[str, float] = THREE_WAY_FRACTIONS,
+                    seed: int = 0) -> dict[str, np.ndarray]:
+    """Sorted indices {"train", "val", "test"} of a fixed (seed), stratified split of a dataset that
+    has no split of its own; val (what a search selects on) and test (what final numbers are
+    measured on) are never the same images. Within each label, a permutation gives its first
+    round(count * fractions["test"]) images to test, the next round(count * fractions["val"]) to
+    val (each at least one) and the rest to train; a label with fewer than 3 images trains on all.
+
+    Why 70/15/15: on a small dataset the size of a held-out part sets the noise of every number
+    measured on it. On digits (1,797 images) 15% is 269 images a part, 27 a class: a kNN accuracy
+    near 0.9 has a binomial 95% noise of +-0.036 there, against +-0.044 on 10% parts (180 images),
+    while 20% parts would leave only 60% to train on. The training part is the same whichever
+    part a run evaluates on."""
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_test, n_val = (max(1, int(round(len(idx) * fractions[k]))) if len(idx) >= 3 else 0 for k in ("test", "val"))
+        parts["test"].append(idx[:n_test])
+        parts["val"].append(idx[n_test : n_test + n_val])
+        parts["train"].append(idx[n_test + n_val :])
+    return {k: np.sort(np.concatenate(v)) for k, v in parts.items()}
 
 
 def stratified_subset(labels: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:

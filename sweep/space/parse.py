@@ -11,6 +11,7 @@ from sweep.space.policies import check_policy_names, policies_json
 from sweep.space.registry import Context, fail
 from sweep.space.schedulers import SCHEDULERS, Asha, Fifo, Scheduler
 from sweep.space.searchers import SEARCHERS, Searcher
+from sweep.space.selection import check_selection
 from sweep.space.spec import DISTRIBUTIONS, Distribution, FinalStage, SweepSpec, field_type_of
 from trainer.config import ConfigError, TrainConfig, check_range, coerce
 from trainer.policies import DIMENSION, Param, PolicyError, dimension
@@ -126,7 +127,7 @@ def parse_space(data: Any, source: str, text: str = "") -> SweepSpec:
                      description=str(data.get("description", "")), text=text, ablation=ablation)
     scheduler.check_spec(spec, "scheduler")
     spec.train_config({})  # the base itself must be a valid TrainConfig
-    _check_test_split(spec)
+    check_selection(spec)
     return spec
 
 
@@ -135,26 +136,6 @@ def _check_policies(source: str, base: dict, search: dict, grid: dict) -> None:
     if "policy" in search:
         named["search.policy"] = list(search["policy"].values)
     check_policy_names(named, base.get("policies", ""), source)
-
-
-def _check_test_split(spec: SweepSpec) -> None:
-    """Trials may evaluate on the test split only in a sweep that selects nothing by their metric
-    (a grid compared as it stands: no search, no early stopping, no final stage); a selection made on
-    the test split would make it a second validation split and its figures optimistic."""
-    searched = spec.search.get("eval_split")
-    settings = {"base.eval_split": [spec.base.get("eval_split")], "grid.eval_split": spec.grid.get("eval_split", []),
-                "search.eval_split": searched.values if searched else ()}
-    where = next((key for key, values in settings.items() if "test" in values), None)
-    if where is None:
-        return
-    selects = [what for what, on in (("a search", bool(spec.search)), (f"{spec.scheduler.name} scheduling",
-               spec.scheduler.name != "fifo"), ("a final stage", bool(spec.final))) if on]
-    if selects:
-        listed = f"{', '.join(selects[:-1])} and {selects[-1]}" if len(selects) > 1 else selects[0]
-        raise _fail(spec.source, where,
-                    "test is allowed only in a sweep that selects nothing by its metric (a grid with asha: false and "
-                    f"final: false); this one has {listed}: evaluate its trials on val (a final stage "
-                    "measures the selected configurations on the test split)")
 
 
 def _check_top_key(source: str, key: Any) -> None:

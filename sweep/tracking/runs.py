@@ -140,8 +140,9 @@ def end_sweep(uri: str, parent_run_id: str, state: str) -> None:
         client.set_terminated(parent_run_id, "FINISHED")
 
 
-def log_baselines(uri: str, parent_run_id: str, split: str, baselines: dict[str, float]) -> None:
-    """The baselines (trainer.baselines.baseline_accuracies) of a split, on the parent run."""
-    now = int(time.time() * 1000)
+def log_baselines(uri: str, parent_run_id: str, split: str, baselines: dict[str, float], seed: int | None = None) -> None:
+    """The baselines (trainer.baselines.baseline_accuracies) of a split, on the parent run:
+    baseline.<name>.<split>, or baseline.<name>.<split>.seed_<seed> for one seed's init."""
+    now, suffix = int(time.time() * 1000), "" if seed is None else f".seed_{seed}"
     write(uri, parent_run_id, "log_batch", run_id=parent_run_id,
-          metrics=[metric_record(f"baseline.{name}.{split}", value, 0, now) for name, value in baselines.items()])
+          metrics=[metric_record(f"baseline.{name}.{split}{suffix}", value, 0, now) for name, value in baselines.items()])

@@ -1,5 +1,6 @@
-"""The sweep's baselines (raw pixels, the untrained encoder), measured once per split as a Ray task
-with a trial's resources and logged on the sweep's parent run."""
+"""The sweep's baselines (raw pixels, the untrained encoder), measured as Ray tasks with a trial's
+resources and logged on the sweep's parent run: on the search's split once, from the base
+configuration; on the test split for each final-stage seed, with that seed's init."""
 from __future__ import annotations
 
 import ray
@@ -8,34 +9,63 @@ from sweep.selection import FINAL_EVALUATION
 from sweep.space import SweepSpec
 from sweep.tracking.runs import client_for, log_baselines
 from trainer import TrainConfig
-from trainer.baselines import baseline_accuracies
+from trainer.baselines import SEED_DEPENDENT, baseline_accuracies
 
 
-def _baselines_task(config: dict) -> dict[str, float]:
-    return baseline_accuracies(TrainConfig.from_dict(config))
+def _baselines_task(config: dict, raw_pixels: bool) -> dict[str, float]:
+    return baseline_accuracies(TrainConfig.from_dict(config), raw_pixels=raw_pixels)
+
+
+def _seed_part(baselines: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in baselines.items() if k.split("_probe")[0] in SEED_DEPENDENT}
 
 
 def measure_baselines(spec: SweepSpec, uri: str, parent_run_id: str, resources: dict[str, float],
-                      split: str) -> dict[str, float] | None:
-    """Once per sweep and split: kNN (and linear probe, when the configuration fits one) of raw pixels
-    and of the untrained encoder, on the base configuration's bank and queries (the final stage's for
-    test), as a task with a trial's resources."""
+                      split: str, seeds: list[int] | None = None) -> dict[str, float] | None:
+    """kNN (and linear probe, when the configuration fits one) of raw pixels and of the untrained
+    encoder, on the base configuration's bank and queries (the final stage's for test). Without
+    seeds: once, with the base's seed. With seeds (the final stage's): raw pixels once, and the
+    untrained encoder for each seed's init (baseline.<what>.<split>.seed_<seed>), so that each final
+    run is compared with the untrained encoder of its own seed; the first seed's are also the split's
+    plain baseline.<what>.<split>. What a resumed sweep measured before is not measured again."""
     metrics = client_for(uri).get_run(parent_run_id).data.metrics
-    if f"baseline.raw_pixels.{split}" in metrics:
-        return None  # measured before this resume
     config = spec.train_config({}).to_dict()
     if split == "test":
         config.update(FINAL_EVALUATION)
+    wanted = [(seed, f"baseline.untrained.{split}.seed_{seed}") for seed in seeds] if seeds else [(None, None)]
+    todo = [seed for seed, key in wanted if (key or f"baseline.raw_pixels.{split}") not in metrics]
+    if not todo:
+        return None  # measured before this resume
+    need_raw = f"baseline.raw_pixels.{split}" not in metrics
     task = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"], max_retries=0)(_baselines_task)
+    runs = [task.remote(config if seed is None else {**config, "seed": seed}, need_raw and i == 0)
+            for i, seed in enumerate(todo)]
     try:
-        baselines = ray.get(task.remote(config))
+        measured = ray.get(runs)
     except Exception as err:  # the search goes on; the report says the baselines are missing
         print(f"baselines on the {split} split could not be measured: {str(err).strip().splitlines()[-1]}", flush=True)
         return None
-    log_baselines(uri, parent_run_id, split, baselines)
-    probes = (f"; linear probe {baselines['raw_pixels_probe']:.4f}, {baselines['untrained_probe']:.4f} and "
-              f"{baselines['untrained_bn_probe']:.4f}" if "raw_pixels_probe" in baselines else "")
-    print(f"baselines on the {split} split ({int(baselines['queries'])} queries): kNN on raw pixels "
-          f"{baselines['raw_pixels']:.4f}, on the untrained encoder {baselines['untrained']:.4f} "
-          f"({baselines['untrained_bn']:.4f} with BatchNorm calibrated){probes}", flush=True)
-    return baselines
+    first = seeds[0] if seeds else None
+    for seed, baselines in zip(todo, measured):
+        plain = baselines if seed == first else {k: v for k, v in baselines.items() if k not in _seed_part(baselines)}
+        if plain:
+            log_baselines(uri, parent_run_id, split, plain)
+        if seed is not None:
+            log_baselines(uri, parent_run_id, split, _seed_part(baselines), seed=seed)
+    _print(split, todo, measured)
+    return measured[0]
+
+
+def _print(split: str, seeds: list, measured: list[dict[str, float]]) -> None:
+    raw = next((b for b in measured if "raw_pixels" in b), None)
+    queries = int(measured[0]["queries"])
+    if raw:
+        probe = f" (linear probe {raw['raw_pixels_probe']:.4f})" if "raw_pixels_probe" in raw else ""
+        print(f"baselines on the {split} split ({queries} queries): kNN on raw pixels {raw['raw_pixels']:.4f}{probe}",
+              flush=True)
+    for seed, b in zip(seeds, measured):
+        which = f"seed {seed}'s init" if seed is not None else "its init"
+        probe = (f"; linear probe {b['untrained_probe']:.4f} and {b['untrained_bn_probe']:.4f}"
+                 if "untrained_probe" in b else "")
+        print(f"  the untrained encoder ({which}) on the {split} split: kNN {b['untrained']:.4f} "
+              f"({b['untrained_bn']:.4f} with BatchNorm calibrated){probe}", flush=True)

@@ -47,7 +47,11 @@ LEVEL = {"byol": 0.80, "simclr": 0.70, "crop_only": 0.45, "no_color": 0.6}
 BASELINES = {"baseline.raw_pixels.test": 0.30, "baseline.untrained.test": 0.25, "baseline.untrained_bn.test": 0.35,
              "baseline.queries.test": 1000.0, "baseline.raw_pixels_probe.test": 0.33,
              "baseline.untrained_probe.test": 0.28, "baseline.untrained_bn_probe.test": 0.99,
-             "baseline.raw_pixels.val": 0.31, "baseline.untrained.val": 0.26, "baseline.queries.val": 500.0}
+             "baseline.raw_pixels.val": 0.31, "baseline.untrained.val": 0.26, "baseline.queries.val": 500.0,
+             # the final stage's seeds, each with its own init
+             **{f"baseline.{what}.test.seed_{10000 + i}": level + step
+                for what, level in (("untrained", 0.25), ("untrained_bn", 0.35), ("untrained_probe", 0.28),
+                                    ("untrained_bn_probe", 0.98)) for i, step in enumerate((0.0, 0.01, -0.01))}}
 # ASHA's decisions as the scheduler would have recorded them: trial index -> rung -> record
 DECISIONS_A = {
     0: {1: {"rung": 1, "value": 0.26, "cutoff": None, "decision": "continue"},
@@ -201,7 +205,9 @@ def test_report_files_and_sections(report_a):
         assert f"## {title}" in md
         assert f"<h2>{title}</h2>" in html
     pngs = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)
-    assert {"curves.png", "history.png", "parallel.png", "interaction.png", "sensitivity.png", "z_std.png"} <= set(pngs)
+    assert {"curves.png", "history.png", "z_std.png"} <= set(pngs)
+    # 5 full-budget trials, below MIN_TRIALS_FOR_EFFECT_PLOTS: no effect plots (tests/reports/test_small_n_figures.py)
+    assert not {"parallel.png", "interaction.png", "sensitivity.png"} & set(pngs)
     for name in pngs:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert html.count('src="data:image/png;base64,') == len(pngs)
@@ -282,19 +288,35 @@ def test_the_headline_is_the_final_stage_beside_the_baselines(report_a, store):
             and f"test knn_acc {values.mean():.4f} [{values.mean() - half:.4f}, {values.mean() + half:.4f}] (n = 3)"
             in result)
     assert "10000, 10001, 10002" in result and "optimistic" in result
-    # baselines with their binomial intervals over 1000 queries; the trained model is far above both
-    assert "| kNN on raw pixels | 0.3000 [0.2717, 0.3295] |" in result
+    # raw pixels with their binomial interval over 1000 queries, the untrained encoder from each seed's
+    # own init; the trained model is far above all, compared paired by seed where the seed has a baseline
+    assert "| kNN on raw pixels | 0.3000 [0.2717, 0.3295] (95% Clopper-Pearson over the queries) |" in result
+    assert ("| kNN on the untrained encoder | 0.2500 (mean of 3 inits, seeds 10000, 10001, 10002: 0.2500, 0.2600, "
+            "0.2400, SD 0.0100) |") in result
+    untrained = values - np.array([0.25, 0.26, 0.24])
+    paired = stats.ttest_1samp(untrained, 0.0).confidence_interval(0.95)
+    assert (f"| kNN on the untrained encoder | {untrained.mean():.4f} [{paired.low:.4f}, {paired.high:.4f}] | "
+            "paired by seed (n 3) |") in result
+    assert re.search(r"^\| kNN on raw pixels \| 0\.\d+ \[0\.\d+, 0\.\d+\] \| against one value \(n 3\) \| 0\.\d+ \| yes \|$",
+                     result, re.M)
     assert "Training helped: on knn_acc it beat every baseline" in result
+    # each seed's values beside its own untrained encoder, and their SD
+    assert re.search(r"^\| 10001 \| 0\.\d{4} \| 0\.\d{4} \| 0\.2600 \| 0\.3600 \|$", result, re.M)
+    assert f"| SD over the seeds | {values.std(ddof=1):.4f} | {values.std(ddof=1):.4f} | 0.0100 | 0.0100 |" in result
     # the linear probe beside its own baselines, measured the same way on the same queries
     probes = values + 0.02  # the fixture's probe of each final run
     probe_half = stats.t.ppf(0.975, 2) * probes.std(ddof=1) / math.sqrt(3)
     assert f"{probes.mean():.4f} [{probes.mean() - probe_half:.4f}, {probes.mean() + probe_half:.4f}] (n = 3)" in result
     assert "| linear probe on raw pixels | 0.3300 [" in result
-    assert re.search(r"^\| linear probe on raw pixels \| 0\.\d+ \[0\.\d+, 0\.\d+\] \| yes \|$", result, re.M)
-    assert re.search(r"^\| linear probe on the untrained encoder, BatchNorm statistics calibrated \| -0\.\d+ .* \| no \|$",
-                     result, re.M)
-    assert "Training did not clearly beat: linear probe on the untrained encoder, BatchNorm statistics calibrated." in result
+    assert re.search(r"^\| linear probe on raw pixels \| 0\.\d+ \[0\.\d+, 0\.\d+\] \| against one value \(n 3\) \| "
+                     r"0\.\d+ \| yes \|$", result, re.M)
+    assert re.search(r"^\| linear probe on the untrained encoder, BatchNorm statistics calibrated \| -0\.\d+ .* \| "
+                     r"paired by seed \(n 3\) \| .* \| no \|$", result, re.M)
+    assert "Training did not clearly beat: linear probe on the untrained encoder, BatchNorm statistics calibrated (" in result
     assert _summary_value(md, "Final-stage runs") == "3 completed of 3"
+    protocol = _summary_value(md, "kNN protocol")
+    assert protocol.startswith("weighted kNN (Wu et al. 2018) on L2-normalised encoder features: k ")
+    assert protocol.endswith("; queries 500 on val, 1000 on test") and "temperature " in protocol
 
 
 def test_the_console_gets_the_final_result_and_its_verdicts_in_short(store, tmp_path):

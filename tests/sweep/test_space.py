@@ -169,3 +169,18 @@ def test_trials_evaluate_on_the_test_split_only_when_nothing_is_selected_by_thei
     load_space(write(tmp_path, text.replace("eval_split: test", "eval_split: val")))
     load_space(write(tmp_path, "base: {dataset: digits, epochs: 4, eval_split: test}\ngrid:\n  seed: [0, 1]\n"
                                "algorithm: grid\nasha: false\nfinal: false\n"))
+
+
+@pytest.mark.parametrize("seeds, key", [
+    ("base: {dataset: digits, epochs: 4, seed: 10001}\nsearch:\n  base_lr: {loguniform: [0.1, 1.0]}\n", "base.seed"),
+    ("base: {dataset: digits, epochs: 4}\ngrid:\n  seed: [1, 10002]\n  base_lr: [0.1, 1.0]\nalgorithm: grid\n", "grid.seed"),
+    ("base: {dataset: digits, epochs: 4}\nsearch:\n  seed: {uniform: [0, 20000]}\n", "search.seed"),
+    ("base: {dataset: digits, epochs: 4}\nsearch:\n  seed: {choice: [3, 10000]}\n", "search.seed"),
+])
+def test_the_final_stages_seeds_are_never_seeds_the_search_used(tmp_path, seeds, key):
+    with pytest.raises(SpaceError, match=rf"{re.escape(key)}: seed 1000\d is also a final-stage seed: the final stage "
+                                         r"trains on new seeds 10000-10002"):
+        load_space(write(tmp_path, seeds))
+    # without a final stage, or with seeds below the final ones, the same space is valid
+    load_space(write(tmp_path, seeds + "final: false\n"))
+    load_space(write(tmp_path, "base: {dataset: digits, epochs: 4}\nsearch:\n  seed: {uniform: [0, 9999]}\n"))

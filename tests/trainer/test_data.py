@@ -24,18 +24,19 @@ def digits():
 def test_digits_are_uint8_rgb_32px_with_ten_classes(digits):
     assert digits.train_images.dtype == torch.uint8 and digits.eval_images.dtype == torch.uint8
     assert digits.train_images.shape[1:] == (3, 32, 32) and digits.eval_images.shape[1:] == (3, 32, 32)
-    assert len(digits.train_images) + len(digits.eval_images) == 1797
+    assert (len(digits.train_images), len(digits.eval_images)) == (1259, 269)  # 70/15/15 of 1,797: val shown
     assert len(digits.train_labels) == len(digits.train_images)
     assert len(digits.eval_labels) == len(digits.eval_images)
     assert digits.classes == [str(i) for i in range(10)]
     assert digits.train_labels.dtype == torch.int64
     assert set(digits.train_labels.tolist()) == set(range(10)) == set(digits.eval_labels.tolist())
-    # about 20% held out, stratified: every class has roughly a fifth of its images held out
-    assert 0.18 < len(digits.eval_images) / 1797 < 0.22
+    # stratified: every class has about 15% of its images in val (and as many in test)
+    test = D.load("digits", eval_split="test")
+    assert torch.equal(test.train_images, digits.train_images) and len(test.eval_images) == 269
     for c in range(10):
-        n_train = int((digits.train_labels == c).sum())
-        n_eval = int((digits.eval_labels == c).sum())
-        assert 0.15 < n_eval / (n_train + n_eval) < 0.25
+        n_class = int((digits.train_labels == c).sum() + (digits.eval_labels == c).sum() + (test.eval_labels == c).sum())
+        for held in (digits.eval_labels, test.eval_labels):
+            assert 0.13 < int((held == c).sum()) / n_class < 0.17
     # real pictures: grey (equal channels), dark background, bright strokes
     x = digits.train_images
     assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2])
@@ -47,9 +48,12 @@ def test_digits_split_is_fixed_and_disjoint(digits):
     assert torch.equal(again.train_images, digits.train_images)
     assert torch.equal(again.eval_images, digits.eval_images)
     assert torch.equal(again.train_labels, digits.train_labels)
-    # no held-out image is also a training image (sklearn's digits hold no exact duplicates)
-    train = {bytes(img.numpy()) for img in digits.train_images}
-    assert not any(bytes(img.numpy()) in train for img in digits.eval_images)
+    # no val or test image is also a training image, and val is not test (sklearn's digits hold no
+    # exact duplicates; tests/trainer/test_splits.py checks the indices)
+    test = D.load("digits", eval_split="test")
+    train, val, held = ({bytes(img.numpy()) for img in x} for x in (digits.train_images, digits.eval_images,
+                                                                     test.eval_images))
+    assert not train & val and not train & held and not val & held
 
 
 def test_digits_other_size():
@@ -117,12 +121,12 @@ def test_imagefolder_loads_real_png_and_jpeg(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     calls = count_decodes(monkeypatch)
     data = D.load(f"imagefolder:{root}", cache_dir=str(cache), image_size=32)
-    assert sorted(calls) == [3, 12]  # the training and held-out images, each decoded once
+    assert sorted(calls) == [3, 9]  # the training and val images, each decoded once (test: not asked for)
     assert data.classes == ["cat", "dog", "owl"]
     assert data.train_images.dtype == torch.uint8
-    assert data.train_images.shape == (12, 3, 32, 32) and data.eval_images.shape == (3, 3, 32, 32)
-    assert sorted(data.eval_labels.tolist()) == [0, 1, 2]  # stratified: one of five per class
-    assert sorted(data.train_labels.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
+    assert data.train_images.shape == (9, 3, 32, 32) and data.eval_images.shape == (3, 3, 32, 32)
+    assert sorted(data.eval_labels.tolist()) == [0, 1, 2]  # stratified: of five a class, one val, one test
+    assert sorted(data.train_labels.tolist()) == [0] * 3 + [1] * 3 + [2] * 3
     # pixels are the files' pixels: the bottom of every image is its class colour (JPEG: nearly)
     for images, labels in ((data.train_images, data.train_labels), (data.eval_images, data.eval_labels)):
         for img, label in zip(images, labels):
@@ -142,7 +146,8 @@ def test_imagefolder_png_pixels_are_exact(tmp_path):
             (root / c).mkdir(parents=True, exist_ok=True)
             Image.fromarray(arr).save(root / c / f"{i}.png")
     data = D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "cache"))
-    everything = torch.cat([data.train_images, data.eval_images])
+    test = D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "cache"), eval_split="test")
+    everything = torch.cat([data.train_images, data.eval_images, test.eval_images])
     expected = {bytes(torch.from_numpy(a).permute(2, 0, 1).contiguous().numpy()) for a in arrays.values()}
     assert {bytes(img.numpy()) for img in everything} == expected
 
@@ -188,12 +193,12 @@ def test_imagefolder_cache_is_invalidated_by_a_changed_file(tmp_path, monkeypatc
     stat = target.stat()
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     data = D.load(f"imagefolder:{root}", cache_dir=str(cache))
-    assert len(calls) == 1 and calls[0] in (3, 12)  # only the part that holds the changed file
+    assert len(calls) == 1 and calls[0] in (3, 9)  # only the part that holds the changed file
     everything = torch.cat([data.train_images, data.eval_images])
     assert any(bool((img[:, -8:] == 255).all()) for img in everything)
     # another image size is another cache entry
     D.load(f"imagefolder:{root}", cache_dir=str(cache), image_size=48)
-    assert sum(calls[1:]) == 15
+    assert sum(calls[1:]) == 12
     assert len(list(cache.glob("*.pt"))) == 5
 
 
@@ -224,12 +229,16 @@ def test_imagefolder_with_val_and_test_folders_uses_the_one_asked_for(tmp_path):
     assert len(D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "c")).train_images) == 9
 
 
-def test_imagefolder_without_a_test_folder_refuses_eval_split_test(tmp_path):
+def test_imagefolder_without_a_test_folder_tests_on_a_fixed_part_of_train_never_trained_on(tmp_path):
     root = tmp_path / "valonly"
     make_tree(root / "train", per_class=3)
     make_tree(root / "val", per_class=1)
-    with pytest.raises(DataError, match="has no test/ folder beside train/; use eval_split val"):
-        D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "c"), eval_split="test")
+    val = D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "c"))
+    test = D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "c"), eval_split="test")
+    assert torch.equal(val.train_images, test.train_images) and len(val.train_images) == 6
+    assert len(val.eval_images) == 3 and sorted(test.eval_labels.tolist()) == [0, 1, 2]  # 10% (one) a class
+    as_bytes = lambda images: {bytes(img.numpy()) for img in images}  # noqa: E731
+    assert not as_bytes(test.eval_images) & (as_bytes(val.train_images) | as_bytes(val.eval_images))
 
 
 def _fake_cifar10(root: Path, per_batch: int = 40) -> None:
@@ -265,7 +274,7 @@ def test_imagefolder_val_subfolder_is_the_eval_split(tmp_path):
     make_tree(root / "train", per_class=3)
     make_tree(root / "val", per_class=1)
     data = D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "cache"))
-    assert len(data.train_images) == 9 and len(data.eval_images) == 3
+    assert len(data.train_images) == 6 and len(data.eval_images) == 3  # train/ less its test part: 1 of 3 a class
 
 
 def test_imagefolder_mismatched_split_classes_are_refused(tmp_path):
@@ -317,8 +326,9 @@ def test_unreadable_image_is_refused_naming_the_file(tmp_path):
     root = make_tree(tmp_path / "pets", per_class=2)
     bad = root / "dog" / "x.jpg"
     bad.write_bytes(b"\x00\x01garbage, not a JPEG at all" * 10)
+    split = next(s for s in ("val", "test") if bad in D.tree_split(root, s)[0] + D.tree_split(root, s)[2])
     with pytest.raises(DataError) as err:
-        D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "cache"))
+        D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "cache"), eval_split=split)
     assert str(bad) in str(err.value)
     # nothing half-decoded was cached: at most the other part, which decoded whole
     assert len(list(tmp_path.glob("cache/*.pt"))) <= 1 and not list(tmp_path.glob("cache/*.tmp*"))
@@ -357,7 +367,7 @@ def test_imagefolder_cache_that_is_not_one_is_refused_naming_it(tmp_path):
     root = make_tree(tmp_path / "pets")
     cache = tmp_path / "cache"
     D.load(f"imagefolder:{root}", cache_dir=str(cache))
-    path = max(cache.glob("*.pt"), key=lambda p: p.stat().st_size)  # the 12 training images
+    path = max(cache.glob("*.pt"), key=lambda p: p.stat().st_size)  # the 9 training images
     marker = tmp_path / "pwned"
 
     class TouchOnLoad:
@@ -365,7 +375,7 @@ def test_imagefolder_cache_that_is_not_one_is_refused_naming_it(tmp_path):
             return Path.touch, (marker,)
 
     for content, reason in ((lambda: torch.save(TouchOnLoad(), path), "never loaded"),
-                            (lambda: torch.save(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), path), "of these 12 images"),
+                            (lambda: torch.save(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), path), "of these 9 images"),
                             (lambda: path.write_bytes(b"PK\x03\x04 cut short"), "truncated or corrupt")):
         content()
         with pytest.raises(DataError, match=rf"^{re.escape(str(path))} is not a byol-sweep image cache.*{reason}"):
@@ -426,8 +436,10 @@ def test_a_cached_dataset_is_mapped_from_one_file_per_node_not_copied(tmp_path):
 
 def test_the_held_out_split_is_the_same_whether_decoded_whole_or_in_parts(tmp_path):
     root = make_tree(tmp_path / "pets")
-    data = D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "cache"))
     files, labels, classes = D._list_tree(root)
-    whole = D.hold_out(D.decode_files(files, 32), torch.tensor(labels), classes, D.SINGLE_SPLIT_FRACTION)
-    assert torch.equal(whole.train_images, data.train_images) and torch.equal(whole.eval_images, data.eval_images)
-    assert torch.equal(whole.train_labels, data.train_labels) and torch.equal(whole.eval_labels, data.eval_labels)
+    whole, y = D.decode_files(files, 32), torch.tensor(labels)
+    parts = {k: torch.from_numpy(v) for k, v in D.three_way_split(y.numpy()).items()}
+    for split in ("val", "test"):
+        data = D.load(f"imagefolder:{root}", cache_dir=str(tmp_path / "cache"), eval_split=split)
+        assert torch.equal(whole[parts["train"]], data.train_images) and torch.equal(y[parts["train"]], data.train_labels)
+        assert torch.equal(whole[parts[split]], data.eval_images) and torch.equal(y[parts[split]], data.eval_labels)

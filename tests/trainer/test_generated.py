@@ -104,20 +104,20 @@ def canvas_val():
 
 def test_digits_canvas_parts(canvas_val):
     test = D.load("digits_canvas", eval_split="test")
-    digits = D.load("digits")  # the same 80/20 split of scikit-learn's digits
-    for d in (canvas_val, test):
+    for d, split in ((canvas_val, "val"), (test, "test")):
+        digits = D.load("digits", eval_split=split)  # the same 70/15/15 split of scikit-learn's digits
         assert d.classes == [str(i) for i in range(10)]
         assert d.train_images.dtype == torch.uint8 and d.train_images.shape[1:] == (3, 32, 32)
         assert d.eval_images.shape[1:] == (3, 32, 32)
         assert len(d.train_images) == len(digits.train_images) * E.CANVAS_COPIES
         assert len(d.eval_images) == len(digits.eval_images) * E.CANVAS_COPIES
-        assert torch.equal(torch.bincount(d.train_labels), torch.bincount(digits.train_labels) * E.CANVAS_COPIES)
-        assert torch.equal(torch.bincount(d.eval_labels), torch.bincount(digits.eval_labels) * E.CANVAS_COPIES)
+        assert torch.equal(d.train_labels, digits.train_labels.repeat_interleave(E.CANVAS_COPIES))
+        assert torch.equal(d.eval_labels, digits.eval_labels.repeat_interleave(E.CANVAS_COPIES))
         x = d.train_images
         assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2])  # grey
     assert torch.equal(canvas_val.train_images, test.train_images)
-    assert torch.equal(canvas_val.eval_labels, test.eval_labels)
-    assert not torch.equal(canvas_val.eval_images, test.eval_images)  # same digits, other placements
+    assert torch.equal(torch.bincount(canvas_val.eval_labels), torch.bincount(test.eval_labels))  # as many a class
+    assert not torch.equal(canvas_val.eval_labels, test.eval_labels)  # other digits (tests/trainer/test_splits.py)
     again = D.load("digits_canvas", eval_split="val")
     assert torch.equal(again.train_images, canvas_val.train_images) and torch.equal(again.eval_images, canvas_val.eval_images)
 
