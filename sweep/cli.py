@@ -129,12 +129,21 @@ def cmd_sync(args) -> int:
     from sweep.logged_train import is_train_folder, sync_train_folder  # torch
 
     if is_train_folder(args.name):
-        sent, left = sync_train_folder(args.name, resolve_tracking_uri(args.tracking_uri))
+        sent, left, unsent = sync_train_folder(args.name, resolve_tracking_uri(args.tracking_uri))
     else:
-        sent, left = sync_sweep(args.name, storage=args.storage, tracking_uri=args.tracking_uri)
+        sent, left, unsent = sync_sweep(args.name, storage=args.storage, tracking_uri=args.tracking_uri)
     what = f"run {args.name}" if is_train_folder(args.name) else f"sweep {args.name}"
+    if unsent:
+        print(f"{what}: sent {sent} MLflow records; {len(unsent)} will never reach MLflow from its journal:",
+              file=sys.stderr)
+        for line in unsent:
+            print(f"  {line}", file=sys.stderr)
+        if left:
+            print(f"  and {left} more wait for the tracking server: try again", file=sys.stderr)
+        return 1
     if left:
-        print(f"{what}: sent {sent} MLflow records; {left} could not be sent, try again", file=sys.stderr)
+        print(f"{what}: sent {sent} MLflow records; {left} could not be sent (the tracking server does not answer), "
+              "try again", file=sys.stderr)
         return 1
     print(f"{what}: sent {sent} MLflow records from its journal" if sent
           else f"{what}: MLflow has every record of its journal")

@@ -126,17 +126,17 @@ def is_train_folder(path: str | Path) -> bool:
     return (Path(path) / RUN_FILE).is_file()
 
 
-def sync_train_folder(folder: str | Path, uri: str) -> tuple[int, int]:
+def sync_train_folder(folder: str | Path, uri: str) -> tuple[int, int, list[str]]:
     """`byol-sweep sync <train output folder>`: send what its journal holds, then its encoder if the
-    run completed and has none yet; returns (sent, left)."""
+    run completed and has none yet; returns (sent, left, unsent) as sync_journal."""
     folder = Path(folder)
     check_store(uri)
     try:
-        sent, left = sync_journal(uri, folder)
+        sent, left, unsent = sync_journal(uri, folder)
     except JournalBusy:
         raise TrackingError(f"a `byol-sweep train` is writing to {folder}: it sends its records itself") from None
-    if left:
-        return sent, left
+    if left or unsent:
+        return sent, left, unsent
     saved = _saved_run(folder)
     journal = Journal(journal_path(folder))
     run_id = journal.ids().get(saved["run"], saved["run"])
@@ -145,4 +145,4 @@ def sync_train_folder(folder: str | Path, uri: str) -> tuple[int, int]:
     if run.data.tags.get("status") == COMPLETED and ARTIFACT_DIR not in artifacts_of(client, run):
         log_encoder(uri, folder, run_id)
         sent += 1
-    return sent, 0
+    return sent, 0, []

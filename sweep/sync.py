@@ -11,9 +11,9 @@ from sweep.tracking.journal import JournalBusy
 from sweep.tracking.writers import journal_path, sync_journal
 
 
-def sync_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | None = None) -> tuple[int, int]:
+def sync_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | None = None) -> tuple[int, int, list[str]]:
     """Send the MLflow records a sweep's journal holds and MLflow has not got (its tracking server
-    was away when the driver ended); returns (sent, left)."""
+    was away when the driver ended); returns (sent, left, unsent) as sync_journal."""
     state = read_state(name, storage)
     uri = tracking_uri_for(state, name, tracking_uri)
     try:
@@ -32,7 +32,7 @@ def sync_sweeps(uri: str, sweeps: list[tuple[str | None, str | None]]) -> None:
         if not journal_path(folder).exists():
             continue
         try:
-            sent, left = sync_journal(uri, folder)
+            sent, left, unsent = sync_journal(uri, folder)
         except JournalBusy:
             print(f"sweep {name} is running: the report shows what MLflow holds now", file=sys.stderr, flush=True)
             continue
@@ -41,3 +41,6 @@ def sync_sweeps(uri: str, sweeps: list[tuple[str | None, str | None]]) -> None:
         if left:
             print(f"{left} MLflow records of sweep {name} could not be sent; the report misses them",
                   file=sys.stderr, flush=True)
+        if unsent:
+            print(f"{len(unsent)} MLflow records of sweep {name} will never reach MLflow from its journal (`byol-sweep "
+                  f"sync {name}` lists them); the report misses them", file=sys.stderr, flush=True)

@@ -1,8 +1,8 @@
 """A local, append-only journal of MLflow writes: written (and fsync'd) first, sent from there.
 
-Each record is one JSON line with an id (1, 2, ...). `<journal>.sent` holds the id of the last
-record MLflow acknowledged, so a replay (after the server came back, at the end of a sweep, or by
-`resume` / `sync`) sends each record once. A run gets a local placeholder id (`local-...`) when it
+Each record is one JSON line with an id (1, 2, ...) and a checksum of its content (`crc`).
+`<journal>.sent` holds the id of the last record MLflow acknowledged, so a replay (after the server
+came back, at the end of a sweep, or by `resume` / `sync`) sends each record once. A run gets a local placeholder id (`local-...`) when it
 is journalled; the replay creates the run and maps the placeholder to MLflow's id (`<journal>.ids`,
 JSON) for every later record.
 
@@ -12,23 +12,55 @@ again: a run is created with the tag `byol_sweep.record_id` = its placeholder an
 first; a metric already in MLflow with the same (key, step, timestamp, value) is not sent again.
 Params, tags and terminations are idempotent in MLflow.
 
+Damage is named, never skipped silently: a line that is not valid JSON, fails its checksum or is out
+of sequence, and a torn last line (a write that never completed), is copied to `<journal>.damaged`
+with its line number and reason, and the records after it are read and sent as usual; a new record
+never reuses the id of a damaged or sent one. A record MLflow refuses (a deleted run, a param logged
+again with another value: anything but "the server is away", see sweep/tracking/sender.py) is set
+aside in `<journal>.refused` with MLflow's reason, and the records after it flow on.
+
 The journal also answers what has been written (`LocalState`): the driver reads its own writes
 from there, so it needs no server to find a trial's run, its last epoch or the best so far.
 """
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
+import re
 import threading
-import time
 import uuid
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 WRITES = ("create_run", "log_batch", "set_tag", "set_terminated", "update_run")
 RECORD_TAG = "byol_sweep.record_id"  # a run's placeholder, so a re-sent create_run finds the run
+
+
+def checksum(record: dict) -> str:
+    """CRC-32 of a record's id, op and args, as canonical JSON."""
+    body = json.dumps({k: record.get(k) for k in ("id", "op", "args")}, sort_keys=True)
+    return f"{zlib.crc32(body.encode()):08x}"
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A journal line that could not be read as a record: where, why, and what of it can be told."""
+
+    line: int
+    reason: str
+    text: str
+    id: int | None  # the record id it carried, when that much can be read
+    sent: bool  # MLflow had it before the damage (a later record was acknowledged)
+
+    def describe(self, path: Path) -> str:
+        run = re.search(r'"run_id": "([^"]+)"', self.text)
+        steps = sorted({int(s) for s in re.findall(r'"step": (\d+)', self.text)})
+        what = ", ".join(x for x in ((f"record {self.id}" if self.id else ""), (f"run {run.group(1)}" if run else ""),
+                                     (f"epochs {', '.join(map(str, steps))}" if steps else "")) if x)
+        return f"{path}, line {self.line} ({what or 'nothing of it readable'}): {self.reason}"
 
 
 class JournalBusy(RuntimeError):
@@ -72,46 +104,143 @@ class Journal:
         self.sent_path = self.path.with_name(self.path.name + ".sent")
         self.ids_path = self.path.with_name(self.path.name + ".ids")
         self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.damaged_path = self.path.with_name(self.path.name + ".damaged")
+        self.refused_path = self.path.with_name(self.path.name + ".refused")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.existed = self.path.exists()
         self._lock = threading.Lock()
-        self._drop_torn_tail()
+        self.damage: list[Damage] = []
+        torn = self._cut_torn_tail()
         self.state = LocalState()
         last = 0
-        for record, _ in self._scan(0):
+        for record, _ in self._scan(0, self.damage):
             self.state.apply(record)
             last = record["id"]
-        self._next = last + 1
+        if torn:
+            self.damage.append(torn)
+        self._name_damage()
+        self._last_record = last
+        ids = [last, self.sent, *(d.id or 0 for d in self.damaged())]
+        self._next = max(ids) + 1  # never the id of a damaged record, nor one MLflow acknowledged
         self._cursor = (0, 0)  # (id of a record, byte offset just after it): where pending() starts reading
         self.in_doubt = True  # the first pending record may have reached MLflow before the last sender died
         self.complete = True  # the whole record of its sweep (False: a resumed sweep that predates journals)
         self._lock_handle = None
 
-    def _drop_torn_tail(self) -> None:
-        """A last line without its newline was torn (the driver died mid-write, before the write
-        returned): cut it, so the next record starts on a line of its own."""
+    def _cut_torn_tail(self) -> Damage | None:
+        """A last line without its newline was torn (its write never completed): cut it, so the next
+        record starts on a line of its own, and say so (its id, when readable, is never reused)."""
         if not self.path.exists():
-            return
+            return None
         with open(self.path, "rb+") as f:
             data = f.read()
-            if data and not data.endswith(b"\n"):
-                f.truncate(data.rfind(b"\n") + 1)
+            if not data or data.endswith(b"\n"):
+                return None
+            start = data.rfind(b"\n") + 1
+            f.truncate(start)
+        text = data[start:].decode("utf-8", "replace")
+        found = re.match(r'\{"id": (\d+)', text)
+        record_id = int(found.group(1)) if found else None
+        return Damage(data.count(b"\n") + 1, "torn: its write never completed (the process died writing it)", text,
+                      record_id, bool(record_id and record_id <= self.sent))
 
-    def _scan(self, offset: int) -> list[tuple[dict, int]]:
-        out = []
+    def _scan(self, offset: int, damage: list[Damage] | None = None) -> list[tuple[dict, int]]:
+        """(record, byte offset after it) of each good line from offset; a damaged line is skipped
+        and, with damage given (a scan from the start), described there."""
+        out: list[tuple[dict, int]] = []
         if not self.path.exists():
             return out
+        bad: list[tuple[int, str, bytes, int]] = []
+        last_id, line = 0, 0
         with open(self.path, "rb") as f:
             f.seek(offset)
             for raw in f:
+                line += 1
                 if not raw.endswith(b"\n"):
-                    break  # being written, or torn
+                    break  # being written
+                offset += len(raw)
+                reason = None
                 try:
                     record = json.loads(raw)
+                    if not (isinstance(record, dict) and isinstance(record.get("id"), int) and record.get("op") in WRITES):
+                        reason = "not a journal record"
+                    elif "crc" in record and record["crc"] != checksum(record):
+                        reason = "its checksum does not match its content"
+                    elif record["id"] <= last_id:
+                        reason = f"out of sequence (id {record['id']} after {last_id})"
                 except ValueError:
-                    break
-                offset += len(raw)
+                    reason = "not valid JSON"
+                if reason:
+                    bad.append((line, reason, raw, offset))
+                    continue
+                last_id = record["id"]
                 out.append((record, offset))
+        if damage is not None:
+            sent = self.sent
+            for line_no, reason, raw, end in bad:
+                text = raw.decode("utf-8", "replace").rstrip("\n")
+                found = re.match(r'\{"id": (\d+)', text)
+                record_id = int(found.group(1)) if found else None
+                after = next((r["id"] for r, e in out if e > end), None)  # records are sent in order
+                was_sent = (record_id is not None and record_id <= sent) or (after is not None and after <= sent)
+                damage.append(Damage(line_no, reason, text, record_id, was_sent))
+        return out
+
+    def _name_damage(self) -> None:
+        """Copy each damaged line, not named before, to <journal>.damaged."""
+        known = set()
+        if self.damaged_path.exists():
+            for raw in self.damaged_path.read_text().splitlines():
+                try:
+                    known.add((json.loads(raw)["line"], json.loads(raw)["text"]))
+                except (ValueError, KeyError):
+                    continue
+        new = [d for d in self.damage if (d.line, d.text) not in known]
+        if new:
+            with open(self.damaged_path, "a", encoding="utf-8") as f:
+                for d in new:
+                    f.write(json.dumps({"line": d.line, "reason": d.reason, "text": d.text, "id": d.id,
+                                        "sent": d.sent}) + "\n")
+
+    def damaged(self) -> list[Damage]:
+        """Every damaged line named so far (this and earlier openings of the journal)."""
+        out = []
+        if self.damaged_path.exists():
+            for raw in self.damaged_path.read_text().splitlines():
+                try:
+                    d = json.loads(raw)
+                    out.append(Damage(d["line"], d["reason"], d["text"], d.get("id"), bool(d.get("sent"))))
+                except (ValueError, KeyError):
+                    continue
+        return out
+
+    def set_aside(self, record: dict, reason: str) -> None:
+        """A record MLflow refused: kept in <journal>.refused with the reason; counted as handled."""
+        with open(self.refused_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"id": record["id"], "op": record["op"], "run_id": record["args"].get("run_id"),
+                                "reason": reason, "record": record}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def refused(self) -> list[dict]:
+        if not self.refused_path.exists():
+            return []
+        return [json.loads(raw) for raw in self.refused_path.read_text().splitlines() if raw.strip()]
+
+    def unsent(self) -> list[str]:
+        """What MLflow will never get from this journal, one line each: the records it refused and the
+        damaged lines it had not got."""
+        ids = self.ids()
+        names = {run: tags.get("byol_sweep.trial_id") for run, tags in self.state.tags.items()}
+        names.update({ids[run]: name for run, name in list(names.items()) if run in ids})
+        out = []
+        for r in self.refused():
+            run = r.get("run_id") or r["record"]["args"].get("placeholder")
+            steps = sorted({int(m["step"]) for m in r["record"]["args"].get("metrics") or []})
+            epochs = f", epochs {', '.join(map(str, steps))}" if steps else ""
+            who = f"run {ids.get(run, run)}" + (f" ({names[run]})" if names.get(run) else "")
+            out.append(f"record {r['id']} ({r['op']} of {who}{epochs}) refused by MLflow: {r['reason']}")
+        out += [f"damaged: {d.describe(self.path)}" for d in self.damaged() if not d.sent]
         return out
 
     def hold(self, wait: bool = True) -> None:
@@ -138,11 +267,13 @@ class Journal:
             raise ValueError(f"{op} is not a journalled MLflow write; allowed: {', '.join(WRITES)}")
         with self._lock:
             record = {"id": self._next, "op": op, "args": args}
+            record["crc"] = checksum(record)
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
             self._next += 1
+            self._last_record = record["id"]
             self.state.apply(record)
         return record
 
@@ -158,9 +289,9 @@ class Journal:
             return 0
 
     def pending_count(self) -> int:
-        return max(0, self.last_id - self.sent)
+        return max(0, self._last_record - self.sent)
 
-    def _mark_sent(self, record_id: int) -> None:
+    def mark_sent(self, record_id: int) -> None:
         tmp = self.sent_path.with_suffix(".tmp")
         tmp.write_text(str(record_id))
         os.replace(tmp, self.sent_path)
@@ -171,7 +302,7 @@ class Journal:
         except FileNotFoundError:
             return {}
 
-    def _save_ids(self, ids: dict[str, str]) -> None:
+    def save_ids(self, ids: dict[str, str]) -> None:
         tmp = self.ids_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(ids))
         os.replace(tmp, self.ids_path)
@@ -186,187 +317,6 @@ class Journal:
                 out.append(record)
         return out
 
-    def replay(self, client) -> int:
-        """Send every pending record, in order, each once; returns how many were sent. A record
-        that fails stops the replay (raised) and is in doubt: the next replay checks what of it
-        MLflow already holds before sending it again."""
-        ids = self.ids()
-        count = 0
-        for record in self.pending():
-            try:
-                result = send(client, record, ids, check=self.in_doubt)
-            except BaseException:
-                self.in_doubt = True
-                raise
-            self.in_doubt = False
-            if record["op"] == "create_run":
-                ids[record["args"]["placeholder"]] = result
-                self._save_ids(ids)
-            self._mark_sent(record["id"])
-            count += 1
-        return count
-
 
 def placeholder_id() -> str:
     return f"local-{uuid.uuid4().hex}"
-
-
-def _already_there(client, run_id: str, metrics: list[dict]) -> list[dict]:
-    """The metrics MLflow does not hold yet (by key, step, timestamp and value)."""
-    held: dict[str, set] = {}
-    out = []
-    for m in metrics:
-        if m["key"] not in held:
-            held[m["key"]] = {(h.step, h.timestamp, h.value) for h in client.get_metric_history(run_id, m["key"])}
-        if (int(m["step"]), int(m["timestamp"]), float(m["value"])) not in held[m["key"]]:
-            out.append(m)
-    return out
-
-
-def send(client, record: dict, ids: dict[str, str], check: bool = False) -> Any:
-    """One record to MLflow (client: an MlflowClient); returns the run id of a created run. check:
-    the record may have reached MLflow already (see the module's docstring): look first."""
-    from mlflow.entities import Metric, Param, RunTag  # heavy: a journal with nothing to send never needs it
-
-    args = dict(record["args"])
-    op = record["op"]
-    if "run_id" in args:
-        args["run_id"] = ids.get(args["run_id"], args["run_id"])
-    if op == "create_run":
-        placeholder = args["placeholder"]
-        if check:
-            found = client.search_runs([args["experiment_id"]], filter_string=f"tags.`{RECORD_TAG}` = '{placeholder}'",
-                                       max_results=1)
-            if found:
-                return found[0].info.run_id
-        tags = dict(args.get("tags") or {})
-        if "mlflow.parentRunId" in tags:
-            tags["mlflow.parentRunId"] = ids.get(tags["mlflow.parentRunId"], tags["mlflow.parentRunId"])
-        tags[RECORD_TAG] = placeholder
-        run = client.create_run(args["experiment_id"], run_name=args.get("run_name"), tags=tags,
-                                start_time=args.get("start_time"))
-        return run.info.run_id
-    if op == "log_batch":
-        metrics = args.get("metrics") or []
-        if check and metrics:
-            metrics = _already_there(client, args["run_id"], metrics)
-        params, tags = args.get("params") or {}, args.get("tags") or {}
-        if metrics or params or tags:
-            client.log_batch(
-                args["run_id"],
-                metrics=[Metric(m["key"], float(m["value"]), int(m["timestamp"]), int(m["step"])) for m in metrics],
-                params=[Param(k, v) for k, v in params.items()],
-                tags=[RunTag(k, v) for k, v in tags.items()],
-            )
-    elif op == "set_tag":
-        client.set_tag(args["run_id"], args["key"], args["value"])
-    elif op == "set_terminated":
-        client.set_terminated(args["run_id"], args["status"], end_time=args.get("end_time"))
-    elif op == "update_run":
-        client.update_run(args["run_id"], status=args["status"])
-    return None
-
-
-class JournalledWriter:
-    """Writes go to the journal first, then to MLflow. Synchronously (background=False): sent at
-    once while MLflow answers. In the background (the sweep's driver): a sender thread drains the
-    journal, so a write never waits for the network; while MLflow does not answer, the records wait
-    in the journal and the sender tries again every `retry_s`. Either way `on_offline` is told once
-    when MLflow stops answering and once when it answers again."""
-
-    def __init__(self, journal: Journal, client_factory: Callable[[], Any], on_offline: Callable[[str], None] = print,
-                 background: bool = False, retry_s: float = 2.0):
-        self.journal = journal
-        self.client_factory = client_factory
-        self.on_offline = on_offline
-        self.background = background
-        self.retry_s = retry_s
-        self.offline = False
-        self._told = False
-        self._client = None
-        self._send_lock = threading.Lock()
-        self._changed = threading.Condition()
-        self._stop = False
-        self._thread: threading.Thread | None = None
-        if background:
-            self._thread = threading.Thread(target=self._run, name=f"mlflow-journal:{journal.path.name}", daemon=True)
-            self._thread.start()
-
-    @property
-    def state(self) -> LocalState:
-        return self.journal.state
-
-    def write(self, op: str, **args: Any) -> str | None:
-        """Journal one write and have it sent; returns the run id of a created run: its placeholder
-        in the background (or while offline), MLflow's id when sent at once."""
-        if op == "create_run":
-            args["placeholder"] = placeholder_id()
-        self.journal.append(op, **args)
-        if self.background:
-            with self._changed:
-                self._changed.notify_all()
-        else:
-            self.flush()
-        if op == "create_run":
-            return args["placeholder"] if self.background else self.journal.ids().get(args["placeholder"], args["placeholder"])
-        return None
-
-    def flush(self) -> bool:
-        """Send what is pending; False (and offline) when MLflow does not answer."""
-        with self._send_lock:
-            try:
-                if self._client is None:
-                    self._client = self.client_factory()
-                self.journal.replay(self._client)
-            except Exception as err:  # unreachable, timed out, 5xx: the records wait in the journal
-                if not self._told:
-                    reason = str(err).strip().splitlines()[-1:] or [type(err).__name__]
-                    self.on_offline(f"MLflow does not answer ({reason[0][:200]}); training goes on and its records "
-                                    f"wait in {self.journal.path} until it is back")
-                    self._told = True
-                self.offline = True
-                ok = False
-            else:
-                if self.offline:
-                    self.on_offline("MLflow answers again; the journalled records were sent")
-                self.offline, self._told = False, False
-                ok = True
-        with self._changed:
-            self._changed.notify_all()
-        return ok
-
-    def _run(self) -> None:
-        while True:
-            with self._changed:
-                while not self._stop and self.journal.pending_count() == 0:
-                    self._changed.wait()
-                if self._stop:
-                    return
-            if not self.flush():
-                with self._changed:  # MLflow does not answer: try again in retry_s (or when drained)
-                    if not self._stop:
-                        self._changed.wait(timeout=self.retry_s)
-
-    def drain(self, timeout: float) -> int:
-        """Wait up to timeout seconds until every record is sent; returns how many are left."""
-        deadline = time.monotonic() + timeout
-        if not self.background:
-            while self.journal.pending_count() and not self.flush() and time.monotonic() < deadline:
-                with self._changed:
-                    self._changed.wait(timeout=min(self.retry_s, max(0.0, deadline - time.monotonic())))
-            return self.journal.pending_count()
-        with self._changed:
-            self._changed.notify_all()  # try now, not at the next retry
-            while self.journal.pending_count() and time.monotonic() < deadline:
-                self._changed.wait(timeout=max(0.0, min(self.retry_s, deadline - time.monotonic())))
-        return self.journal.pending_count()
-
-    def close(self) -> None:
-        """Stop the sender thread (what is pending stays in the journal) and release the journal."""
-        with self._changed:
-            self._stop = True
-            self._changed.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-        with contextlib.suppress(Exception):
-            self.journal.release()

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from sweep.errors import TrackingError
-from sweep.tracking.journal import Journal, JournalledWriter, placeholder_id, send
+from sweep.tracking.journal import Journal, placeholder_id
+from sweep.tracking.sender import JournalledWriter, send
 from sweep.tracking.store import client_for, fail_fast_http, mask_uri
 
 DRAIN_ENV = "BYOL_SWEEP_DRAIN_S"  # how long an ending driver waits for its records to be sent
@@ -101,21 +102,25 @@ def close_journal(parent_run_id: str, timeout: float | None = None) -> int:
     return left
 
 
-def sync_journal(uri: str, folder: str | os.PathLike) -> tuple[int, int]:
+def sync_journal(uri: str, folder: str | os.PathLike) -> tuple[int, int, list[str]]:
     """Send what a sweep's journal holds and MLflow has not got (`byol-sweep sync`, `report`);
-    returns (sent, left). JournalBusy if the sweep's driver is running (it sends them itself)."""
+    returns (sent, left, unsent): left, the records still pending (MLflow is away); unsent, one line
+    for each record MLflow will never get from the journal (refused, or damaged before it was sent).
+    JournalBusy if the sweep's driver is running (it sends them itself)."""
     path = journal_path(folder)
     if not path.exists():
-        return 0, 0
+        return 0, 0, []
     journal = Journal(path)
     journal.hold(wait=False)
     try:
-        if not journal.pending_count():
-            return 0, 0  # nothing to send: MLflow is not even imported
         before = journal.sent
-        with fail_fast_http():
-            JournalledWriter(journal, lambda: client_for(uri), lambda message: None).flush()
-        return journal.sent - before, journal.pending_count()
+        pending = [r["id"] for r in journal.pending()]
+        if pending:  # else MLflow is not even imported
+            with fail_fast_http():
+                JournalledWriter(journal, lambda: client_for(uri), lambda message: None).flush()
+        refused_now = len([r for r in journal.refused() if r["id"] > before])
+        sent = len([i for i in pending if i <= journal.sent]) - refused_now
+        return sent, journal.pending_count(), journal.unsent()
     finally:
         journal.release()
 

@@ -6,7 +6,8 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweep.tracking.journal import Journal, JournalledWriter
+from sweep.tracking.journal import Journal
+from sweep.tracking.sender import JournalledWriter, replay
 
 
 class Flaky:
@@ -75,7 +76,7 @@ def test_a_new_driver_replays_what_the_last_one_left(tmp_path):
         f.write('{"id": 3, "op": "set_t')  # the driver died mid-write: a torn last line
     # resume: a fresh journal object on the same file sends what is pending, once
     again = Journal(path)
-    assert again.replay(MlflowClient(uri)) == 2 and again.replay(MlflowClient(uri)) == 0
+    assert replay(again, MlflowClient(uri)) == 2 and replay(again, MlflowClient(uri)) == 0
     (r,) = MlflowClient(uri).search_runs([exp])
     assert r.data.params == {"seed": "0"} and len(MlflowClient(uri).get_metric_history(r.info.run_id, "loss")) == 2
 
@@ -115,11 +116,11 @@ def test_a_record_mlflow_accepted_before_the_sender_died_is_not_sent_twice(tmp_p
         journal.append("log_batch", run_id=f"local-{fail_after}", metrics=[metric(1)], params={"seed": "0"})
         journal.append("log_batch", run_id=f"local-{fail_after}", metrics=[metric(2)], tags={"status": "completed"})
         try:
-            journal.replay(AcceptsThenDies(uri, fail_after))
+            replay(journal, AcceptsThenDies(uri, fail_after))
         except TimeoutError:
             pass
         assert journal.sent == fail_after - 1  # MLflow has the record; the journal does not know it
-        assert Journal(path).replay(MlflowClient(uri)) == 4 - fail_after  # a new driver: the rest, once
+        assert replay(Journal(path), MlflowClient(uri)) == 4 - fail_after  # a new driver: the rest, once
         (run,) = MlflowClient(uri).search_runs([exp], filter_string=f"attributes.run_name = 'r{fail_after}'")
         assert [(m.step, m.value) for m in MlflowClient(uri).get_metric_history(run.info.run_id, "loss")] == [
             (1, 1.0), (2, 0.5)]

@@ -69,6 +69,15 @@ def test_train_logs_a_run_with_its_encoder_and_resume_continues_it(tmp_path):
                           cwd=tmp_path)
     assert (tmp_path / "enc.pt").stat().st_size > 0, exported.stdout
     assert "MLflow has every record" in byol_sweep("sync", str(out), "--tracking-uri", uri, cwd=tmp_path).stdout
+    # a record torn before it was sent: `sync` names it (file, line, run, epoch) and fails until dealt with
+    journal = out / "mlflow-journal.jsonl"
+    lines = journal.read_text().count("\n")
+    with open(journal, "a") as f:
+        f.write(f'{{"id": 999, "op": "log_batch", "args": {{"run_id": "{run.info.run_id}", "metrics": [{{"step": 4')
+    for _ in range(2):
+        torn = byol_sweep("sync", str(out), "--tracking-uri", uri, cwd=tmp_path, check=False)
+        assert torn.returncode == 1 and "1 will never reach MLflow from its journal" in torn.stderr, torn.stderr
+        assert f"damaged: {journal}, line {lines + 1} (record 999, run {run.info.run_id}, epochs 4): torn" in torn.stderr
 
 
 def test_an_unreachable_server_is_one_sentence_before_training(tmp_path):

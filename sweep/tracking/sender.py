@@ -1,0 +1,235 @@
+"""Sending journalled records to MLflow (sweep/tracking/journal.py): one record at a time, what
+counts as MLflow refusing a record rather than being away, and the writer that journals each write
+and sends it, at once or from a background thread."""
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Any, Callable
+
+from sweep.tracking.journal import RECORD_TAG, Journal, LocalState, placeholder_id
+
+
+def replay(journal: Journal, client, on_refused: Callable[[dict, str], None] | None = None) -> int:
+    """Send every pending record of the journal, in order, each once; returns how many were sent. A
+    record MLflow refuses is set aside (on_refused(record, reason) is told) and the replay goes on; any
+    other failure stops the replay (raised) and leaves the record in doubt: the next replay checks what
+    of it MLflow already holds before sending it again."""
+    ids = journal.ids()
+    count = 0
+    for record in journal.pending():
+        try:
+            reason = orphan(record, ids)
+            if reason is None:
+                result = send(client, record, ids, check=journal.in_doubt)
+        except BaseException as err:
+            reason = refusal(err)
+            if reason is None:
+                journal.in_doubt = True
+                raise
+        if reason is not None:
+            journal.set_aside(record, reason)
+            if on_refused is not None:
+                on_refused(record, reason)
+            journal.in_doubt = False
+            journal.mark_sent(record["id"])
+            continue
+        journal.in_doubt = False
+        if record["op"] == "create_run":
+            ids[record["args"]["placeholder"]] = result
+            journal.save_ids(ids)
+        journal.mark_sent(record["id"])
+        count += 1
+    return count
+
+
+def orphan(record: dict, ids: dict[str, str]) -> str | None:
+    """Why a record cannot be sent at all: its run was never created (its placeholder has no MLflow id,
+    so the record creating it, which comes first, was damaged or refused)."""
+    run = record["args"].get("run_id", "")
+    if record["op"] != "create_run" and run.startswith("local-") and run not in ids:
+        return "its run was never created in MLflow (the record creating it is damaged or was refused)"
+    return None
+
+
+def refusal(err: BaseException) -> str | None:
+    """Why MLflow refused a record, or None when the failure means "the server is away" (a connection
+    error, a time-out, a 5xx, a locked database) and the record is to be tried again. Refused: MLflow's
+    own 4xx answers (a deleted run or experiment, a param logged again with another value, a value it
+    rejects)."""
+    from mlflow.exceptions import MlflowException  # heavy: `sync` with nothing to send never imports MLflow
+
+    if isinstance(err, MlflowException) and 400 <= err.get_http_status_code() < 500:
+        return str(err.message).strip().splitlines()[0][:300]
+    return None
+
+
+def _already_there(client, run_id: str, metrics: list[dict]) -> list[dict]:
+    """The metrics MLflow does not hold yet (by key, step, timestamp and value)."""
+    held: dict[str, set] = {}
+    out = []
+    for m in metrics:
+        if m["key"] not in held:
+            held[m["key"]] = {(h.step, h.timestamp, h.value) for h in client.get_metric_history(run_id, m["key"])}
+        if (int(m["step"]), int(m["timestamp"]), float(m["value"])) not in held[m["key"]]:
+            out.append(m)
+    return out
+
+
+def send(client, record: dict, ids: dict[str, str], check: bool = False) -> Any:
+    """One record to MLflow (client: an MlflowClient); returns the run id of a created run. check:
+    the record may have reached MLflow already (see journal.py's docstring): look first."""
+    from mlflow.entities import Metric, Param, RunTag  # heavy: `sync` with nothing to send never imports MLflow
+
+    args = dict(record["args"])
+    op = record["op"]
+    if "run_id" in args:
+        args["run_id"] = ids.get(args["run_id"], args["run_id"])
+    if op == "create_run":
+        placeholder = args["placeholder"]
+        if check:
+            found = client.search_runs([args["experiment_id"]], filter_string=f"tags.`{RECORD_TAG}` = '{placeholder}'",
+                                       max_results=1)
+            if found:
+                return found[0].info.run_id
+        tags = dict(args.get("tags") or {})
+        if "mlflow.parentRunId" in tags:
+            tags["mlflow.parentRunId"] = ids.get(tags["mlflow.parentRunId"], tags["mlflow.parentRunId"])
+        tags[RECORD_TAG] = placeholder
+        run = client.create_run(args["experiment_id"], run_name=args.get("run_name"), tags=tags,
+                                start_time=args.get("start_time"))
+        return run.info.run_id
+    if op == "log_batch":
+        metrics = args.get("metrics") or []
+        if check and metrics:
+            metrics = _already_there(client, args["run_id"], metrics)
+        params, tags = args.get("params") or {}, args.get("tags") or {}
+        if metrics or params or tags:
+            client.log_batch(
+                args["run_id"],
+                metrics=[Metric(m["key"], float(m["value"]), int(m["timestamp"]), int(m["step"])) for m in metrics],
+                params=[Param(k, v) for k, v in params.items()],
+                tags=[RunTag(k, v) for k, v in tags.items()],
+            )
+    elif op == "set_tag":
+        client.set_tag(args["run_id"], args["key"], args["value"])
+    elif op == "set_terminated":
+        client.set_terminated(args["run_id"], args["status"], end_time=args.get("end_time"))
+    elif op == "update_run":
+        client.update_run(args["run_id"], status=args["status"])
+    return None
+
+
+class JournalledWriter:
+    """Writes go to the journal first, then to MLflow. Synchronously (background=False): sent at
+    once while MLflow answers. In the background (the sweep's driver): a sender thread drains the
+    journal, so a write never waits for the network; while MLflow does not answer, the records wait
+    in the journal and the sender tries again every `retry_s`. Either way `on_offline` is told once
+    when MLflow stops answering and once when it answers again."""
+
+    def __init__(self, journal: Journal, client_factory: Callable[[], Any], on_offline: Callable[[str], None] = print,
+                 background: bool = False, retry_s: float = 2.0):
+        self.journal = journal
+        self.client_factory = client_factory
+        self.on_offline = on_offline
+        self.background = background
+        self.retry_s = retry_s
+        self.offline = False
+        self._told = False
+        self._client = None
+        self._refused_runs: set[str] = set()
+        self._send_lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(target=self._run, name=f"mlflow-journal:{journal.path.name}", daemon=True)
+            self._thread.start()
+
+    @property
+    def state(self) -> LocalState:
+        return self.journal.state
+
+    def write(self, op: str, **args: Any) -> str | None:
+        """Journal one write and have it sent; returns the run id of a created run: its placeholder
+        in the background (or while offline), MLflow's id when sent at once."""
+        if op == "create_run":
+            args["placeholder"] = placeholder_id()
+        self.journal.append(op, **args)
+        if self.background:
+            with self._changed:
+                self._changed.notify_all()
+        else:
+            self.flush()
+        if op == "create_run":
+            return args["placeholder"] if self.background else self.journal.ids().get(args["placeholder"], args["placeholder"])
+        return None
+
+    def flush(self) -> bool:
+        """Send what is pending; False (and offline) when MLflow does not answer."""
+        with self._send_lock:
+            try:
+                if self._client is None:
+                    self._client = self.client_factory()
+                replay(self.journal, self._client, self._tell_refused)
+            except Exception as err:  # unreachable, timed out, 5xx: the records wait in the journal
+                if not self._told:
+                    reason = str(err).strip().splitlines()[-1:] or [type(err).__name__]
+                    self.on_offline(f"MLflow does not answer ({reason[0][:200]}); training goes on and its records "
+                                    f"wait in {self.journal.path} until it is back")
+                    self._told = True
+                self.offline = True
+                ok = False
+            else:
+                if self.offline:
+                    self.on_offline("MLflow answers again; the journalled records were sent")
+                self.offline, self._told = False, False
+                ok = True
+        with self._changed:
+            self._changed.notify_all()
+        return ok
+
+    def _tell_refused(self, record: dict, reason: str) -> None:
+        run = record["args"].get("run_id") or record["args"].get("placeholder", "")
+        if run in self._refused_runs:
+            return
+        self._refused_runs.add(run)
+        self.on_offline(f"MLflow refused a record of run {run} ({reason}); it and that run's later refused records "
+                        f"are set aside in {self.journal.refused_path}, and the other records go on")
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._stop and self.journal.pending_count() == 0:
+                    self._changed.wait()
+                if self._stop:
+                    return
+            if not self.flush():
+                with self._changed:  # MLflow does not answer: try again in retry_s (or when drained)
+                    if not self._stop:
+                        self._changed.wait(timeout=self.retry_s)
+
+    def drain(self, timeout: float) -> int:
+        """Wait up to timeout seconds until every record is sent; returns how many are left."""
+        deadline = time.monotonic() + timeout
+        if not self.background:
+            while self.journal.pending_count() and not self.flush() and time.monotonic() < deadline:
+                with self._changed:
+                    self._changed.wait(timeout=min(self.retry_s, max(0.0, deadline - time.monotonic())))
+            return self.journal.pending_count()
+        with self._changed:
+            self._changed.notify_all()  # try now, not at the next retry
+            while self.journal.pending_count() and time.monotonic() < deadline:
+                self._changed.wait(timeout=max(0.0, min(self.retry_s, deadline - time.monotonic())))
+        return self.journal.pending_count()
+
+    def close(self) -> None:
+        """Stop the sender thread (what is pending stays in the journal) and release the journal."""
+        with self._changed:
+            self._stop = True
+            self._changed.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        with contextlib.suppress(Exception):
+            self.journal.release()
