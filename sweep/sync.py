@@ -6,20 +6,33 @@ from __future__ import annotations
 import sys
 
 from sweep.errors import SweepError
+from sweep.rebuild import rebuild_from_results
 from sweep.state import NAME_PATTERN, local_state_dir, read_state, tracking_uri_for
 from sweep.tracking.journal import JournalBusy
 from sweep.tracking.writers import journal_path, sync_journal
 
 
-def sync_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | None = None) -> tuple[int, int, list[str]]:
+def sync_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | None = None,
+               from_results: bool = False) -> tuple[int, int, list[str]]:
     """Send the MLflow records a sweep's journal holds and MLflow has not got (its tracking server
-    was away when the driver ended); returns (sent, left, unsent) as sync_journal."""
+    was away when the driver ended); returns (sent, left, unsent) as sync_journal. from_results:
+    then rebuild what the journal lost from the trials' own results (sweep/rebuild.py): every epoch's
+    metrics; what the journal could not send is then named once more and no longer counted."""
     state = read_state(name, storage)
     uri = tracking_uri_for(state, name, tracking_uri)
     try:
-        return sync_journal(uri, local_state_dir(storage, name))
+        sent, left, unsent = sync_journal(uri, local_state_dir(storage, name))
     except JournalBusy:
         raise SweepError(f"sweep {name}'s driver is running: it sends its MLflow records itself") from None
+    if from_results and not left:
+        values, created = rebuild_from_results(name, storage, tracking_uri)
+        print(f"from the trials' own results: sent {values} metric values MLflow lacked"
+              + (f", created {created} runs it did not have" if created else ""), flush=True)
+        for line in unsent:
+            print(f"  not from the journal, its epochs rebuilt from the results (a tag or param it held is not): {line}",
+                  file=sys.stderr, flush=True)
+        unsent = []
+    return sent, left, unsent
 
 
 def sync_sweeps(uri: str, sweeps: list[tuple[str | None, str | None]]) -> None:
@@ -44,3 +57,22 @@ def sync_sweeps(uri: str, sweeps: list[tuple[str | None, str | None]]) -> None:
         if unsent:
             print(f"{len(unsent)} MLflow records of sweep {name} will never reach MLflow from its journal (`byol-sweep "
                   f"sync {name}` lists them); the report misses them", file=sys.stderr, flush=True)
+
+
+def tell_sync(what: str, sent: int, left: int, unsent: list[str]) -> int:
+    """`byol-sweep sync`'s answer: what was sent, what waits for the server, what never will reach
+    MLflow (each named); the exit code, 1 while anything is left."""
+    if unsent:
+        print(f"{what}: sent {sent} MLflow records; {len(unsent)} will never reach MLflow from its journal:",
+              file=sys.stderr)
+        for line in unsent:
+            print(f"  {line}", file=sys.stderr)
+        if left:
+            print(f"  and {left} more wait for the tracking server: try again", file=sys.stderr)
+        return 1
+    if left:
+        print(f"{what}: sent {sent} MLflow records; {left} could not be sent (the tracking server does not answer), "
+              "try again", file=sys.stderr)
+        return 1
+    print(f"{what}: sent {sent} MLflow records from its journal" if sent else f"{what}: MLflow has every record of its journal")
+    return 0

@@ -50,6 +50,22 @@ def log_models(uri: str, experiment_id: str, parent_run_id: str, results, role: 
     return logged
 
 
+def save_model(checkpoint, folder: str | Path, params: dict[str, str]) -> Path | None:
+    """The encoder of a trial's last checkpoint (a Tune Checkpoint) and its params, written beside the
+    trial's results as <folder>/model/encoder.pt and config.json: journalled to its MLflow run as soon
+    as the trial ends, and read by `export` when MLflow has no artifact. None without a checkpoint."""
+    from trainer.export import encoder_file_from_checkpoint  # torch: heavy, and only here
+
+    if checkpoint is None:
+        return None
+    out = Path(folder) / ARTIFACT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    with checkpoint.as_directory() as d:
+        encoder_file_from_checkpoint(Path(d) / CHECKPOINT_FILE, out / ENCODER_FILE)
+    (out / "config.json").write_text(json.dumps(params, indent=2, sort_keys=True))
+    return out
+
+
 def log_encoder(client, run_id: str, checkpoint: Path, config_json: str) -> None:
     """The encoder of a trainer checkpoint as the run's model/encoder.pt, beside model/config.json."""
     from trainer.export import encoder_file_from_checkpoint  # torch: heavy, and only here
@@ -74,15 +90,41 @@ def export_encoder(uri: str, run_id: str, out: str | Path) -> Path:
         run = client.get_run(run_id)
     except MlflowException:
         raise SweepError(f"no run {run_id} in the MLflow store {uri}") from None
-    if f"{ARTIFACT_DIR}/{ENCODER_FILE}" not in {a.path for a in client.list_artifacts(run_id, ARTIFACT_DIR)}:
-        raise SweepError(f"run {run_id} ({run.info.run_name}) has no logged encoder: only trials that ran the full "
-                         "budget and final-stage runs have one")
     out = Path(out)
+    if f"{ARTIFACT_DIR}/{ENCODER_FILE}" not in {a.path for a in client.list_artifacts(run_id, ARTIFACT_DIR)}:
+        return _encoder_from_trial_folder(run, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory() as tmp:
         local = client.download_artifacts(run_id, f"{ARTIFACT_DIR}/{ENCODER_FILE}", tmp)
         Path(local).replace(out)
+    return out
+
+
+def _encoder_from_trial_folder(run, out: Path) -> Path:
+    """A completed run whose encoder never reached MLflow (its server was away): the encoder its
+    trial left in its Ray folder (byol_sweep.trial_dir), or one made from that folder's latest checkpoint."""
+    import shutil  # only for this fallback
+
+    from trainer.export import encoder_file_from_checkpoint  # torch: heavy, and only here
+
+    name, folder = run.info.run_name, run.data.tags.get("byol_sweep.trial_dir")
+    if run.data.tags.get("status") != COMPLETED:
+        raise SweepError(f"run {run.info.run_id} ({name}) has no logged encoder: only trials that ran the full "
+                         "budget and final-stage runs have one")
+    if not folder or not Path(folder).is_dir():
+        raise SweepError(f"run {run.info.run_id} ({name}) has no logged encoder, and its trial's folder "
+                         f"({folder or 'not recorded'}) is not on this machine: run `byol-sweep sync` for its sweep "
+                         "where that folder is")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    saved = Path(folder) / ARTIFACT_DIR / ENCODER_FILE
+    if saved.is_file():
+        shutil.copyfile(saved, out)
+        return out
+    checkpoints = sorted(Path(folder).glob(f"checkpoint_*/{CHECKPOINT_FILE}"))
+    if not checkpoints:
+        raise SweepError(f"run {run.info.run_id} ({name}) has no logged encoder and no checkpoint in {folder}")
+    encoder_file_from_checkpoint(checkpoints[-1], out)
     return out
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-WRITES = ("create_run", "log_batch", "set_tag", "set_terminated", "update_run")
+WRITES = ("create_run", "log_batch", "set_tag", "set_terminated", "update_run", "log_artifacts")
 RECORD_TAG = "byol_sweep.record_id"  # a run's placeholder, so a re-sent create_run finds the run
 
 

@@ -118,6 +118,8 @@ def send(client, record: dict, ids: dict[str, str], check: bool = False) -> Any:
         client.set_terminated(args["run_id"], args["status"], end_time=args.get("end_time"))
     elif op == "update_run":
         client.update_run(args["run_id"], status=args["status"])
+    elif op == "log_artifacts":  # a folder on this machine (a trial's model/): sent again, it is overwritten
+        client.log_artifacts(args["run_id"], args["local_dir"], args.get("artifact_path"))
     return None
 
 

@@ -14,6 +14,7 @@ from ray.tune import Callback
 
 from sweep.errors import TrackingError
 from sweep.space import SweepSpec
+from sweep.tracking.encoders import ARTIFACT_DIR, save_model
 from sweep.tracking.runs import FINAL, SEARCH, metric_record
 from sweep.tracking.store import client_for
 from sweep.tracking.writers import DRIVER_TRACKING_URI, journal_writer, write
@@ -208,7 +209,7 @@ class MlflowTracking(Callback):
         prefix = "final" if self.stage == FINAL else "trial"
         run_id = self._write("create_run", experiment_id=self.experiment_id, run_name=f"{prefix}_{trial.trial_id}",
                              tags=tags, start_time=int(time.time() * 1000))
-        self._write("log_batch", run_id=run_id, params={k: str(v) for k, v in values.items()})  # op parameters too
+        self._write("log_batch", run_id=run_id, params=self._params(trial))  # op parameters too
         return run_id
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -273,7 +274,24 @@ class MlflowTracking(Callback):
                 and better(self.spec.mode, float(value), self.best and self.best[0])):
             self.best = (float(value), trial.trial_id, self.config_of(trial).to_dict())
         self.ended[trial.trial_id] = status
+        if status == COMPLETED:
+            self._keep_model(trial, run_id, tags)
         self._finish(run_id, tags, "FINISHED")
+
+    def _keep_model(self, trial, run_id: str, tags: dict[str, str]) -> None:
+        """A completed trial's encoder, beside its results and journalled to its run, with its folder as a
+        tag: an outage loses neither, and `export` finds them."""
+        tags["byol_sweep.trial_dir"] = str(trial.path)
+        try:
+            model = save_model(trial.checkpoint, trial.path, self._params(trial))
+        except Exception as err:  # the checkpoint stays on disk; the end of the sweep tries again
+            print(f"the encoder of trial {trial.trial_id} could not be saved: {str(err).strip()[:200]}", flush=True)
+            return
+        if model is not None:
+            self._write("log_artifacts", run_id=run_id, local_dir=str(model), artifact_path=ARTIFACT_DIR)
+
+    def _params(self, trial) -> dict[str, str]:
+        return {k: str(v) for k, v in self.spec.values(self.config_of(trial)).items()}
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self._run_for(trial)

@@ -144,6 +144,62 @@ def test_records_left_at_the_end_are_sent_by_sync(tmp_path, server):
                             capture_output=True, text=True, env=env, timeout=300)
     assert synced.returncode == 0 and "sent" in synced.stdout, synced.stdout + synced.stderr
     assert assert_every_epoch_once(server.uri, "loss", killed_ms, int(time.time() * 1000), epochs=4) >= 1
+    # the trials' encoders and folders were journalled as they ended: the outage lost neither
+    client = MlflowClient(server.uri)
+    exp = client.get_experiment_by_name("loss").experiment_id
+    trials = client.search_runs([exp], "tags.`byol_sweep.role` = 'trial'")
+    assert len(trials) == 2
+    for run in trials:
+        assert run.data.tags["status"] == "completed" and Path(run.data.tags["byol_sweep.trial_dir"]).is_dir()
+        assert "model/encoder.pt" in {a.path for a in client.list_artifacts(run.info.run_id, "model")}
     again = subprocess.run([*cli, "sync", "loss", "--storage", "runs", "--tracking-uri", server.uri], cwd=tmp_path,
                            capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0 and "MLflow has every record" in again.stdout, again.stdout + again.stderr
+
+
+@pytest.mark.parametrize("damage", ["middle", "torn"])
+def test_what_a_damaged_journal_lost_is_rebuilt_from_the_trials_results(tmp_path, server, damage):
+    """Records pending (the server went away), then the journal damaged: one epoch's line in the middle
+    corrupted, or its last pending line torn. `sync` names the loss and fails; `sync --from-results`
+    sends what Ray's own results hold and MLflow lacks: every epoch in MLflow once."""
+    space = write_space(tmp_path, "dmg", base={"epochs": 3}, grid={"seed": [0, 1]}, algorithm="grid", asha=False)
+    journal = tmp_path / "runs" / "dmg" / "mlflow-journal.jsonl"
+    env = {**os.environ, "PYTHONPATH": ROOT, "BYOL_SWEEP_DRAIN_S": "2"}
+    cli = [sys.executable, "-m", "sweep.cli"]
+    driver = subprocess.Popen(
+        [*cli, "run", str(space), "--name", "dmg", "--storage", "runs", "--tracking-uri", server.uri, "--no-report"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env)
+    try:
+        wait_for(lambda: journal_epochs(journal), 600, "a first epoch", driver)
+        server.kill()
+        out, _ = driver.communicate(timeout=600)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.communicate()
+    assert driver.returncode == 0, out[-4000:]
+    sent = int((journal.parent / "mlflow-journal.jsonl.sent").read_text())
+    lines = journal.read_text().splitlines(keepends=True)
+    epochs = [i for i, line in enumerate(lines) if json.loads(line)["id"] > sent and '"epoch_s"' in line]
+    if damage == "middle":
+        i = epochs[len(epochs) // 2]
+        lines[i] = lines[i].replace('"key": "knn_acc", "value": 0.', '"key": "knn_acc", "value": 9.')
+    else:
+        lines = lines[:-1] + [lines[-1][: len(lines[-1]) // 2]]
+    journal.write_text("".join(lines))
+    server.start()
+    synced = subprocess.run([*cli, "sync", "dmg", "--storage", "runs", "--tracking-uri", server.uri], cwd=tmp_path,
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert synced.returncode == 1 and "will never reach MLflow from its journal" in synced.stderr, synced.stderr
+    assert f"damaged: {journal}, line" in synced.stderr
+    rebuilt = subprocess.run([*cli, "sync", "dmg", "--storage", "runs", "--tracking-uri", server.uri, "--from-results"],
+                             cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    if damage == "middle":  # a damaged epoch's values come back from Ray's results; the sweep's end was intact
+        assert "from the trials' own results: sent " in rebuilt.stdout
+        assert_every_epoch_once(server.uri, "dmg", 0, int(time.time() * 1000), epochs=3)
+    else:  # the torn last record (the parent's end) cannot come back from a trial's results: epochs do
+        client = MlflowClient(server.uri)
+        exp = client.get_experiment_by_name("dmg").experiment_id
+        for run in client.search_runs([exp], "tags.`byol_sweep.role` = 'trial'"):
+            assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "knn_acc")) == [1, 2, 3]
