@@ -1,43 +1,91 @@
-"""The TrainConfig of `byol-sweep train` (and `views`): a YAML file of fields (--config), --set
-FIELD=VALUE, one flag per field, and --policy-file, in that order of precedence (later wins)."""
+"""The TrainConfig of `byol-sweep train` (and `views`): a YAML file of fields (--config), then the
+command line on top of it: --set FIELD=VALUE, one flag per field, and --policy-file.
+
+The file is a base the command line may override. On the command line each field is given once:
+a field named by a flag and by --set, by --set twice, or `policies` by --set or its flag and by
+--policy-file, is refused, whether the values agree or not (one rule to remember; no "which one
+wins"). Every value is checked where it was given, so a bad one is reported even when another
+source names the same field."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from sweep.space.policies import policies_json
 from sweep.space.yaml_input import read_sets, read_yaml
-from trainer.config import ConfigError, TrainConfig
+from trainer.config import ConfigError, TrainConfig, check_range, coerce
 
 
 def config_from_args(args) -> TrainConfig:
-    values: dict = {}
-    if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} {'is a folder' if path.is_dir() else 'does not exist'}; "
-                              "give a YAML file of TrainConfig fields")
-        try:
-            loaded = read_yaml(path.read_text(encoding="utf-8")) or {}
-        except UnicodeDecodeError as err:
-            raise ConfigError(f"{path}: cannot be read as UTF-8 text ({err})") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {getattr(err, 'problem', err)}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of TrainConfig fields")
-        values.update(loaded)
-    values.update(read_sets(args.set, ConfigError))
-    for name in TrainConfig.fields():
-        value = getattr(args, f"field_{name}")
-        if value is not None:
-            values[name] = value
+    values = _config_file(args.config) if args.config else {}
+    values.update(_command_line(args))
     if args.policy_file:
         own = policies_json(str(Path(args.policy_file).resolve()), "--policy-file", "policies")
         values["policies"] = own
         if "policy" not in values and len(json.loads(own)) == 1:
             values["policy"] = next(iter(json.loads(own)))
-    if isinstance(values.get("dataset"), str) is False and "dataset" in values:
-        values["dataset"] = str(values["dataset"])
     return TrainConfig.from_dict(values, source=args.config or "command line")
+
+
+def _config_file(name: str) -> dict[str, Any]:
+    path = Path(name)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} {'is a folder' if path.is_dir() else 'does not exist'}; "
+                          "give a YAML file of TrainConfig fields")
+    try:
+        loaded = read_yaml(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: cannot be read as UTF-8 text ({err})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {getattr(err, 'problem', err)}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of TrainConfig fields")
+    return _checked(loaded, str(path))
+
+
+def _command_line(args) -> dict[str, Any]:
+    """The fields --set and the flags give, each checked, each given once."""
+    given: dict[str, str] = {}  # field -> how the command line gave it
+    values: dict[str, Any] = {}
+    for item in args.set:
+        one = _checked(read_sets([item], ConfigError), "--set")
+        for name, value in one.items():
+            _once(given, name, f"--set {item.strip()}")
+            values[name] = value
+    for name in TrainConfig.fields():
+        value = getattr(args, f"field_{name}")
+        if value is not None:
+            flag = f"--{name.replace('_', '-')}"
+            if isinstance(value, bool):
+                _once(given, name, flag if value else f"--no-{flag[2:]}")
+            else:
+                _once(given, name, f"{flag} {value}")
+            values[name] = value
+    if args.policy_file:
+        _once(given, "policies", f"--policy-file {args.policy_file}")
+    return _checked(values, "command line")
+
+
+def _once(given: dict[str, str], name: str, how: str) -> None:
+    if name in given:
+        raise ConfigError(f"command line: {name} is given twice ({given[name]} and {how}); give each field once")
+    given[name] = how
+
+
+def _checked(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """values with each field's value converted to its type, or ConfigError naming the source, the
+    field and what is allowed."""
+    known = TrainConfig.fields()
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{source}: unknown field {unknown[0]!r}; allowed fields: {', '.join(known)}")
+    checked = {}
+    for name, value in values.items():
+        if name == "dataset" and not isinstance(value, str):
+            value = str(value)  # YAML reads `dataset: 10` as a number; the dataset check names what is allowed
+        checked[name] = coerce(name, value, source)
+        check_range(name, checked[name], source)
+    return checked

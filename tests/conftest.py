@@ -1,11 +1,14 @@
 """Shared test helpers: tiny but real BYOL configurations for sweeps."""
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 # Small enough that a trial epoch takes about a second on one CPU core, on real digits.
 TINY_BASE = {
@@ -111,3 +114,10 @@ def mlflow_server(tmp_path_factory):
     server = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
     yield server.uri
     server.kill()
+
+
+def truncated_png(path) -> None:
+    """A real PNG of noise cut in half: its header passes the driver's check, no decoder reads it."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buffer, "PNG")
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])

@@ -30,6 +30,8 @@ from trainer.images import (
     VAL_FRACTION,
     DataError,
     ImageData,
+    check_header,
+    check_regular,
     decode_files,
     held_out_indices,
     hold_out,
@@ -37,6 +39,8 @@ from trainer.images import (
     three_way_split,
 )
 from trainer.storage import load_plain
+
+HEADER_SAMPLE = 1000  # image headers check_dataset reads at most (besides each class folder's first)
 
 __all__ = ["DataError", "ImageData", "check_dataset", "hold_out", "load", "load_imagefolder", "stratified_subset",
            "tree_split"]
@@ -147,13 +151,48 @@ def _classes(root: Path) -> list[str]:
     return classes
 
 
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+def image_files(folder: Path) -> list[Path]:
+    """The image files under folder, sorted: every regular file whose name ends in one of
+    IMAGE_SUFFIXES, in folder or any folder below it (folders reached through symbolic links are not
+    walked, as Path.rglob does not). A folder named like an image is a folder; anything else named
+    like an image that is not a regular file (a FIFO, socket, device file, dangling symbolic link)
+    raises DataError naming it. Nothing is opened: the directory entries and os.stat say it all."""
+    found, folders = [], [folder]
+    while folders:
+        current = folders.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError as err:
+            raise DataError(f"image folder {current} cannot be listed: {err.strerror}") from None
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(Path(entry.path))
+            elif Path(entry.name).suffix.lower() in IMAGE_SUFFIXES and not entry.is_dir():
+                if not entry.is_file():
+                    check_regular(Path(entry.path))
+                found.append(Path(entry.path))
+    return sorted(found)
+
+
+def _header_sample(per_class: list[list[Path]]) -> list[Path]:
+    """Every file when there are at most HEADER_SAMPLE; else each class folder's first file and
+    HEADER_SAMPLE files evenly spaced over all of them (a fixed choice: the same files every time)."""
+    files = [f for class_files in per_class for f in class_files]
+    if len(files) <= HEADER_SAMPLE:
+        return files
+    spaced = np.unique(np.linspace(0, len(files) - 1, HEADER_SAMPLE).round().astype(np.int64))
+    return list(dict.fromkeys([*(c[0] for c in per_class), *(files[i] for i in spaced)]))
 
 
 def check_dataset(dataset: str) -> None:
-    """Cheap checks of a dataset before anything starts (no image is decoded): an imagefolder path
-    exists, is a folder, and has at least two class folders that each hold an image."""
+    """The checks of a dataset on a sweep's driver, before Ray starts; nothing is decoded. An
+    imagefolder path exists, is a folder, and has at least two class folders that each hold an image file; no
+    FIFO, socket, device file or dangling link is named like an image (image_files; none is opened);
+    and the headers of the image files are read (check_header): all of them in a tree of at most
+    HEADER_SAMPLE files, else each class folder's first file and HEADER_SAMPLE files evenly spaced
+    over the sorted list. One header that is not an allowed image fails the check, naming the file;
+    a bad file the sample does not reach, or one whose pixels are cut short behind a good header, is
+    named by the loader when a trial decodes it."""
     if not dataset.startswith("imagefolder:"):
         return
     root = Path(dataset[len("imagefolder:"):]).expanduser()
@@ -168,10 +207,16 @@ def check_dataset(dataset: str) -> None:
         trees = [root / "train"]
     else:
         trees = [root]
-    for tree in trees:
-        for c in _classes(tree):
-            if next((p for p in (tree / c).rglob("*") if _is_image(p)), None) is None:
-                raise DataError(f"class folder {tree / c} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    per_class = [_class_images(tree / c) for tree in trees for c in _classes(tree)]
+    for path in _header_sample(per_class):
+        check_header(path)
+
+
+def _class_images(folder: Path) -> list[Path]:
+    images = image_files(folder)
+    if not images:
+        raise DataError(f"class folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return images
 
 
 def _list_tree(root: Path) -> tuple[list[Path], list[int], list[str]]:
@@ -180,9 +225,7 @@ def _list_tree(root: Path) -> tuple[list[Path], list[int], list[str]]:
     classes = _classes(root)
     files, labels = [], []
     for i, c in enumerate(classes):
-        images = sorted(p for p in (root / c).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not images:
-            raise DataError(f"class folder {root / c} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        images = _class_images(root / c)
         files += images
         labels += [i] * len(images)
     return files, labels, classes

@@ -2,18 +2,26 @@
 split (ImageData), the fixed stratified splits every trial shares, and image files decoded."""
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 VAL_FRACTION = 0.1  # val, carved from the training images of a dataset that has a test split
 TEST_FRACTION = 0.1  # test, carved from train/ of a tree that has a val/ folder but no test/
 # digits and trees without split folders: val and test both carved, see three_way_split
 THREE_WAY_FRACTIONS = {"val": 0.15, "test": 0.15}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+# the formats PIL may read a user's file as (those of the suffixes; JPEG's reader also reads MPO):
+# no other reader is ever tried, e.g. EPS's, which runs Ghostscript
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "PPM", "TIFF", "WEBP")
+ALLOWED_IMAGES = "JPEG, PNG, BMP, PPM/PGM, TIFF or WebP files of 1-, 8- or 16-bit pixels"
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # mode I: PIL's 16-bit PGM, 0..65535
 
 
 class DataError(ValueError):
@@ -104,21 +112,103 @@ def hold_out(images: torch.Tensor, labels: torch.Tensor, classes: list[str], fra
     return ImageData(images[train], labels[train], images[held], labels[held], classes)
 
 
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def special_file(path: Path) -> str | None:
+    """What path is when it is not a regular file (a symbolic link is followed): "a FIFO (named
+    pipe)", "a socket", "a dangling symbolic link", ...; None for a regular file. Never opens it."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a dangling symbolic link" if os.path.islink(path) else "missing"
+    except OSError as err:
+        return f"unreadable ({err.strerror})"
+    return None if stat.S_ISREG(mode) else _kind(mode)
+
+
+def check_regular(path: Path) -> None:
+    """DataError naming path unless it is a regular file (or a symbolic link to one); never opens it."""
+    kind = special_file(path)
+    if kind is not None:
+        raise DataError(f"{path} is {kind}, not an image file; allowed in an image folder: {ALLOWED_IMAGES}, "
+                        "and folders")
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """path opened for reading, or DataError naming it when it is not a regular file. A FIFO is
+    never waited on: the file is looked at (os.stat) before it is opened, and opened without
+    blocking, so a file swapped for a FIFO in between is refused too."""
+    check_regular(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as err:
+        raise DataError(f"cannot read image {path}: {err.strerror}; allowed: {ALLOWED_IMAGES}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DataError(f"{path} is not a regular file; allowed in an image folder: {ALLOWED_IMAGES}, and folders")
+    return os.fdopen(fd, "rb")
+
+
+def _open_image(f: BinaryIO, path: Path) -> Image.Image:
+    try:
+        return Image.open(f, formats=IMAGE_FORMATS)
+    except UnidentifiedImageError:
+        raise DataError(f"cannot read image {path}: its contents are not an image of an allowed format; "
+                        f"allowed: {ALLOWED_IMAGES}") from None
+
+
+def check_header(path: Path) -> None:
+    """DataError naming path unless it is a regular file whose header PIL reads as one of
+    IMAGE_FORMATS (the header alone: its size and mode, no pixel is decoded)."""
+    with open_regular(path) as f:
+        try:
+            _open_image(f, path).close()
+        except DataError:
+            raise
+        except Exception as err:  # PIL raises many types for a bad header
+            raise DataError(f"cannot read image {path}: {err}; allowed: {ALLOWED_IMAGES}") from None
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """The image's 8-bit RGB: 16-bit greys scaled (v >> 8, so 65535 is 255), palette colours looked
+    up (transparency dropped), CMYK converted, alpha dropped. PIL's own convert("RGB") clips 16-bit
+    values at 255; this never clips."""
+    if im.mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(im).astype(np.int64)
+        if values.min() < 0 or values.max() > 65535:
+            raise ValueError(f"its 32-bit pixels ({values.min()} to {values.max()}) exceed 16 bits")
+        return Image.fromarray((values >> 8).astype(np.uint8), mode="L").convert("RGB")
+    if im.mode == "F":
+        raise ValueError("its pixels are 32-bit floating-point numbers")
+    if im.mode in ("P", "PA"):  # through RGBA: a palette's transparency is then only dropped
+        im = im.convert("RGBA")
+    return im.convert("RGB")
+
+
 def decode_files(files: list[Path], side: int) -> torch.Tensor:
     """Decode files to uint8 (N, 3, side, side): shorter side resized to side, centre crop."""
     out = np.empty((len(files), side, side, 3), dtype=np.uint8)
     for i, path in enumerate(files):
-        try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-                w, h = im.size
-                scale = side / min(w, h)
-                if (w, h) != (side, side):
-                    im = im.resize((max(side, round(w * scale)), max(side, round(h * scale))), Image.BILINEAR)
+        with open_regular(path) as f:
+            try:
+                with _open_image(f, path) as im:
+                    im = to_rgb(im)
                     w, h = im.size
-                    left, top = (w - side) // 2, (h - side) // 2
-                    im = im.crop((left, top, left + side, top + side))
-                out[i] = np.asarray(im)
-        except Exception as err:  # PIL raises many types for a bad file
-            raise DataError(f"cannot read image {path}: {err}") from None
+                    scale = side / min(w, h)
+                    if (w, h) != (side, side):
+                        im = im.resize((max(side, round(w * scale)), max(side, round(h * scale))), Image.BILINEAR)
+                        w, h = im.size
+                        left, top = (w - side) // 2, (h - side) // 2
+                        im = im.crop((left, top, left + side, top + side))
+                    out[i] = np.asarray(im)
+            except DataError:
+                raise
+            except Exception as err:  # PIL raises many types for a bad file
+                raise DataError(f"cannot read image {path}: {err}; allowed: {ALLOWED_IMAGES}") from None
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()

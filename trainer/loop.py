@@ -94,9 +94,14 @@ class Trainer:
             keep = datasets.stratified_subset(data.train_labels, config.train_limit).to(data.train_labels.device)
             data = datasets.ImageData(data.train_images[keep], data.train_labels[keep],
                                       data.eval_images, data.eval_labels, data.classes)
+        limited = f" with train_limit {config.train_limit}" if config.train_limit else ""
         if len(data.train_images) < 2:  # BatchNorm needs two samples
             raise ConfigError(f"config: training needs at least 2 images; {config.dataset} gives "
-                              f"{len(data.train_images)}" + (f" with train_limit {config.train_limit}" if config.train_limit else ""))
+                              f"{len(data.train_images)}{limited}")
+        if config.batch_size > len(data.train_images):
+            raise ConfigError(f"config: batch_size {config.batch_size} is larger than the training set ({config.dataset} "
+                              f"gives {len(data.train_images)} training images{limited}); allowed: a batch_size "
+                              f"from 2 to {len(data.train_images)}")
         self.data = data.to(self.device)
         stats = self.data.train_images[:10000].float().div(255)
         self.mean = stats.mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
@@ -112,7 +117,7 @@ class Trainer:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward = torch.compile(self.model) if config.compile else self.model
-        self.batch_size = min(config.batch_size, len(data.train_images))
+        self.batch_size = config.batch_size
         self.steps_per_epoch = len(data.train_images) // self.batch_size
         self.total_steps = self.steps_per_epoch * config.epochs
         self.peak_lr = config.base_lr * self.batch_size / 256

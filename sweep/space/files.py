@@ -50,6 +50,10 @@ def ablation_space(policy: str, seeds: int, base_space: str, sets: list[str], po
     if not 2 <= seeds <= 1000:
         raise SpaceError(f"--seeds is {seeds}; allowed: an integer from 2 to 1000 (the arms pair by seed)")
     base = {k: v for k, v in load_space(base_space).base.items() if k not in ("policy", "policies")}
+    names = [item.split("=", 1)[0].strip() for item in sets]
+    twice = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    if twice is not None:
+        raise SpaceError(f"--set {twice} is given twice; give each field once")
     base.update(read_sets(sets, SpaceError))
     data = {"name": f"ablate-{policy}", "base": base, "grid": {"seed": list(range(seeds))}, "ablate": policy}
     if policy_file:

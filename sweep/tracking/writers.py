@@ -57,7 +57,7 @@ def open_journal(uri: str, parent_run_id: str, folder: str | os.PathLike, sync_c
         if key not in os.environ:
             _SAVED_ENV[key] = None
             os.environ[key] = value
-    told = lambda message: print(f"MLflow {mask_uri(uri)}: {message}", file=sys.stderr, flush=True)  # noqa: E731
+    told = lambda message: print(mask_uri(f"MLflow {uri}: {message}"), file=sys.stderr, flush=True)  # noqa: E731  # a quoted error may hold the URI's token
     before = journal.pending_count()
     if before and JournalledWriter(journal, lambda: client_for(uri), told).flush():
         print(f"sent the {before} MLflow records an earlier driver left in {journal.path}", flush=True)

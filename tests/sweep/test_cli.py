@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import write_space
+from tests.conftest import truncated_png, write_space
 
 CLI = [sys.executable, "-m", "sweep.cli"]
 ROOT = str(Path(__file__).resolve().parents[2])
@@ -276,10 +276,10 @@ def test_report_refuses_a_sqlite_file_that_is_not_an_mlflow_store_and_leaves_it_
 
 @pytest.mark.slow
 def test_a_sweep_whose_every_trial_failed_says_so_writes_its_report_and_exits_1(tmp_path):
-    broken = tmp_path / "broken"  # two classes of files named like images that no decoder reads
+    broken = tmp_path / "broken"  # two classes of images whose headers pass and that no decoder reads
     for name in ("a", "b"):
         (broken / name).mkdir(parents=True)
-        (broken / name / "x.jpg").write_bytes(b"not a JPEG")
+        truncated_png(broken / name / "x.png")
     space = write_space(tmp_path, "allfail", base={"epochs": 1, "dataset": f"imagefolder:{broken}"},
                         grid={"seed": [0]}, algorithm="grid", asha=False)
     proc = byol_sweep("run", str(space), "--name", "allfail", "--storage", "runs", "--max-failures", "0",

@@ -15,7 +15,7 @@ from ray import tune
 
 from sweep.runner import SweepOptions, run_sweep
 from sweep.space import load_space
-from tests.conftest import write_space
+from tests.conftest import truncated_png, write_space
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
@@ -131,11 +131,11 @@ def test_optuna_sees_stopped_trials_as_pruned(asha_sweep):
 
 
 def test_failed_and_diverged_trials_get_their_status(tmp_path):
-    # a tree that passes the driver's checks (2 classes, image files) but whose images cannot be read
+    # a tree that passes the driver's checks (2 classes, image headers) but whose images cannot be read
     broken = tmp_path / "broken"
     for c in ("a", "b"):
         (broken / c).mkdir(parents=True)
-        (broken / c / "0.png").write_bytes(b"not a png")
+        truncated_png(broken / c / "0.png")
     space = write_space(
         tmp_path, "health",
         base={"epochs": 2, "optimizer": "sgd", "cache_dir": str(tmp_path / "cache")},

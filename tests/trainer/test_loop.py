@@ -168,11 +168,6 @@ def test_every_policy_trains(digits, policy):
     assert math.isfinite(result.loss)
 
 
-def test_batch_larger_than_dataset_is_capped(digits):
-    t = tiny(digits, train_limit=40, batch_size=256, epochs=1)
-    assert t.batch_size == 40 and t.steps_per_epoch == 1
-
-
 def test_fewer_than_two_training_images_are_refused(digits):
     with pytest.raises(ConfigError, match="training needs at least 2 images; digits gives 1 with train_limit 1"):
         tiny(digits, train_limit=1)
