@@ -59,7 +59,7 @@ def open_store(tracking_uri: str | None):
         raise ReportError(f"No MLflow store at {tracking_uri}: {path} does not exist.")
     if parsed.scheme == "sqlite" and path is not None:
         tables = _sqlite_tables(path)
-        if not {"experiments", "runs"} <= set(tables):
+        if not {"alembic_version", "experiments", "runs"} <= set(tables):  # else MLflow's client would add them
             raise ReportError(f"{path} is not an MLflow store (it has no MLflow tables); give the tracking URI "
                               "the sweep logged to, e.g. sqlite:///mlflow.db")
         if all(set(columns) <= set(tables.get(table, ())) for table, columns in SqliteReader.READS.items()):

@@ -1,11 +1,14 @@
 """The MLflow store: its URI made absolute (a Ray worker's cwd is a temp folder), its secrets masked,
-a client for it, a lock for a local SQLite file, and a check that it answers before a sweep starts."""
+a client for it, a lock for a local SQLite file, a check that it answers before a sweep starts, and a
+refusal of a local file that is not an MLflow store (MLflow would write its tables into it)."""
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
+import sqlite3
 from pathlib import Path
+from urllib.parse import quote, unquote, urlparse
 
 from sweep.errors import TrackingError
 from sweep.tracking.secrets import mask_secrets
@@ -48,9 +51,81 @@ def fail_fast_http():
 
 
 def client_for(uri: str):
+    """An MlflowClient for the store; never one that would write MLflow's tables into a file that is
+    not an MLflow store (refuse_foreign_file)."""
+    refuse_foreign_file(uri)
     from mlflow.tracking import MlflowClient  # heavy: `validate`, `sync` with nothing to send and workers skip it
 
     return MlflowClient(tracking_uri=uri)
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+MLFLOW_TABLES = ("alembic_version", "experiments")  # an SQLite database with both is an MLflow store
+
+
+def local_store_path(uri: str) -> Path | None:
+    """The file or folder a local tracking URI names (sqlite:///<file>, file:<folder>); None for a server."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):])
+    if uri.startswith("file:"):
+        return Path(unquote(urlparse(uri).path))
+    return None
+
+
+def _sqlite_tables(path: Path) -> set[str] | None:
+    """The tables of an SQLite file, read-only (None when SQLite cannot read them: MLflow will say why)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True,
+                                                timeout=10)) as db:
+            return {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
+    except sqlite3.Error:
+        return None
+
+
+def not_a_store(uri: str) -> str | None:
+    """Why the existing file a local tracking URI points at is not an MLflow store, or None: it is one,
+    nothing is there yet (MLflow makes the store), or the store is a server.
+
+    SQLite: a file is an MLflow store when its first 16 bytes are SQLite's header and it has MLflow's
+    tables alembic_version and experiments. An empty file is refused too: MLflow would lose no byte
+    filling it, but it is a file someone made (a placeholder, a notes file not yet written, a typo for
+    another path), and MLflow makes its own file where there is none, so the refusal costs only
+    deleting it. A file store (file:) is a folder, so an existing file there is never one."""
+    path = local_store_path(uri)
+    if path is None or not os.path.lexists(path):
+        return None
+    if uri.startswith("file:"):
+        return None if path.is_dir() else "a file, and an MLflow file store is a folder"
+    if path.is_dir():
+        return "a folder"
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError:
+        return None  # unreadable: MLflow cannot write it either, and says why
+    if not header:
+        return "an empty file"
+    if header != SQLITE_HEADER:
+        return "not an SQLite database"
+    tables = _sqlite_tables(path)
+    missing = [] if tables is None else [table for table in MLFLOW_TABLES if table not in tables]
+    if missing:
+        return f"an SQLite database without MLflow's table{'s' if len(missing) > 1 else ''} {' and '.join(missing)}"
+    return None
+
+
+def refuse_foreign_file(uri: str) -> None:
+    """Raise TrackingError when a local tracking URI points at an existing file that is not an MLflow
+    store (not_a_store): MLflow would otherwise write its tables into it. The file is not touched."""
+    why = not_a_store(uri)
+    if why:
+        raise TrackingError(f"{local_store_path(uri)} is not an MLflow store ({why}) and was left untouched; give a "
+                            "tracking URI of an MLflow store or of a file that does not exist yet, e.g. "
+                            "sqlite:///mlflow.db")
+
+
+def _lock_path(uri: str) -> Path:
+    return Path(uri[len("sqlite:///"):] + ".lock")
 
 
 @contextlib.contextmanager
@@ -61,7 +136,7 @@ def store_lock(uri: str):
     if not uri.startswith("sqlite:///"):
         yield
         return
-    path = Path(uri[len("sqlite:///"):] + ".lock")
+    path = _lock_path(uri)
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -89,7 +164,8 @@ def _cause(err: BaseException) -> str:
 
 
 def check_store(uri: str) -> None:
-    """Raise TrackingError unless the tracking store answers and can be written."""
+    """Raise TrackingError unless the tracking store answers and can be written, and unless a local
+    file it names is an MLflow store or absent (refuse_foreign_file)."""
     local = uri.startswith("sqlite:///")
     if local:
         folder = Path(uri[len("sqlite:///"):]).parent
@@ -97,9 +173,15 @@ def check_store(uri: str) -> None:
             raise TrackingError(f"MLflow store {mask_uri(uri)} cannot be created: folder {folder} does not exist")
         if not os.access(folder, os.W_OK):
             raise TrackingError(f"MLflow store {mask_uri(uri)} is not writable: no write permission on {folder}")
+    if not local or not _lock_path(uri).exists():
+        # no sweep is creating this store (one holds its lock file while it does): a foreign file is
+        # refused now, without a lock file made beside it
+        refuse_foreign_file(uri)
     try:
         with fail_fast_http(), store_lock(uri):
-            client_for(uri).search_experiments(max_results=1)
+            client_for(uri).search_experiments(max_results=1)  # under the lock, a store being created is complete
+    except TrackingError:
+        raise
     except Exception as err:
         if local:
             raise TrackingError(f"MLflow store {mask_uri(uri)} cannot be opened: {_cause(err)}") from None

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import tempfile
+import threading
 from pathlib import Path
 
 import ray
-from ray._private import ray_constants
+from ray._common.network_utils import build_address, parse_address
+from ray._private import ray_constants, services
 
 from sweep.errors import SweepError
 from sweep.state import make_private_dir
 
 # Ray adds up to 64 bytes (/session_<date>_<time>_<pid>/sockets/plasma_store); Unix sockets allow 107.
 MAX_RAY_TEMP_DIR = 43
-
-
+PROBE_S = 5.0  # a cluster's address that accepts no TCP connection in this long is refused
+ADDRESSES_ALLOWED = ("host:port of a running cluster's GCS (`ray start --head` prints it), ray://host:port of its "
+                     "Ray client server, or auto")
 
 
 def _ray_temp_dir(state_dir: Path) -> str:
@@ -41,6 +45,7 @@ def start_ray(address: str | None, state_dir: Path, object_store_memory: int, nu
     if ray.is_initialized():
         return
     if address:
+        check_cluster_reachable(address)
         try:
             ray.init(address=address, log_to_driver=False)
         except Exception as err:
@@ -49,6 +54,66 @@ def start_ray(address: str | None, state_dir: Path, object_store_memory: int, nu
     ray.init(address="local", num_cpus=num_cpus, object_store_memory=object_store_memory,
              _temp_dir=_ray_temp_dir(state_dir), include_dashboard=False, log_to_driver=False,
              **local_ray_binding())
+
+
+def check_cluster_reachable(address: str) -> None:
+    """Refuse in seconds (SweepError naming the address) an --address where nothing accepts a connection.
+
+    ray.init retries an unreachable GCS for minutes (a 127.0.0.1 address first turned into this
+    machine's network address), a Ray client (ray://) for about a minute; one TCP connect with a
+    PROBE_S timeout, to the host and port Ray itself dials, says it at once:
+    - host:port (the GCS): as Ray canonicalises it (localhost becomes this machine's address unless
+      Ray's no-cluster mode is on);
+    - ray://host:port (a Ray client server): as given; port 443 when none is given, as gRPC dials;
+    - auto: $RAY_ADDRESS when set (as ray.init reads it), else the cluster Ray finds on this machine
+      (Ray's own lookup; none found is refused with Ray's reason);
+    - local (a new local instance) and another scheme's address (its client builder's own): not probed."""
+    given = address
+    if address == "auto" and os.environ.get(ray_constants.RAY_ADDRESS_ENVIRONMENT_VARIABLE):
+        address = os.environ[ray_constants.RAY_ADDRESS_ENVIRONMENT_VARIABLE]
+        given = f"auto ($RAY_ADDRESS {address})"
+    if "://" in address:
+        scheme, inner = address.split("://", 1)
+        if scheme != "ray":
+            return
+        host, port = parse_address(inner) or (inner, "443")
+    else:
+        try:
+            dialled = services.canonicalize_bootstrap_address(address)
+        except ConnectionError as err:  # auto: no running cluster found
+            raise SweepError(_connection_error(given, err)) from None
+        except ValueError:
+            raise SweepError(f"--address {given} is not a Ray cluster's address; allowed: {ADDRESSES_ALLOWED}") from None
+        if dialled is None:
+            return
+        host, port = parse_address(dialled)
+    if not host or not str(port).isdigit() or not 0 < int(port) < 65536:
+        raise SweepError(f"--address {given} is not a Ray cluster's address; allowed: {ADDRESSES_ALLOWED}")
+    why = _no_connection(host, int(port))
+    if why:
+        where = build_address(host, int(port))
+        dials = "" if address.endswith(where) else f" (which Ray dials at {where})"
+        raise SweepError(f"cannot connect to the Ray cluster at {given}{dials}: nothing accepted a connection within "
+                         f"{PROBE_S:g} s ({why}); start the cluster, give the address `ray start --head` printed, or "
+                         "leave --address out for a local Ray")
+
+
+def _no_connection(host: str, port: int) -> str | None:
+    """None when host:port accepts a TCP connection within PROBE_S seconds, else why not. The connect
+    runs in a daemon thread: a name lookup is not bounded by the socket's timeout."""
+    outcome: list[str | None] = []
+
+    def dial():
+        try:
+            socket.create_connection((host, port), timeout=PROBE_S).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append((err.strerror or str(err) or type(err).__name__).lower())  # e.g. connection refused
+
+    prober = threading.Thread(target=dial, name="ray-address-probe", daemon=True)
+    prober.start()
+    prober.join(PROBE_S + 1)
+    return outcome[0] if outcome else "no answer"
 
 
 def local_ray_binding() -> dict:

@@ -99,6 +99,7 @@ def test_a_store_that_fails_names_the_real_cause(tmp_path):
     con = sqlite3.connect(path)  # an MLflow-looking store whose migration cannot run
     con.execute("create table alembic_version (version_num varchar(32) not null primary key)")
     con.execute("insert into alembic_version values ('no-such-revision')")
+    con.execute("create table experiments (experiment_id integer)")
     con.commit()
     con.close()
     with pytest.raises(TrackingError) as err:
@@ -111,7 +112,8 @@ def test_a_store_that_fails_names_the_real_cause(tmp_path):
 def _trial(trial_id, seed, epoch=0):
     from types import SimpleNamespace
 
-    return SimpleNamespace(trial_id=trial_id, config={"seed": seed}, last_result={"epoch": epoch}, num_failures=0)
+    return SimpleNamespace(trial_id=trial_id, config={"seed": seed}, last_result={"epoch": epoch}, num_failures=0,
+                           path=f"/trials/{trial_id}", checkpoint=None)
 
 
 def _result(epoch, value):
@@ -199,7 +201,8 @@ def test_a_trials_run_records_the_nodes_it_ran_on_across_a_retry_and_a_resume(tm
     from sweep.tuner import mlflow_callback
 
     uri, spec, client, exp, parent = _one_trial_sweep(tmp_path, "moves")
-    trial = SimpleNamespace(trial_id="t1", config={"seed": 0}, last_result={"epoch": 6}, num_failures=0)
+    trial = SimpleNamespace(trial_id="t1", config={"seed": 0}, last_result={"epoch": 6}, num_failures=0,
+                            path="/trials/t1", checkpoint=None)
 
     def result(epoch, node):
         return {"epoch": epoch, "loss": 1.0, "knn_acc": 0.5, "epoch_s": 1.0, "node_id": node}
