@@ -3,19 +3,22 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import os
 import sys
 import time
 from pathlib import Path
 
 from reports.errors import ReportError
+from sweep.ending import REPORTS, after_sweep, report_folder
 from sweep.errors import SpaceError, SweepError, TrackingError
 from sweep.space import FinalStage, ablation_space, load_space, parse_space, read_space, shipped_spaces, space_problems
 from sweep.space.limits import check_size
 from sweep.space.policies import policies_json
-from sweep.sync import sync_sweep, sync_sweeps
+from sweep.sync import sync_sweep, sync_sweeps, tell_sync
 from sweep.tracking.secrets import mask_secrets
-from sweep.tracking.store import check_store, client_for, resolve_tracking_uri
+from sweep.tracking.store import check_store, resolve_tracking_uri
 from sweep.train_args import config_from_args
+from sweep.trust import REFUSES_UNSIGNED, TRUST_HELP, trust_sweep
 from trainer.config import ConfigError, TrainConfig, describe_range
 
 # Heavy imports wait inside the commands that need them: Ray (sweep.runner), torch (trainer.standalone,
@@ -29,11 +32,6 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {mask_secrets(message)} (see {self.prog} --help)\n")
 
 
-REPORTS = Path("byol-reports")  # where `run`, `resume`, `finalize` and `report` write reports: REPORTS/<experiment>
-
-
-def report_folder(experiments: list[str]) -> Path:
-    return REPORTS / "-vs-".join(experiments)
 
 
 def _field_argument(name: str, f) -> tuple[list[str], dict]:
@@ -115,14 +113,14 @@ def cmd_run(args) -> int:
     if args.command == "ablate":
         space = ablation_space(args.policy, args.seeds, args.space, args.set, args.policy_file)
     outcome = run_sweep(space, options)
-    return _after_sweep(outcome, args.report)
+    return after_sweep(outcome, args.report)
 
 
 def cmd_resume(args) -> int:
     from sweep.runner import resume_sweep  # Ray
 
     outcome = resume_sweep(args.name, storage=args.storage, tracking_uri=args.tracking_uri, address=args.address)
-    return _after_sweep(outcome, args.report)
+    return after_sweep(outcome, args.report)
 
 
 def cmd_sync(args) -> int:
@@ -131,22 +129,13 @@ def cmd_sync(args) -> int:
     if is_train_folder(args.name):
         sent, left, unsent = sync_train_folder(args.name, resolve_tracking_uri(args.tracking_uri))
     else:
-        sent, left, unsent = sync_sweep(args.name, storage=args.storage, tracking_uri=args.tracking_uri)
-    what = f"run {args.name}" if is_train_folder(args.name) else f"sweep {args.name}"
-    if unsent:
-        print(f"{what}: sent {sent} MLflow records; {len(unsent)} will never reach MLflow from its journal:",
-              file=sys.stderr)
-        for line in unsent:
-            print(f"  {line}", file=sys.stderr)
-        if left:
-            print(f"  and {left} more wait for the tracking server: try again", file=sys.stderr)
-        return 1
-    if left:
-        print(f"{what}: sent {sent} MLflow records; {left} could not be sent (the tracking server does not answer), "
-              "try again", file=sys.stderr)
-        return 1
-    print(f"{what}: sent {sent} MLflow records from its journal" if sent
-          else f"{what}: MLflow has every record of its journal")
+        sent, left, unsent = sync_sweep(args.name, storage=args.storage, tracking_uri=args.tracking_uri,
+                                        from_results=args.from_results)
+    return tell_sync(f"run {args.name}" if is_train_folder(args.name) else f"sweep {args.name}", sent, left, unsent)
+
+
+def cmd_trust(args) -> int:
+    trust_sweep(args.name, args.storage)
     return 0
 
 
@@ -161,27 +150,7 @@ def cmd_finalize(args) -> int:
                 raise SweepError(f"{flag} is {value}; allowed: an integer from 1 to 100")
     outcome = finalize_sweep(args.name, storage=args.storage, tracking_uri=args.tracking_uri, address=args.address,
                              final=final)
-    return _after_sweep(outcome, args.report)
-
-
-def _after_sweep(outcome, report: bool) -> int:
-    if outcome.interrupted:
-        return 1
-    if report:
-        from reports import build_report  # pandas, matplotlib
-
-        html = build_report([outcome.experiment], outcome.tracking_uri, report_folder([outcome.experiment]), echo=print)
-        print(f"report written: {html}", flush=True)
-        try:  # the report beside the sweep in MLflow, too
-            client_for(outcome.tracking_uri).log_artifacts(outcome.parent_run_id, str(html.parent), "report")
-        except Exception as err:
-            print(f"the report could not be logged to MLflow: {mask_secrets(str(err).strip().splitlines()[-1])}",
-                  file=sys.stderr, flush=True)
-    if outcome.best_metric is None:
-        print("no trial reported a metric: every trial failed or diverged; the report's health section and "
-              "MLflow's `error` tags say why", file=sys.stderr, flush=True)
-        return 1
-    return 0
+    return after_sweep(outcome, args.report)
 
 
 def cmd_export(args) -> int:
@@ -293,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", help="continue a sweep whose driver stopped",
                             description="Continue a sweep whose driver stopped (Ctrl-C, SIGTERM, a crash): finished "
                                         "trials stay finished, unfinished ones continue from their last checkpoint, "
-                                        "then the final stage runs or continues.")
+                                        "then the final stage runs or continues. " + REFUSES_UNSIGNED)
     resume.add_argument("name", help="the sweep's name (as `byol-sweep run` printed it)")
     _add_sweep_options(resume)
     resume.add_argument("--no-report", dest="report", action="store_false", help="do not write the report at the end")
@@ -301,13 +270,17 @@ def build_parser() -> argparse.ArgumentParser:
     finalize = sub.add_parser(
         "finalize", help="run (or continue) the final stage of a sweep whose search has finished",
         description="Train the search's top configurations again with new seeds for the full budget and evaluate "
-                    "them on the test split (the space's `final:` settings, or these options).")
+                    "them on the test split (the space's `final:` settings, or these options). " + REFUSES_UNSIGNED)
     finalize.add_argument("name", help="the sweep's name (as `byol-sweep run` printed it)")
     _add_sweep_options(finalize)
     finalize.add_argument("--top-k", type=int, help="configurations to re-train (default: the space's, else 1)")
     finalize.add_argument("--seeds", type=int, help="new seeds per configuration (default: the space's, else 3)")
     finalize.add_argument("--per", help="re-train the top-k of each value of this swept field (e.g. policy)")
     finalize.add_argument("--no-report", dest="report", action="store_false", help="do not write the report at the end")
+
+    trust = sub.add_parser("trust", help=TRUST_HELP[0], description=TRUST_HELP[1])
+    trust.add_argument("name", help="the sweep's name (as `byol-sweep run` printed it)")
+    trust.add_argument("--storage", default="byol-runs", help="the sweep's folder or URI (default ./byol-runs)")
 
     export = sub.add_parser(
         "export", help="write a trained encoder to a file",
@@ -325,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "record is sent exactly once.")
     sync.add_argument("name", help="the sweep's name (as `byol-sweep run` printed it), or the output folder of a "
                                    "`byol-sweep train --tracking-uri` run")
+    sync.add_argument("--from-results", action="store_true",
+                      help="then send every epoch the trials' own results (Ray's result.json) hold and MLflow lacks: "
+                           "what a damaged journal or a refused record lost, each once")
     _add_sweep_options(sync)
 
     validate = sub.add_parser("validate", help="check a search space file without running it",
@@ -360,7 +336,7 @@ def _version() -> str:
 
 
 COMMANDS = {"train": cmd_train, "run": cmd_run, "ablate": cmd_run, "resume": cmd_resume, "finalize": cmd_finalize, "export": cmd_export,
-            "sync": cmd_sync, "validate": cmd_validate, "views": cmd_views, "spaces": cmd_spaces, "report": cmd_report}
+            "trust": cmd_trust, "sync": cmd_sync, "validate": cmd_validate, "views": cmd_views, "spaces": cmd_spaces, "report": cmd_report}
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -375,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # its "View run at <URI>" shows a token
     try:
         return COMMANDS[args.command](args)
     except user_errors() as err:

@@ -16,10 +16,12 @@ from sweep.summary import SweepOutcome, outcome_of
 from sweep.tracking.encoders import keep_encoders
 from sweep.tracking.runs import FINAL
 from sweep.tracking.writers import drain_seconds, wait_sent, write
+from sweep.trust import Folder, check_trusted, sign_folder
 from sweep.tuner.baselines import measure_baselines
 from sweep.tuner.console import ConsoleProgress
 from sweep.tuner.driver import Driver
 from sweep.tuner.mlflow_callback import MlflowTracking
+from sweep.tuner.signing import SignRayState, fit_signed
 from sweep.tuner.trainable import final_trainable
 from vocabulary import INTERRUPTED
 
@@ -42,6 +44,7 @@ def run_final_stage(run: SweepRun, outcome: SweepOutcome, driver: Driver) -> Non
     spec, path = run.spec, f"{run.path}/final"
     uri, parent_run_id, experiment_id, resources = run.uri, run.parent_run_id, run.experiment_id, run.resources
     if tune.Tuner.can_restore(path):
+        check_trusted(Folder.at(path), run.name, run.storage)
         print(f"continuing the final stage from {path}", flush=True)
         tuner = tune.Tuner.restore(path, trainable=final_trainable(resources, run.checkpoint_every),
                                    resume_unfinished=True, resume_errored=False, restart_errored=False)
@@ -72,12 +75,13 @@ def run_final_stage(run: SweepRun, outcome: SweepOutcome, driver: Driver) -> Non
             run_config=tune.RunConfig(
                 name="final", storage_path=outcome.path, verbose=0,
                 callbacks=[MlflowTracking(uri, experiment_id, parent_run_id, spec, shared, stage=FINAL),
-                           ConsoleProgress(spec, final_stage=True, total=len(entries))],
+                           ConsoleProgress(spec, final_stage=True, total=len(entries)), SignRayState()],
                 failure_config=tune.FailureConfig(max_failures=run.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
-    results = driver.fit(tuner)
+        sign_folder(Folder.at(path))  # the Tuner wrote tuner.pkl
+    results = fit_signed(driver, tuner, path)
     keep_encoders(uri, experiment_id, parent_run_id, results, "final")
     counts: dict[str, int] = {}
     for result in results:  # no scheduler stops a final run: one short of the budget was interrupted

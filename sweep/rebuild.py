@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 from sweep.state import local_state_dir, read_state, tracking_uri_for
-from sweep.tracking.runs import metric_record
 from sweep.tracking.store import client_for
 from vocabulary import EPOCH_METRICS, FINAL_METRICS
 
@@ -58,11 +57,10 @@ def rebuild_from_results(name: str, storage: str = "byol-runs", tracking_uri: st
         run_id = run.info.run_id
         keys = [k for k in (*EPOCH_METRICS, *FINAL_METRICS) if any(k in row for row in rows)]
         held = {k: {m.step for m in client.get_metric_history(run_id, k)} for k in keys}
-        missing = [metric_record(k, row[k], int(row["epoch"]), int(float(row.get("timestamp", time.time())) * 1000))
+        missing = [Metric(k, float(row[k]), int(float(row.get("timestamp", time.time())) * 1000), int(row["epoch"]))
                    for row in rows for k in keys if row.get(k) is not None and int(row["epoch"]) not in held[k]]
         for i in range(0, len(missing), BATCH):
-            client.log_batch(run_id, metrics=[Metric(m["key"], float(m["value"]), int(m["timestamp"]), int(m["step"]))
-                                              for m in missing[i:i + BATCH]])
+            client.log_batch(run_id, metrics=missing[i:i + BATCH])
         sent += len(missing)
         if "byol_sweep.trial_dir" not in run.data.tags:
             client.set_tag(run_id, "byol_sweep.trial_dir", str(folder))

@@ -32,6 +32,7 @@ from sweep.tracking.encoders import keep_encoders
 from sweep.tracking.runs import SEARCH, end_sweep, start_sweep
 from sweep.tracking.store import check_store, client_for, mask_uri, resolve_tracking_uri
 from sweep.tracking.writers import DRIVER_TRACKING_URI, close_journal, open_journal, write
+from sweep.trust import Folder, check_trusted, sign_folder, tune_folders
 from sweep.tuner.baselines import measure_baselines
 from sweep.tuner.console import ConsoleProgress
 from sweep.tuner.driver import Driver, driving, end_quietly
@@ -39,6 +40,7 @@ from sweep.tuner.machine import check_local_resources
 from sweep.tuner.mlflow_callback import MlflowTracking, tracker_for
 from sweep.tuner.parts import tune_parts
 from sweep.tuner.ray_setup import quiet_ray, start_ray, trial_resources
+from sweep.tuner.signing import SignRayState, fit_signed
 from sweep.tuner.trainable import search_trainable
 from sweep.views import log_views
 
@@ -81,9 +83,9 @@ class SweepOptions:
 
 
 def callbacks(run: SweepRun, decisions: dict[str, list[dict]]) -> list:
-    """The search's Tune callbacks: the MLflow record and the console."""
+    """The search's Tune callbacks: the MLflow record, the console, and the signatures of Ray's state."""
     return [MlflowTracking(run.uri, run.experiment_id, run.parent_run_id, run.spec, run.resources,
-                           decisions=decisions), ConsoleProgress(run.spec)]
+                           decisions=decisions), ConsoleProgress(run.spec), SignRayState()]
 
 
 def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
@@ -150,6 +152,7 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=parts.num_to_keep),
             ),
         )
+        sign_folder(Folder.at(run.path))  # the Tuner wrote tuner.pkl
         # only now, with the Tuner built: a sweep that failed to start leaves no state that `run` would refuse
         run.save(asdict(options))
     except BaseException:
@@ -170,7 +173,7 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
 
 def search_then_final(run: SweepRun, driver: Driver, tuner) -> SweepOutcome:
     """Fit the search's Tuner, then (after a search that ended) the final stage, then the sweep's state."""
-    results = driver.fit(tuner)
+    results = fit_signed(driver, tuner, run.path)
     keep_encoders(run.uri, run.experiment_id, run.parent_run_id, results, "trial")
     tracker = tracker_for(run.parent_run_id, SEARCH)
     outcome = search_outcome(results, run, tracker.ended if tracker is not None else None)
@@ -213,6 +216,8 @@ def resume_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | None
         tracking_uri_for(state, name, tracking_uri)  # a wrong store is said first
         raise SweepError(f"sweep {name} has no Tune state at {path} (it stopped before its first trial); start it "
                          "again with `byol-sweep run`")
+    for folder in tune_folders(path):  # before anything unpickles them
+        check_trusted(folder, name, storage)
     run = stored_run(name, storage, tracking_uri)
     try:
         start_ray(address, local_state_dir(storage, name), object_store_memory)
@@ -241,6 +246,8 @@ def finalize_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | No
         if tags.get("byol_sweep.search_state") != "finished":
             raise SweepError(f"sweep {name}'s search has not finished; continue it with `byol-sweep resume {name}` "
                              "(which runs the final stage at its end)")
+        if tune.Tuner.can_restore(f"{run.path}/final"):  # said before Ray starts; checked again as it is restored
+            check_trusted(Folder.at(f"{run.path}/final"), name, storage)
         start_ray(address, local_state_dir(storage, name), object_store_memory)
     except BaseException:
         close_journal(run.parent_run_id)

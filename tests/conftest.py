@@ -121,3 +121,16 @@ def truncated_png(path) -> None:
     buffer = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buffer, "PNG")
     path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_config_home(tmp_path_factory):
+    """The signing key (sweep/trust.py) of the test session, not the user's: every sweep the tests run,
+    in this process or a child, keys under a temporary XDG_CONFIG_HOME."""
+    saved = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config-home"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_CONFIG_HOME", None)
+    else:
+        os.environ["XDG_CONFIG_HOME"] = saved
