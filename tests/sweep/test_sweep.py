@@ -336,3 +336,8 @@ def test_report_compares_policies_and_sweeps(policy_sweep, tmp_path):
     ranked = re.findall(r"^\| (\d) \| (byol|crop_only) \| (\d) \|", md, re.M)
     assert [(r[1], r[2]) for r in ranked[:2]] == [(p, "2") for p in means.index]
     assert "## Comparison" in md and "### policy" in md and "paired by seed" in md
+    # a comparison sweep's untrained-encoder baseline is measured on each of its seeds' inits
+    parent = MlflowClient(uri).get_run(outcome.parent_run_id).data.metrics
+    for seed in (0, 1):
+        assert 0 < parent[f"baseline.untrained.val.seed_{seed}"] <= 1
+    assert "| kNN on the untrained encoder | " in md and "mean of 2 inits, seeds 0, 1" in md
