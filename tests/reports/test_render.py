@@ -474,7 +474,7 @@ def test_html_renders_in_headless_chromium(report_a, tmp_path):
     m = re.search(r"<title>CHECK images=(\d+) broken=(\d+) errors=(\d+)</title>", dom)
     assert m, f"the check script did not run: {dom[:300]!r}"
     images, broken, errors = map(int, m.groups())
-    assert images >= 5 and broken == 0 and errors == 0
+    assert images >= 3 and broken == 0 and errors == 0  # curves, history, health: no effect plots below 8 trials
 
 
 OVERFLOW_SCRIPT = """<script>
