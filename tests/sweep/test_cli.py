@@ -393,6 +393,6 @@ def test_a_sweep_that_fails_to_start_leaves_no_folder(tmp_path):
     (tmp_path / "bad.db").write_text("not a database at all " * 100)
     proc = byol_sweep("run", "quick", "--name", "x", "--storage", "runs", "--tracking-uri",
                       f"sqlite:///{tmp_path}/bad.db", cwd=tmp_path, check=False)
-    assert proc.returncode == 2 and "cannot be opened: " in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "is not an MLflow store (not an SQLite database)" in proc.stderr, proc.stderr
     assert "unreachable" not in proc.stderr
     assert not (tmp_path / "runs" / "x").exists()
