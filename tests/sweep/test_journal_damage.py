@@ -45,13 +45,22 @@ def rewrite_line(path, number, change):
     path.write_text("".join(lines))
 
 
+def store(where: str, tmp_path, request) -> tuple[str, str]:
+    """(tracking URI, a new experiment's id): a SQLite file, or the module's real `mlflow server`."""
+    uri = request.getfixturevalue("mlflow_server") if where == "server" else f"sqlite:///{tmp_path}/mlflow.db"
+    return uri, MlflowClient(uri).create_experiment(f"j-{tmp_path.name}")
+
+
+STORES = ["sqlite", pytest.param("server", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("where", STORES)
 @pytest.mark.parametrize("damage, reason", [
     (lambda line: line.replace('"value": 0.2', '"value": 0.9'), "its checksum does not match its content"),
     (lambda line: line[:25] + "\x00\x00garbage\n", "not valid JSON"),
 ])
-def test_a_damaged_middle_line_is_named_and_every_other_record_is_sent(tmp_path, damage, reason):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    exp = MlflowClient(uri).create_experiment("j")
+def test_a_damaged_middle_line_is_named_and_every_other_record_is_sent(tmp_path, damage, reason, where, request):
+    uri, exp = store(where, tmp_path, request)
     journal, _ = journal_two_trials(tmp_path, exp)
     rewrite_line(journal.path, 5, damage)  # trial_a's epoch 2, pending
     sent, left, unsent = sync_journal(uri, tmp_path)
@@ -66,9 +75,9 @@ def test_a_damaged_middle_line_is_named_and_every_other_record_is_sent(tmp_path,
     assert len(Journal(journal.path).damaged()) == 1
 
 
-def test_a_torn_last_line_after_it_was_sent_never_gives_its_id_to_a_new_record(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    exp = MlflowClient(uri).create_experiment("j")
+@pytest.mark.parametrize("where", STORES)
+def test_a_torn_last_line_after_it_was_sent_never_gives_its_id_to_a_new_record(tmp_path, where, request):
+    uri, exp = store(where, tmp_path, request)
     journal, runs = journal_two_trials(tmp_path, exp)
     assert replay(journal, MlflowClient(uri)) == 10 and journal.sent == 10
     data = journal.path.read_bytes()
@@ -84,9 +93,9 @@ def test_a_torn_last_line_after_it_was_sent_never_gives_its_id_to_a_new_record(t
     assert resumed.unsent() == []  # what was torn had reached MLflow
 
 
-def test_a_torn_pending_line_is_named_as_never_sent(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    exp = MlflowClient(uri).create_experiment("j")
+@pytest.mark.parametrize("where", STORES)
+def test_a_torn_pending_line_is_named_as_never_sent(tmp_path, where, request):
+    uri, exp = store(where, tmp_path, request)
     journal, _ = journal_two_trials(tmp_path, exp)
     with open(journal.path, "a") as f:
         f.write('{"id": 11, "op": "log_batch", "args": {"run_id": "local-trial_a", "metrics": [{"step": 4')
@@ -96,11 +105,10 @@ def test_a_torn_pending_line_is_named_as_never_sent(tmp_path):
     assert Journal(journal.path).append("set_tag", run_id="x", key="k", value="v")["id"] == 12
 
 
-@pytest.mark.parametrize("where", ["sqlite", "server"])
+@pytest.mark.parametrize("where", STORES)
 def test_a_record_mlflow_refuses_is_set_aside_and_the_rest_flow_on(tmp_path, where, request):
-    uri = request.getfixturevalue("mlflow_server") if where == "server" else f"sqlite:///{tmp_path}/mlflow.db"
+    uri, exp = store(where, tmp_path, request)
     client = MlflowClient(uri)
-    exp = client.create_experiment(f"refused-{tmp_path.name}")
     told = []
     writer = JournalledWriter(Journal(tmp_path / "journal.jsonl"), lambda: client, told.append)
     parent = writer.write("create_run", experiment_id=exp, run_name="sweep", tags={})
