@@ -118,16 +118,23 @@ def test_a_server_that_goes_away_loses_nothing_and_stops_nothing(tmp_path, serve
     assert sent == len(journal.read_text().splitlines())  # everything sent
 
 
-def test_records_left_at_the_end_are_sent_by_sync(tmp_path, server):
-    """The server is still away when the sweep ends: the driver waits a bounded time, says what is
-    left and which command sends it, and exits; `byol-sweep sync` sends it once the server is back."""
-    space = write_space(tmp_path, "loss", base={"epochs": 4}, grid={"seed": [0, 1]}, algorithm="grid", asha=False)
-    journal = tmp_path / "runs" / "loss" / "mlflow-journal.jsonl"
-    env = {**os.environ, "PYTHONPATH": ROOT, "BYOL_SWEEP_DRAIN_S": "2"}
-    cli = [sys.executable, "-m", "sweep.cli"]
+def subprocess_env() -> dict[str, str]:
+    """The environment the byol-sweep processes of these tests run in (read at call time: the session's
+    fixtures set some of it)."""
+    return {**os.environ, "PYTHONPATH": ROOT, "BYOL_SWEEP_DRAIN_S": "2"}
+
+CLI = [sys.executable, "-m", "sweep.cli"]
+
+
+def sweep_outliving_its_server(tmp_path, server, name: str, epochs: int) -> tuple[str, int]:
+    """A 2-trial sweep `name` whose tracking server is killed after its first epoch and stays away:
+    the driver ends (exit 0) with records left in its journal. Returns (its output, when the server died, ms)."""
+    space = write_space(tmp_path, name, base={"epochs": epochs}, grid={"seed": [0, 1]}, algorithm="grid", asha=False)
+    journal = tmp_path / "runs" / name / "mlflow-journal.jsonl"
     driver = subprocess.Popen(
-        [*cli, "run", str(space), "--name", "loss", "--storage", "runs", "--tracking-uri", server.uri, "--no-report"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env)
+        [*CLI, "run", str(space), "--name", name, "--storage", "runs", "--tracking-uri", server.uri, "--no-report"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env=subprocess_env())
     try:
         wait_for(lambda: journal_epochs(journal), 600, "a first epoch", driver)
         server.kill()
@@ -138,6 +145,14 @@ def test_records_left_at_the_end_are_sent_by_sync(tmp_path, server):
             os.killpg(driver.pid, signal.SIGKILL)
             driver.communicate()
     assert driver.returncode == 0, out[-4000:]
+    return out, killed_ms
+
+
+def test_records_left_at_the_end_are_sent_by_sync(tmp_path, server):
+    """The server is still away when the sweep ends: the driver waits a bounded time, says what is
+    left and which command sends it, and exits; `byol-sweep sync` sends it once the server is back."""
+    out, killed_ms = sweep_outliving_its_server(tmp_path, server, "loss", epochs=4)
+    env, cli = subprocess_env(), CLI
     assert "could not be sent" in out and "byol-sweep sync loss --storage runs" in out, out[-4000:]
     server.start()
     synced = subprocess.run([*cli, "sync", "loss", "--storage", "runs", "--tracking-uri", server.uri], cwd=tmp_path,
@@ -162,22 +177,9 @@ def test_what_a_damaged_journal_lost_is_rebuilt_from_the_trials_results(tmp_path
     """Records pending (the server went away), then the journal damaged: one epoch's line in the middle
     corrupted, or its last pending line torn. `sync` names the loss and fails; `sync --from-results`
     sends what Ray's own results hold and MLflow lacks: every epoch in MLflow once."""
-    space = write_space(tmp_path, "dmg", base={"epochs": 3}, grid={"seed": [0, 1]}, algorithm="grid", asha=False)
+    sweep_outliving_its_server(tmp_path, server, "dmg", epochs=3)
+    env, cli = subprocess_env(), CLI
     journal = tmp_path / "runs" / "dmg" / "mlflow-journal.jsonl"
-    env = {**os.environ, "PYTHONPATH": ROOT, "BYOL_SWEEP_DRAIN_S": "2"}
-    cli = [sys.executable, "-m", "sweep.cli"]
-    driver = subprocess.Popen(
-        [*cli, "run", str(space), "--name", "dmg", "--storage", "runs", "--tracking-uri", server.uri, "--no-report"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env)
-    try:
-        wait_for(lambda: journal_epochs(journal), 600, "a first epoch", driver)
-        server.kill()
-        out, _ = driver.communicate(timeout=600)
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-            driver.communicate()
-    assert driver.returncode == 0, out[-4000:]
     sent = int((journal.parent / "mlflow-journal.jsonl.sent").read_text())
     lines = journal.read_text().splitlines(keepends=True)
     epochs = [i for i, line in enumerate(lines) if json.loads(line)["id"] > sent and '"epoch_s"' in line]
