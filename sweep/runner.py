@@ -29,7 +29,7 @@ from sweep.state import (
 )
 from sweep.summary import SweepOutcome, search_outcome
 from sweep.tracking.encoders import keep_encoders
-from sweep.tracking.runs import SEARCH, end_sweep, start_sweep
+from sweep.tracking.runs import SEARCH, end_abandoned, end_sweep, start_sweep
 from sweep.tracking.store import check_store, client_for, mask_uri, resolve_tracking_uri
 from sweep.tracking.writers import DRIVER_TRACKING_URI, close_journal, open_journal, write
 from sweep.trust import Folder, check_trusted, sign_folder, tune_folders
@@ -203,6 +203,9 @@ def stored_run(name: str, storage: str, tracking_uri: str | None) -> SweepRun:
                    checkpoint_every=state["options"]["checkpoint_every"],
                    max_failures=state["options"]["max_failures"])
     open_journal(uri, run.parent_run_id, local_state_dir(storage, name), sync_command(name, storage))
+    if end_abandoned(uri, run.parent_run_id):  # the journal's lock is ours: no driver runs this sweep
+        print(f"sweep {name}'s last driver ended without stopping it (killed?): the sweep and the runs it left "
+              "running are marked interrupted", flush=True)
     return run
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from sweep.progress import sig
 from sweep.space import SweepSpec
 from sweep.state import SweepRun
 from sweep.tracking.store import mask_uri
@@ -71,9 +72,9 @@ def print_summary(outcome: SweepOutcome, spec: SweepSpec, experiment_id: str) ->
         print(f"this sweep compares {', '.join(spec.compared_fields)} across its seeds: the report gives each arm's mean "
               f"{spec.metric} and the differences paired by seed", file=out)
     elif outcome.best_config:
-        swept = " ".join(f"{k}={outcome.best_config[k]}" for k in spec.swept)
+        swept = " ".join(f"{k}={sig(outcome.best_config[k])}" for k in spec.swept)
         print(f"best {spec.metric} at the last epoch, among trials that ran all {spec.max_epochs} epochs: "
-              f"{outcome.best_metric:.4f} (trial {outcome.best_trial}) with {swept}", file=out)
+              f"{sig(outcome.best_metric)} (trial {outcome.best_trial}) with {swept}", file=out)
     print(f"results: {outcome.path}", file=out)
     where = mask_uri(outcome.tracking_uri)
     if where.startswith(("http://", "https://")):

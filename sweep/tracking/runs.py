@@ -140,6 +140,19 @@ def end_sweep(uri: str, parent_run_id: str, state: str) -> None:
         client.set_terminated(parent_run_id, "FINISHED")
 
 
+def end_abandoned(uri: str, parent_run_id: str) -> bool:
+    """A sweep whose driver died without ending it (SIGKILL, a lost node) stays `running`, and so do the
+    trials it ran. Called only where the journal's lock shows no driver holds the sweep any more: the
+    sweep and the runs it left running become `interrupted` (what `resume` continues). True if it was."""
+    writer = journal_writer(parent_run_id)
+    journalled = writer.state.tags.get(parent_run_id, {}) if writer is not None else {}
+    state = journalled.get("byol_sweep.state") or client_for(uri).get_run(parent_run_id).data.tags.get("byol_sweep.state")
+    if state != "running":
+        return False
+    end_sweep(uri, parent_run_id, "interrupted")
+    return True
+
+
 def log_baselines(uri: str, parent_run_id: str, split: str, baselines: dict[str, float], seed: int | None = None) -> None:
     """The baselines (trainer.baselines.baseline_accuracies) of a split, on the parent run:
     baseline.<name>.<split>, or baseline.<name>.<split>.seed_<seed> for one seed's init."""

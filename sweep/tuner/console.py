@@ -1,13 +1,20 @@
-"""A compact console view of a running sweep, instead of Ray's full tables."""
+"""A compact console view of a running sweep, instead of Ray's full tables (sweep/progress.py draws
+it): on a terminal, a bar over the stage's epoch budget redrawn in place with a line per running
+trial; in a log, plain lines."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 from ray.tune import Callback
+from tqdm import tqdm
 
+from sweep.progress import StageView, TrialRow, eta_seconds, sig
 from sweep.space import SweepSpec
-from vocabulary import COMPLETED, ENDED, INTERRUPTED, PENDING, RUNNING, better, outcome
+from vocabulary import COMPLETED, INTERRUPTED, PENDING, RUNNING, better, outcome
+
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n}/{total} epochs{postfix}"
 
 
 def trial_outcome(trial, max_epochs: int, ended: bool = False) -> str:
@@ -20,36 +27,14 @@ def trial_outcome(trial, max_epochs: int, ended: bool = False) -> str:
     return RUNNING if trial.status == "RUNNING" else PENDING
 
 
-def progress_text(ended: int, total: int, elapsed_s: float, ended_here: int,
-                  epochs: tuple[int, int] | None = None) -> str:
-    """`k of N trials ended`, and a rough ETA. Search: once a trial ended in this driver, the time per
-    trial ended so far (with the trials' concurrency in it) times the trials left; ASHA ends its early
-    stops sooner than full-budget trials, so early on the ETA is low. Final stage (every run trains the
-    whole budget, several at once): `epochs` = (epochs trained in this driver, epochs left), and the
-    ETA is the time so far per epoch trained times the epochs left."""
-    text = f"{ended} of {total} trials ended"
-    if ended >= total:
-        return text
-    if epochs is not None:
-        done, left = epochs
-        minutes = elapsed_s / done * left / 60 if done else None
-    else:
-        minutes = elapsed_s / ended_here * (total - ended) / 60 if ended_here else None
-    if minutes is not None:
-        text += f", ETA ~{minutes:.0f} min (rough)" if minutes >= 1 else ", ETA <1 min (rough)"
-    return text
-
-
 def format_config(config: dict, keys: list[str]) -> str:
-    parts = []
-    for key in keys:
-        value = config.get(key)
-        parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
-    return " ".join(parts)
+    return " ".join(f"{key}={sig(config.get(key))}" for key in keys)
 
 
 class ConsoleProgress(Callback):
-    """One line on each trial event (at most every `every_s` seconds for epoch results)."""
+    """The stage's view on each trial event. On a terminal: a bar over the stage's epoch budget and a
+    line per running trial, redrawn in place at each result (in colour unless NO_COLOR is set). Else:
+    plain lines, the view at most every `every_s` seconds for epoch results."""
 
     def __init__(self, spec: SweepSpec, every_s: float = 10.0, stream=None, final_stage: bool = False,
                  total: int | None = None):
@@ -60,61 +45,98 @@ class ConsoleProgress(Callback):
         self.total = total  # trials this run will have (default: the space's; the final stage: Tune's list)
         self._last = 0.0
         self._start = time.monotonic()
-        self._ended_here = 0  # trials that ended in this driver: the ETA's rate (a resumed sweep's earlier ones are not)
         self._best: tuple[float, str, str] | None = None
         self._arms: dict[str, list[float]] = {}  # a comparison sweep: arm -> its completed trials' values
         self._live: set[str] = set()  # trials that ran in this driver and have not ended
         self._before: dict[str, int] = {}  # trial -> the epoch it had reached before this driver ran it
+        self._reported: dict[str, tuple[int, float | None]] = {}  # trial -> (its last epoch, its metric there)
+        self._bars: list[tqdm] = []  # on a terminal: the stage's bar, then one line per running trial
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["stream"] = None
+        state.update(stream=None, _bars=[])
         return state
 
-    def _print(self, trials, event: str = "", ended=None) -> None:
-        counts: dict[str, int] = {}
+    def __setstate__(self, state):
+        """A resumed driver: the ETA counts the epochs trained from now on, over the time from now on."""
+        self.__dict__.update(state, _start=time.monotonic(), _before={}, _live=set(), _last=0.0)
+
+    def _out(self):
+        return self.stream or sys.stdout
+
+    def _view(self, trials, event: str = "", ended=None) -> StageView:
+        rows = []
         for t in trials:
-            outcome = trial_outcome(t, self.spec.max_epochs, ended=t is ended)  # final runs: the same budget
+            status = trial_outcome(t, self.spec.max_epochs, ended=t is ended)  # final runs: the same budget
             if t.trial_id in self._live and t.status == "TERMINATED" and t is not ended:
-                outcome = INTERRUPTED  # Tune stopped it because the driver was interrupted
+                status = INTERRUPTED  # Tune stopped it because the driver was interrupted
             if t is ended and event.endswith("failed"):
-                outcome = "failed"
-            counts[outcome] = counts.get(outcome, 0) + 1
-        order = ("running", "pending", "completed", "stopped_early", "diverged", "failed", "interrupted")
-        status = " | ".join(f"{counts[k]} {k.replace('_', ' ')}" for k in order if counts.get(k))
-        ended_count = sum(counts.get(k, 0) for k in ENDED)
+                status = "failed"
+            last = t.last_result or {}
+            epoch, value = int(last.get("epoch", 0) or 0), last.get(self.spec.metric)
+            if self._reported.get(t.trial_id, (-1,))[0] >= epoch:  # Tune updates last_result after the callbacks
+                epoch, value = self._reported[t.trial_id]
+            rows.append(TrialRow(_short(t), status, epoch, value))
         total = max(self.total or (len(trials) if self.final_stage else self.spec.total_trials), len(trials))
-        epochs = None
-        if self.final_stage:
-            last = {t.trial_id: int((t.last_result or {}).get("epoch", 0) or 0) for t in trials}
-            done = sum(max(0, last[i] - before) for i, before in self._before.items() if i in last)
-            left = sum(max(0, self.spec.max_epochs - last[t.trial_id]) for t in trials
-                       if t is not ended and t.status not in ("TERMINATED", "ERROR"))
-            epochs = (done, left + self.spec.max_epochs * max(0, total - len(trials)))
-        status += " | " + progress_text(ended_count, total, time.monotonic() - self._start, self._ended_here, epochs)
-        best = ""
+        epochs = {t.trial_id: row.epoch for t, row in zip(trials, rows)}
+        trained = sum(max(0, epochs[i] - before) for i, before in self._before.items() if i in epochs)
+        view = StageView("final stage" if self.final_stage else "search", rows, total, self.spec.max_epochs,
+                         self.spec.metric, bounded=self.spec.scheduler.stops_early and not self.final_stage)
+        view.eta_s = eta_seconds(time.monotonic() - self._start, trained, view.epochs_left)
         if self._arms:
-            best = f" | mean {self.spec.metric} so far: " + ", ".join(
-                f"{arm} {sum(v) / len(v):.4f} (n {len(v)})" for arm, v in sorted(self._arms.items()))
+            view.best = f"mean {self.spec.metric} so far: " + ", ".join(
+                f"{arm} {sig(sum(v) / len(v))} (n {len(v)})" for arm, v in sorted(self._arms.items()))
         elif self._best:
             value, name, config = self._best
-            best = f" | best {self.spec.metric} {value:.4f} ({name}: {config})"
-        stamp = time.strftime("%H:%M:%S") + (" final stage" if self.final_stage else "")
-        print(f"[{stamp}] {status}{best}{(' | ' + event) if event else ''}", file=self.stream or sys.stdout, flush=True)
+            view.best = f"best {self.spec.metric} {sig(value)} ({name}: {config})"
+        return view
+
+    def _print(self, trials, event: str = "", ended=None) -> None:
+        view = self._view(trials, event, ended)
+        stamp = time.strftime("%H:%M:%S")
+        if self._out().isatty():
+            self._draw(view)
+            if event:
+                tqdm.write(f"[{stamp}] {view.stage}: {event}", file=self._out())
+        elif event:
+            print(f"[{stamp}] {view.line()} | {event}", file=self._out(), flush=True)
+        else:
+            lines = [f"[{stamp}] {view.line()}", *(f"  {line}" for line in view.trial_lines(running_only=True))]
+            print("\n".join(lines), file=self._out(), flush=True)
         self._last = time.monotonic()
+
+    def _draw(self, view: StageView) -> None:
+        """Redraw the bar and the running trials' lines in place (tqdm), growing the lines as needed."""
+        lines = view.trial_lines(running_only=True)
+        colour = None if os.environ.get("NO_COLOR") else "green"
+        while len(self._bars) < 1 + len(lines):
+            first = not self._bars
+            self._bars.append(tqdm(
+                file=self._out(), position=len(self._bars), dynamic_ncols=True, mininterval=0, leave=first,
+                bar_format=BAR_FORMAT if first else "{desc}", colour=colour if first else None, desc=view.stage,
+                total=view.budget if first else None))
+        bar = self._bars[0]
+        bar.total, bar.n = view.budget, view.epochs_done
+        bar.set_postfix_str(view.details(), refresh=False)
+        for line, text in zip(self._bars[1:], lines + [""] * len(self._bars)):
+            line.set_description_str(f"  {text}", refresh=False)
+        for each in self._bars:
+            each.refresh()
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._live.add(trial.trial_id)
+        self._print(trials, f"{_short(trial)} started")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._live.add(trial.trial_id)
-        self._before.setdefault(trial.trial_id, max(0, int(result.get("epoch", 0) or 0) - 1))
-        if time.monotonic() - self._last >= self.every_s:
+        epoch = int(result.get("epoch", 0) or 0)
+        self._before.setdefault(trial.trial_id, max(0, epoch - 1))
+        self._reported[trial.trial_id] = (epoch, result.get(self.spec.metric))
+        if self._out().isatty() or time.monotonic() - self._last >= self.every_s:
             self._print(trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._live.discard(trial.trial_id)
-        self._ended_here += 1
         status = trial_outcome(trial, self.spec.max_epochs, ended=True)
         result = trial.last_result or {}
         value = result.get(self.spec.metric)
@@ -131,7 +153,6 @@ class ConsoleProgress(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._live.discard(trial.trial_id)
-        self._ended_here += 1
         self._print(trials, f"{_short(trial)} failed", ended=trial)
 
     def on_experiment_end(self, trials, **info):
@@ -140,6 +161,9 @@ class ConsoleProgress(Callback):
         if stopped:
             self._print(trials, f"driver interrupted: {len(stopped)} trial{'s' if len(stopped) > 1 else ''} "
                                 f"interrupted ({', '.join(_short(t) for t in stopped)})")
+        for each in self._bars:
+            each.close()
+        self._bars = []
 
 
 def _short(trial) -> str:

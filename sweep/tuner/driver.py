@@ -1,6 +1,6 @@
-"""The driver process while a sweep runs: a SIGTERM (a scheduler's cancel, `timeout`) stops Tune as
-Ctrl-C does, so the trials are saved and the sweep can be resumed; any error or interruption leaves
-the sweep's parent run `interrupted`; the journal is sent (a bounded wait) when the driver ends."""
+"""The driver process while a sweep runs: a SIGTERM (a scheduler's cancel, `timeout`) or a SIGHUP (a
+closed terminal) stops Tune as Ctrl-C does, so the trials are saved and the sweep can be resumed;
+any error or interruption leaves the sweep's parent run `interrupted`; the journal is sent (a bounded wait) when the driver ends."""
 from __future__ import annotations
 
 import contextlib
@@ -10,6 +10,9 @@ import threading
 
 from sweep.tracking.runs import end_sweep
 from sweep.tracking.writers import close_journal
+
+# Ctrl-C (SIGINT) Tune handles itself while it fits, and Python raises KeyboardInterrupt outside
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 class Driver:
@@ -26,11 +29,12 @@ class Driver:
         finally:
             self.fitting = False
 
-    def on_sigterm(self, signum, frame) -> None:
+    def on_stop_signal(self, signum, frame) -> None:
         tune_handler = signal.getsignal(signal.SIGUSR1) if self.fitting else None  # Tune's graceful stop
         if callable(tune_handler) and not self.stopping:
             self.stopping = True
-            print("SIGTERM received: stopping the trials and saving the sweep's state", file=sys.stderr, flush=True)
+            print(f"{signal.Signals(signum).name} received: stopping the trials and saving the sweep's state",
+                  file=sys.stderr, flush=True)
             tune_handler(signum, frame)
         else:
             raise KeyboardInterrupt
@@ -50,15 +54,15 @@ def driving(uri: str, parent_run_id: str):
     """Run a sweep's driver (yields the Driver whose fit() runs a Tuner)."""
     driver = Driver()
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGTERM) if main else None
-    if main:
-        signal.signal(signal.SIGTERM, driver.on_sigterm)
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS} if main else {}
+    for signum in previous:
+        signal.signal(signum, driver.on_stop_signal)
     try:
         yield driver
     except BaseException:
         end_quietly(uri, parent_run_id)
         raise
     finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         close_journal(parent_run_id)  # waits a bounded time for the journal to be sent

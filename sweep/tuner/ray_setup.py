@@ -2,6 +2,7 @@
 resources each trial gets; the environment that keeps Ray's own output out of the console."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -51,9 +52,36 @@ def start_ray(address: str | None, state_dir: Path, object_store_memory: int, nu
         except Exception as err:
             raise SweepError(_connection_error(address, err)) from None
         return
-    ray.init(address="local", num_cpus=num_cpus, object_store_memory=object_store_memory,
-             _temp_dir=_ray_temp_dir(state_dir), include_dashboard=False, log_to_driver=False,
-             **local_ray_binding())
+    with ray_in_own_session():
+        ray.init(address="local", num_cpus=num_cpus, object_store_memory=object_store_memory,
+                 _temp_dir=_ray_temp_dir(state_dir), include_dashboard=False, log_to_driver=False,
+                 **local_ray_binding())
+
+
+_RAY_POPEN = services.ConsolePopen
+
+
+class _OwnSessionPopen(_RAY_POPEN):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, start_new_session=True, **kwargs)
+
+
+@contextlib.contextmanager
+def ray_in_own_session():
+    """Start a local Ray's processes (GCS, raylet and, through the raylet, its workers) in their own
+    session: a signal to the job's process group (a batch scheduler's cancel or preemption, `timeout`,
+    a terminal's Ctrl-C or hang-up) then reaches the driver alone, which stops the trials through Ray
+    and ends the sweep `interrupted` (sweep/tuner/driver.py). They still die with the driver: Ray sets
+    their parent-death signal (PR_SET_PDEATHSIG), which a new session keeps. Ray starts every such
+    process through services.ConsolePopen and has no option for it."""
+    if os.name != "posix":  # Windows: Ray gives each process its own group already
+        yield
+        return
+    services.ConsolePopen = _OwnSessionPopen
+    try:
+        yield
+    finally:
+        services.ConsolePopen = _RAY_POPEN
 
 
 def check_cluster_reachable(address: str) -> None:

@@ -309,13 +309,35 @@ def parent_tags(uri: str, experiment: str) -> dict[str, str]:
     return runs[0].data.tags if runs else {}
 
 
+def ray_processes_of(folder: Path) -> list:
+    """The pids of live processes whose command line names a path of this sweep's Ray (its temp dir,
+    or the short link to it in /tmp)."""
+    marks = [str(folder).encode()] + [str(link).encode() for link in Path("/tmp").glob("byol-ray-*")
+                                      if link.is_symlink() and link.resolve() == folder.resolve()]
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
+        except OSError:  # it ended meanwhile
+            continue
+        if any(mark in cmdline for mark in marks):
+            found.append(int(entry.name))
+    return found
+
+
 @pytest.mark.slow
-def test_sigterm_leaves_the_sweep_interrupted_not_stopped_early_and_resume_finishes_it(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_to_the_whole_job_leaves_the_sweep_interrupted_within_30_s(tmp_path, signum, request):
+    """What a batch scheduler's cancel or preemption, `timeout`, Ctrl-C and a closed terminal do: the
+    signal goes to every process of the job's group at once. Ray runs in its own session, so only the
+    driver gets it: it stops the trials through Ray and the sweep ends `interrupted`, its running trials
+    `interrupted`, within a batch scheduler's usual 30 s grace; SIGTERM's sweep then resumes to the end."""
     space = write_space(tmp_path, "term", base={"epochs": 6}, grid={"seed": [0, 1]}, algorithm="grid", asha=False)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     args = ["run", str(space), "--name", "term", "--storage", "runs", "--tracking-uri", uri, "--no-report"]
     driver = subprocess.Popen([*CLI, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, start_new_session=True, env={**os.environ, "PYTHONPATH": ROOT})
+    request.addfinalizer(lambda: driver.poll() is None and os.killpg(driver.pid, signal.SIGKILL))
     client = MlflowClient(uri)
     deadline = time.time() + 300
     while time.time() < deadline and driver.poll() is None:  # until every trial has logged an epoch
@@ -325,14 +347,26 @@ def test_sigterm_leaves_the_sweep_interrupted_not_stopped_early_and_resume_finis
             break
         time.sleep(0.5)
     assert driver.poll() is None, driver.stdout.read()
-    driver.send_signal(signal.SIGTERM)  # the driver only, as a scheduler stops a job
+    ray_folder = tmp_path / "runs" / "term" / "ray"
+    assert ray_processes_of(ray_folder), "the sweep's Ray processes were not found"
+    os.killpg(driver.pid, signum)  # the job's whole process group, as its driver was started in its own
+    # in MLflow within a batch scheduler's usual 30 s grace, before it would SIGKILL what is left
+    recorded = wait_until(lambda: parent_tags(uri, "term").get("byol_sweep.state") == "interrupted" and set(
+        statuses(uri, "term").values()) == {"interrupted"}, timeout_s=30, poll_s=0.5)
     out, _ = driver.communicate(timeout=180)
+    assert recorded, out
     assert driver.returncode != 0, out
+    assert f"{signum.name} received" in out or signum == signal.SIGINT, out
+    assert "Failed to connect to GCS" not in out, out
     assert parent_tags(uri, "term")["byol_sweep.state"] == "interrupted", out
     assert set(statuses(uri, "term").values()) == {"interrupted"}, out
     assert "stopped early" not in out and "2 interrupted" in out, out
     runs = client.search_runs([client.get_experiment_by_name("term").experiment_id], "tags.`byol_sweep.role` = 'trial'")
     assert {r.info.status for r in runs} == {"KILLED"}
+    wait_until(lambda: not ray_processes_of(ray_folder), timeout_s=30)  # the driver stopped its Ray
+    assert not ray_processes_of(ray_folder)
+    if signum != signal.SIGTERM:
+        return
     # the sweep's folder is the user's alone, and its Ray listened on the loopback address only
     assert os.stat(tmp_path / "runs" / "term").st_mode & 0o777 == 0o700
     raylet = next((tmp_path / "runs" / "term" / "ray").glob("session_2*/logs/raylet.out")).read_text()
