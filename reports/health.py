@@ -9,6 +9,7 @@ from reports.numbers import DASH, num
 from reports.plotting import PALETTE, draw_curves, new_figure, to_png
 from reports.render import Heading, Image, Para, Table
 from vocabulary import COLLAPSE_RANK, COLLAPSE_SPREAD, collapsed
+from vocabulary.journal_files import JOURNAL_FILE, REFUSED_SUFFIX
 
 COLLAPSE_Z_STD = 0.01
 
@@ -44,11 +45,42 @@ def health_section(s: Sweep, level: int, prefix: str) -> list:
             "final eff_rank": [num(v, 1) for v in rows["final_eff_rank"]],
             "error": [e or DASH for e in rows["error"]],
         })))
+    if s.refused:
+        out += refused_part(s)
     png = spread_curves(s) if has_spread else z_std_curves(s, COLLAPSE_Z_STD)
     if png is not None and not s.curves.empty:
         name = "z_spread.png" if has_spread else "z_std.png"
         out.append(Image(f"{prefix}{name}", png, "collapse health per epoch"))
     return out
+
+
+def refused_part(s: Sweep) -> list:
+    """The records MLflow refused (the journal set them aside beside itself): what this report misses."""
+    names = dict(zip(s.trials["run_id"], s.trials["trial"]))
+    if not s.finals.empty:
+        names.update(zip(s.finals["run_id"], s.finals["trial"]))
+    names[s.parent_id] = "the sweep (parent run)"
+    rows = []
+    for r in s.refused:
+        args = (r.get("record") or {}).get("args") or {}
+        run = names.get(r["mlflow_run_id"]) or args.get("run_name") or r["mlflow_run_id"] or r.get("run_id") or DASH
+        rows.append({"run": run, "what": refused_what(r.get("op", ""), args), "reason": r.get("reason") or DASH})
+    n = len(rows)
+    return [Para(f"Refused by MLflow: {n} record{'s' if n != 1 else ''}, set aside beside the sweep's journal "
+                 f"({JOURNAL_FILE}{REFUSED_SUFFIX} in its folder); this report misses what they hold."),
+            Table(pd.DataFrame(rows, columns=["run", "what", "reason"]))]
+
+
+def refused_what(op: str, args: dict) -> str:
+    """What a refused record would have written, in a few words."""
+    if op == "log_batch":
+        steps = sorted({int(m["step"]) for m in args.get("metrics") or []})
+        parts = ([f"metrics of epoch{'s' if len(steps) != 1 else ''} {', '.join(map(str, steps))}"] if steps else [])
+        parts += [f"{kind} {', '.join(sorted(args[kind]))}" for kind in ("params", "tags") if args.get(kind)]
+        return "; ".join(parts) or "an empty batch"
+    return {"create_run": "the run itself", "set_tag": f"tag {args.get('key')} = {args.get('value')}",
+            "set_terminated": f"its end ({args.get('status')})", "update_run": f"its status ({args.get('status')})",
+            "log_artifacts": f"its artifacts {args.get('artifact_path') or ''}".rstrip()}.get(op, op)
 
 
 def z_std_curves(sweep: Sweep, threshold: float) -> bytes | None:

@@ -12,6 +12,7 @@ import pandas as pd
 from reports.errors import ReportError
 from reports.store import History, Reader, RunRecord
 from vocabulary import COMPLETED, EPOCH_METRICS, FINAL_METRICS, FINISHED, RUNNING, best_index, objective
+from vocabulary.journal_files import refused_records
 
 TRIAL_COLUMNS = (
     "experiment", "trial", "trial_id", "run_id", "status", "policy", "seed", "epochs_run",
@@ -49,6 +50,7 @@ class Sweep:
     policy_definitions: dict[str, str] = field(default_factory=dict)  # policy -> its views as a trial recorded them
     views: list[dict] = field(default_factory=list)  # pictures of the views: {policy, strength, label, png}
     other_parents: int = 0
+    refused: list[dict] = field(default_factory=list)  # records MLflow refused, set aside by the journal (on this machine)
     loaded_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
     @property
@@ -186,6 +188,7 @@ def load_sweep(store: Reader, experiment: str) -> Sweep:
         exploits=_exploits(children),
         baselines={k: v for k, v in parent.metrics.items() if k.startswith("baseline.")},
         other_parents=len(parents) - 1,
+        refused=refused_records(p.get("storage"), p.get("sweep_name")),
         loaded_ms=now_ms,
         policy_definitions=definitions,
         views=_views(store, parent),

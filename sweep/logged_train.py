@@ -17,7 +17,7 @@ from pathlib import Path
 from sweep.errors import TrackingError
 from sweep.tracking import encoders
 from sweep.tracking.encoders import ARTIFACT_DIR, ENCODER_FILE, artifacts_of
-from sweep.tracking.journal import Journal, JournalBusy
+from sweep.tracking.journal import Journal, JournalBusy, JournalReadOnly
 from sweep.tracking.runs import experiment_for, metric_record, param_value
 from sweep.tracking.secrets import mask_secrets
 from sweep.tracking.store import check_store, client_for, mask_uri
@@ -135,6 +135,10 @@ def sync_train_folder(folder: str | Path, uri: str) -> tuple[int, int, list[str]
         sent, left, unsent = sync_journal(uri, folder)
     except JournalBusy:
         raise TrackingError(f"a `byol-sweep train` is writing to {folder}: it sends its records itself") from None
+    except JournalReadOnly as err:
+        raise TrackingError(f"the {err.pending} MLflow records in the journal of {folder} cannot be sent from here: "
+                            "the folder is not writable (sending marks each record sent there); run `byol-sweep "
+                            f"sync {folder}` where it is writable") from None
     if left or unsent:
         return sent, left, unsent
     saved = _saved_run(folder)

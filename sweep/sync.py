@@ -8,7 +8,7 @@ import sys
 from sweep.errors import SweepError
 from sweep.rebuild import rebuild_from_results
 from sweep.state import NAME_PATTERN, local_state_dir, read_state, tracking_uri_for
-from sweep.tracking.journal import JournalBusy
+from sweep.tracking.journal import JournalBusy, JournalReadOnly
 from sweep.tracking.writers import journal_path, sync_journal
 
 
@@ -24,6 +24,10 @@ def sync_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | None =
         sent, left, unsent = sync_journal(uri, local_state_dir(storage, name))
     except JournalBusy:
         raise SweepError(f"sweep {name}'s driver is running: it sends its MLflow records itself") from None
+    except JournalReadOnly as err:
+        raise SweepError(f"sweep {name}'s {err.pending} MLflow records in its journal cannot be sent from here: "
+                         f"{err.folder} is not writable (sending marks each record sent there); run `byol-sweep sync "
+                         f"{name}` where that folder is writable") from None
     if from_results and not left:
         values, created = rebuild_from_results(name, storage, tracking_uri)
         print(f"from the trials' own results: sent {values} metric values MLflow lacked"
@@ -48,6 +52,11 @@ def sync_sweeps(uri: str, sweeps: list[tuple[str | None, str | None]]) -> None:
             sent, left, unsent = sync_journal(uri, folder)
         except JournalBusy:
             print(f"sweep {name} is running: the report shows what MLflow holds now", file=sys.stderr, flush=True)
+            continue
+        except JournalReadOnly as err:
+            print(f"{err.pending} MLflow records of sweep {name} wait in its journal, and {err.folder} is not writable "
+                  f"(sending marks each record sent there); the report misses them until `byol-sweep sync {name}` "
+                  "runs where that folder is writable", file=sys.stderr, flush=True)
             continue
         if sent:
             print(f"sent {sent} MLflow records of sweep {name} from its journal before reading", flush=True)

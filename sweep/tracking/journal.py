@@ -14,7 +14,8 @@ Params, tags and terminations are idempotent in MLflow.
 
 Damage is named, never skipped silently: a line that is not valid JSON, fails its checksum or is out
 of sequence, and a torn last line (a write that never completed), is copied to `<journal>.damaged`
-with its line number and reason, and the records after it are read and sent as usual; a new record
+with its line number and reason (kept in memory when the folder cannot be written: a sweep's results
+on read-only storage are read, never changed), and the records after it are read and sent as usual; a new record
 never reuses the id of a damaged or sent one. A record MLflow refuses (a deleted run, a param logged
 again with another value: anything but "the server is away", see sweep/tracking/sender.py) is set
 aside in `<journal>.refused` with MLflow's reason, and the records after it flow on.
@@ -34,6 +35,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from vocabulary.journal_files import IDS_SUFFIX, REFUSED_SUFFIX, read_refused
 
 WRITES = ("create_run", "log_batch", "set_tag", "set_terminated", "update_run", "log_artifacts")
 RECORD_TAG = "byol_sweep.record_id"  # a run's placeholder, so a re-sent create_run finds the run
@@ -65,6 +68,15 @@ class Damage:
 
 class JournalBusy(RuntimeError):
     """Another process (a running driver) holds the journal."""
+
+
+class JournalReadOnly(RuntimeError):
+    """The journal's folder cannot be written (results on read-only storage): its records can be read,
+    not sent (sending marks them sent there) nor added to. pending: the records MLflow has not got."""
+
+    def __init__(self, folder: Path, pending: int):
+        super().__init__(f"{folder} is not writable")
+        self.folder, self.pending = folder, pending
 
 
 class LocalState:
@@ -102,11 +114,12 @@ class Journal:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.sent_path = self.path.with_name(self.path.name + ".sent")
-        self.ids_path = self.path.with_name(self.path.name + ".ids")
+        self.ids_path = self.path.with_name(self.path.name + IDS_SUFFIX)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.damaged_path = self.path.with_name(self.path.name + ".damaged")
-        self.refused_path = self.path.with_name(self.path.name + ".refused")
+        self.refused_path = self.path.with_name(self.path.name + REFUSED_SUFFIX)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.writable = os.access(self.path.parent, os.W_OK)  # False: a folder on read-only storage, read as it is
         self.existed = self.path.exists()
         self._lock = threading.Lock()
         self.damage: list[Damage] = []
@@ -132,12 +145,13 @@ class Journal:
         record starts on a line of its own, and say so (its id, when readable, is never reused)."""
         if not self.path.exists():
             return None
-        with open(self.path, "rb+") as f:
-            data = f.read()
-            if not data or data.endswith(b"\n"):
-                return None
-            start = data.rfind(b"\n") + 1
-            f.truncate(start)
+        data = self.path.read_bytes()
+        if not data or data.endswith(b"\n"):
+            return None
+        start = data.rfind(b"\n") + 1
+        if self.writable:  # else it stays: a scan stops before a line without its newline
+            with open(self.path, "rb+") as f:
+                f.truncate(start)
         text = data[start:].decode("utf-8", "replace")
         found = re.match(r'\{"id": (\d+)', text)
         record_id = int(found.group(1)) if found else None
@@ -196,7 +210,7 @@ class Journal:
                 except (ValueError, KeyError):
                     continue
         new = [d for d in self.damage if (d.line, d.text) not in known]
-        if new:
+        if new and self.writable:  # else damaged() adds them from memory
             with open(self.damaged_path, "a", encoding="utf-8") as f:
                 for d in new:
                     f.write(json.dumps({"line": d.line, "reason": d.reason, "text": d.text, "id": d.id,
@@ -212,7 +226,8 @@ class Journal:
                     out.append(Damage(d["line"], d["reason"], d["text"], d.get("id"), bool(d.get("sent"))))
                 except (ValueError, KeyError):
                     continue
-        return out
+        named = {(d.line, d.text) for d in out}
+        return out + [d for d in self.damage if (d.line, d.text) not in named]
 
     def set_aside(self, record: dict, reason: str) -> None:
         """A record MLflow refused: kept in <journal>.refused with the reason; counted as handled."""
@@ -223,9 +238,7 @@ class Journal:
             os.fsync(f.fileno())
 
     def refused(self) -> list[dict]:
-        if not self.refused_path.exists():
-            return []
-        return [json.loads(raw) for raw in self.refused_path.read_text().splitlines() if raw.strip()]
+        return read_refused(self.path)
 
     def unsent(self) -> list[str]:
         """What MLflow will never get from this journal, one line each: the records it refused and the
@@ -245,8 +258,9 @@ class Journal:
 
     def hold(self, wait: bool = True) -> None:
         """Take the journal for this process (an fcntl lock, released when the process dies): one
-        sender at a time. JournalBusy if another holds it and not wait."""
-        if self._lock_handle is not None:
+        sender at a time. JournalBusy if another holds it and not wait. A journal that cannot be written
+        has no sender here to keep out."""
+        if self._lock_handle is not None or not self.writable:
             return
         handle = open(self.lock_path, "a")
         try:

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from sweep.errors import TrackingError
-from sweep.tracking.journal import Journal, placeholder_id
+from sweep.tracking.journal import Journal, JournalReadOnly, placeholder_id
 from sweep.tracking.sender import JournalledWriter, send
 from sweep.tracking.store import client_for, fail_fast_http, mask_uri
+from vocabulary.journal_files import JOURNAL_FILE
 
 DRAIN_ENV = "BYOL_SWEEP_DRAIN_S"  # how long an ending driver waits for its records to be sent
 
@@ -27,7 +28,6 @@ def drain_seconds() -> float:
 # parent run id -> tracking URI, set by the driver that runs or resumes the sweep
 DRIVER_TRACKING_URI: dict[str, str] = {}
 
-JOURNAL_FILE = "mlflow-journal.jsonl"
 # what the sender's client may wait for one request; MLflow's defaults retry an absent server for minutes
 SENDER_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 # parent run id -> the sweep's journal writer in this driver (one journal, one sender thread per sweep)
@@ -48,6 +48,10 @@ def open_journal(uri: str, parent_run_id: str, folder: str | os.PathLike, sync_c
     if parent_run_id in _WRITERS:
         return _WRITERS[parent_run_id]
     journal = Journal(journal_path(folder))
+    if not journal.writable:
+        raise TrackingError(f"{journal.path.parent} is not writable (read-only storage?), and this command writes there "
+                            "(the MLflow journal, checkpoints, state); run it where that folder is writable, or on a "
+                            "writable copy of it")
     journal.hold()
     partial = journal.path.with_name(journal.path.name + ".partial")
     if not new and not journal.existed:
@@ -106,7 +110,8 @@ def sync_journal(uri: str, folder: str | os.PathLike) -> tuple[int, int, list[st
     """Send what a sweep's journal holds and MLflow has not got (`byol-sweep sync`, `report`);
     returns (sent, left, unsent): left, the records still pending (MLflow is away); unsent, one line
     for each record MLflow will never get from the journal (refused, or damaged before it was sent).
-    JournalBusy if the sweep's driver is running (it sends them itself)."""
+    JournalBusy if the sweep's driver is running (it sends them itself); JournalReadOnly if records are
+    pending and the folder cannot be written (a read-only one with nothing pending is read as usual)."""
     path = journal_path(folder)
     if not path.exists():
         return 0, 0, []
@@ -115,6 +120,8 @@ def sync_journal(uri: str, folder: str | os.PathLike) -> tuple[int, int, list[st
     try:
         before = journal.sent
         pending = [r["id"] for r in journal.pending()]
+        if pending and not journal.writable:
+            raise JournalReadOnly(journal.path.parent, len(pending))
         if pending:  # else MLflow is not even imported
             with fail_fast_http():
                 JournalledWriter(journal, lambda: client_for(uri), lambda message: None).flush()

@@ -85,3 +85,35 @@ def test_report_sends_a_sweeps_journalled_records_before_reading(tmp_path, capsy
     assert "sent 2 MLflow records of sweep journalled from its journal before reading" in capsys.readouterr().out
     trials = pd.read_csv(tmp_path / "rep" / "trials.csv")
     assert list(trials["trial"]) == ["trial_00000"] and trials["final_metric"].iloc[0] == pytest.approx(0.8)
+
+
+def test_report_names_the_records_mlflow_refused_in_its_health_section(tmp_path, capsys):
+    """A record MLflow refuses (a param logged again with another value) is set aside beside the
+    journal; the console says so once, and the report's Health section names it: run, what, reason."""
+    from sweep.cli import main
+    from sweep.state import local_state_dir
+    from sweep.tracking.journal import Journal
+    from sweep.tracking.writers import journal_path
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("refusing")
+    storage = tmp_path / "runs"
+    parent = client.create_run(exp, run_name="refusing", tags={"byol_sweep.role": "sweep"}).info.run_id
+    client.log_param(parent, "sweep_name", "refusing")
+    client.log_param(parent, "storage", str(storage))
+    journal = Journal(journal_path(local_state_dir(str(storage), "refusing")))
+    journal.append("create_run", experiment_id=exp, run_name="trial_00000", placeholder="local-t0",
+                   tags={"mlflow.parentRunId": parent, "byol_sweep.role": "trial", "status": "completed"})
+    journal.append("log_batch", run_id="local-t0", params={"base_lr": "0.1"},
+                   metrics=[{"key": "knn_acc", "value": 0.5, "step": 1, "timestamp": 1000}])
+    journal.append("log_batch", run_id="local-t0", params={"base_lr": "0.2"})  # MLflow keeps a param's first value
+
+    assert main(["report", "--experiment", "refusing", "--tracking-uri", uri, "--out", str(tmp_path / "rep")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("will never reach MLflow") == 1, err
+    health = (tmp_path / "rep" / "report.md").read_text().split("## Health")[1]
+    assert ("Refused by MLflow: 1 record, set aside beside the sweep's journal (mlflow-journal.jsonl.refused in its "
+            "folder); this report misses what they hold.") in health
+    row = next(line for line in health.splitlines() if line.startswith("| trial_00000"))
+    assert "| params base_lr |" in row and "base_lr" in row.split("| params base_lr |")[1], row
