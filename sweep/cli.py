@@ -11,15 +11,18 @@ from pathlib import Path
 from reports.errors import ReportError
 from sweep.ending import REPORTS, after_sweep, report_folder
 from sweep.errors import SpaceError, SweepError, TrackingError
+from sweep.plan import format_plan, plan_space
+from sweep.preflight import check_data, config_values, preflight
 from sweep.space import FinalStage, ablation_space, load_space, parse_space, read_space, shipped_spaces, space_problems
-from sweep.space.limits import check_size
 from sweep.space.policies import policies_json
+from sweep.state import storage_root
+from sweep.status import show_status
 from sweep.sync import sync_sweep, sync_sweeps, tell_sync
 from sweep.tracking.secrets import mask_secrets
-from sweep.tracking.store import check_store, resolve_tracking_uri
-from sweep.train_args import config_from_args
+from sweep.tracking.store import check_store, check_stored, resolve_tracking_uri
+from sweep.train_args import add_train_parser, config_from_args
 from sweep.trust import REFUSES_UNSIGNED, TRUST_HELP, trust_sweep
-from trainer.config import ConfigError, TrainConfig, describe_range
+from trainer.config import ConfigError, TrainConfig
 
 # Heavy imports wait inside the commands that need them: Ray (sweep.runner), torch (trainer.standalone,
 # trainer.data), pandas and matplotlib (reports), so `--help`, `validate` and `spaces` answer at once.
@@ -34,50 +37,11 @@ class Parser(argparse.ArgumentParser):
 
 
 
-def _field_argument(name: str, f) -> tuple[list[str], dict]:
-    """The train command's flag for one TrainConfig field, from its metadata: choices, a metavar
-    that says what it takes, --x/--no-x for booleans."""
-
-    kind = f.type if isinstance(f.type, str) else f.type.__name__
-    flag = f"--{name.replace('_', '-')}"
-    help_text = f"{f.metadata['help']} (default {f.default})".replace("%", "%%")
-    if kind == "bool":
-        return [flag], dict(action=argparse.BooleanOptionalAction, default=None, help=help_text)
-    options = dict(type={"int": int, "float": float, "str": str}[kind], default=None, help=help_text)
-    if f.metadata["choices"]:
-        options.update(choices=f.metadata["choices"], metavar="{" + ",".join(f.metadata["choices"]) + "}")
-    elif kind in ("int", "float"):
-        options["metavar"] = ("N" if kind == "int" else "X") + (f" in {describe_range(name)}"
-                                                                 if describe_range(name) != "any value" else "")
-    else:
-        options["metavar"] = name.upper().replace("_", "-").split("-")[-1]
-    return [flag], options
-
-
-def _add_train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train one configuration (flags, --set or a YAML file)",
-                       description="Train one BYOL configuration; prints one line per epoch and writes "
-                                   "metrics.json and checkpoint.pt to --out.")
-    p.add_argument("--config", help="YAML file of TrainConfig fields")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="set one field (repeatable)")
-    p.add_argument("--out", help="output folder (default byol-runs/train-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
-    p.add_argument("--tracking-uri", help="also log the run to MLflow here (its metrics per epoch, the encoder as "
-                                          "model/encoder.pt); default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db "
-                                          "here, when --experiment is given")
-    p.add_argument("--experiment", help="MLflow experiment of the run (default byol-train); logs to MLflow")
-    p.add_argument("--policy-file", help="YAML file of your own augmentation policies {name: definition}; train the "
-                                         "one --policy names (or the file's only one)")
-    fields = p.add_argument_group("configuration fields")
-    for name, f in TrainConfig.fields().items():
-        flags, options = _field_argument(name, f)
-        fields.add_argument(*flags, dest=f"field_{name}", **options)
-
-
 def cmd_train(args) -> int:
     from trainer.standalone import train_to_folder  # torch
 
     config = config_from_args(args)
+    check_data(config_values(config), args.config or "command line")
     out = args.out or f"byol-runs/train-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.tracking_uri or args.experiment:
         from sweep.logged_train import train_logged  # torch
@@ -108,6 +72,7 @@ def cmd_run(args) -> int:
         gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent, num_samples=args.num_samples,
         tracking_uri=args.tracking_uri, experiment=args.experiment, max_failures=args.max_failures,
         checkpoint_every=args.checkpoint_every, seed=args.seed, allow_large=args.allow_large,
+        simulate_epoch_s=getattr(args, "simulate", None),
     )
     space = args.space
     if args.command == "ablate":
@@ -159,7 +124,7 @@ def cmd_export(args) -> int:
     if bool(args.run_id) == bool(args.sweep):
         raise SweepError("give a run id, or --sweep NAME for a sweep's selected configuration (one of the two)")
     uri = resolve_tracking_uri(args.tracking_uri)
-    check_store(uri)
+    check_stored(uri, f"run {args.run_id}" if args.run_id else f"sweep {args.sweep}")
     run_id = args.run_id or selected_run(uri, args.sweep)
     path = export_encoder(uri, run_id, args.out or f"encoder-{run_id[:8]}.pt")
     print(f"encoder of run {run_id} written: {path} (load it with trainer.export.load_encoder)")
@@ -174,13 +139,22 @@ def cmd_validate(args) -> int:
             print(f"byol-sweep validate: error: {mask_secrets(problem)}", file=sys.stderr)
         return 2
     spec = parse_space(data, str(path), text)
-    check_size(spec, args.allow_large)
+    name = preflight(spec, args)
     print(f"{spec.source}: valid. {spec.total_trials} trials ({spec.algorithm}) over {', '.join(spec.swept) or 'nothing'}; "
           f"metric {spec.metric} ({spec.mode}); "
           + spec.scheduler.describe() + ("" if spec.scheduler.max_epochs else f", {spec.max_epochs} epochs")
           + "; " + (f"final stage: the top {spec.final.top_k}" + (f" per {spec.final.per}" if spec.final.per else "")
                     + f" re-trained with {spec.final.seeds} new seeds on the test split" if spec.final
-                    else "no final stage"))
+                    else "no final stage") + f"; it would run as sweep {name} in {storage_root(args.storage)}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    return show_status(args.name, storage=args.storage, tracking_uri=args.tracking_uri)
+
+
+def cmd_plan(args) -> int:
+    print(format_plan(plan_space(load_space(args.space), args.epoch_seconds, args.measure, args.gpus, args.cpus)))
     return 0
 
 
@@ -228,13 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="byol-sweep", description="Sweep BYOL self-supervised training with Ray Tune, Optuna and MLflow.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_train_parser(sub)
+    add_train_parser(sub)
 
     run = sub.add_parser("run", help="run a sweep over a search space (default: quick)",
                          description="Run a sweep: the search (Ray Tune, the space's scheduler and search algorithm), "
                                      "then its final stage, logging to MLflow, then the report in "
                                      f"{REPORTS}/<experiment>/.")
     run.add_argument("space", nargs="?", default="quick", help="a shipped space name (see `byol-sweep spaces`) or a YAML file")
+    run.add_argument("--simulate", type=float, metavar="S",
+                     help="train nothing: every trial reports the stand-in's synthetic learning curve (sweep/tuner/"
+                          "standin.py), an epoch every S seconds (e.g. 0.05), so the scheduler's decisions, the console, "
+                          "MLflow and the report of a large space show in minutes; no baselines, no final stage")
     ablate = sub.add_parser("ablate", help="train a policy and each leave-one-op-out variant on the same seeds",
                             description="Ablate an augmentation policy: the policy and each variant without one of "
                                         "its ops, on the same seeds, no search; the report leads with what each op "
@@ -308,6 +286,28 @@ def build_parser() -> argparse.ArgumentParser:
                                           "the sweep would run, or what is wrong.")
     validate.add_argument("file", help="a YAML search space, or a shipped space's name")
     validate.add_argument("--allow-large", action="store_true", help="accept a sweep beyond the size limits")
+    validate.add_argument("--name", help="check this sweep name (default <space>-<time>, as run names it)")
+    validate.add_argument("--storage", default="byol-runs", help="check this folder or URI for results (default ./byol-runs)")
+    validate.set_defaults(address=None, cpus_per_trial=None, gpus_per_trial=None, seed=0)  # run's, for its checks
+    status = sub.add_parser("status", help="show a sweep's progress: each trial's status, epoch and latest metric",
+                            description="Show a sweep's progress from its folder and MLflow, from another terminal "
+                                        "or after it ended: whether its driver runs, each stage's epochs of its "
+                                        "budget and ETA, each trial's status, epoch and latest metric. Creates nothing.")
+    status.add_argument("name", help="the sweep's name (as `byol-sweep run` printed it)")
+    status.add_argument("--storage", default="byol-runs", help="the sweep's folder or URI (default ./byol-runs)")
+    status.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else the one the "
+                                               "sweep recorded in its sweep.json)")
+    plan = sub.add_parser("plan", help="what a sweep will cost before it runs: trials, epochs, hours, wall time",
+                          description="Before spending a cluster's hours: a space's trials, its scheduler's epochs "
+                                      "(lowest, expected, highest), trial-hours, GPU-hours and wall time at the "
+                                      "concurrency the resources allow. `byol-sweep run SPACE --simulate` runs the "
+                                      "whole sweep on a synthetic learning curve, with no training.")
+    plan.add_argument("space", help="a shipped space's name or a YAML file")
+    plan.add_argument("--epoch-seconds", type=float, metavar="S", help="one epoch's seconds on the machine that will run it")
+    plan.add_argument("--measure", action="store_true", help="time a few real steps of the space's base configuration here")
+    plan.add_argument("--gpus", type=int, metavar="N", help="GPUs the sweep will have (one trial per GPU); default: this machine's")
+    plan.add_argument("--cpus", type=int, metavar="N", help="CPUs the sweep will have (one trial per CPU without GPUs); "
+                                                          "default: this machine's")
     views = sub.add_parser("views", help="draw a policy's views of a few dataset images to a PNG",
                            description="Draw 8 dataset images and a few draws of a policy's two views (T, T').")
     views.add_argument("policy", help="a shipped policy, or one of --policy-file")
@@ -336,7 +336,8 @@ def _version() -> str:
 
 
 COMMANDS = {"train": cmd_train, "run": cmd_run, "ablate": cmd_run, "resume": cmd_resume, "finalize": cmd_finalize, "export": cmd_export,
-            "trust": cmd_trust, "sync": cmd_sync, "validate": cmd_validate, "views": cmd_views, "spaces": cmd_spaces, "report": cmd_report}
+            "trust": cmd_trust, "sync": cmd_sync, "validate": cmd_validate, "views": cmd_views,
+            "status": cmd_status, "plan": cmd_plan, "spaces": cmd_spaces, "report": cmd_report}
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -360,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"byol-sweep {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): nothing left to say to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

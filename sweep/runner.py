@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import math
 import shutil
-import time
 from dataclasses import asdict, dataclass
 
 import ray
 from ray import tune
 
+from sweep.driver_log import LibraryLog
 from sweep.errors import SweepError
 from sweep.final import run_final_stage
+from sweep.preflight import preflight
 from sweep.space import FinalStage, SweepSpec, load_space, parse_space
-from sweep.space.limits import check_datasets, check_size
 from sweep.space.yaml_input import read_yaml
 from sweep.state import (
     STATE_FILE,
@@ -36,11 +36,11 @@ from sweep.trust import Folder, check_trusted, sign_folder, tune_folders
 from sweep.tuner.baselines import measure_baselines
 from sweep.tuner.console import ConsoleProgress
 from sweep.tuner.driver import Driver, driving, end_quietly
-from sweep.tuner.machine import check_local_resources
 from sweep.tuner.mlflow_callback import MlflowTracking, tracker_for
 from sweep.tuner.parts import tune_parts
 from sweep.tuner.ray_setup import quiet_ray, start_ray, trial_resources
 from sweep.tuner.signing import SignRayState, fit_signed
+from sweep.tuner.standin import standin_search_trainable
 from sweep.tuner.trainable import search_trainable
 from sweep.views import log_views
 
@@ -61,6 +61,7 @@ class SweepOptions:
     seed: int = 0
     object_store_memory: int = 200 * 1024 * 1024
     allow_large: bool = False
+    simulate_epoch_s: float | None = None  # a simulation: the stand-in trainable at this many seconds an epoch
 
     def validate(self) -> None:
         """Raise SweepError naming the first option out of range."""
@@ -74,6 +75,7 @@ class SweepOptions:
             ("--num-samples", self.num_samples, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
             ("--max-failures", self.max_failures, lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
             ("--checkpoint-every", self.checkpoint_every, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+            ("--simulate", self.simulate_epoch_s, lambda v: finite(v) and v > 0, "seconds per epoch, a number > 0"),
         ]
         for flag, value, ok, allowed in checks:
             if value is not None and not ok(value):
@@ -85,19 +87,24 @@ class SweepOptions:
 def callbacks(run: SweepRun, decisions: dict[str, list[dict]]) -> list:
     """The search's Tune callbacks: the MLflow record, the console, and the signatures of Ray's state."""
     return [MlflowTracking(run.uri, run.experiment_id, run.parent_run_id, run.spec, run.resources,
-                           decisions=decisions), ConsoleProgress(run.spec), SignRayState()]
+                           decisions=decisions, encoders=not run.simulate_epoch_s), ConsoleProgress(run.spec), SignRayState()]
+
+
+def trainable_for(run: SweepRun):
+    """The search's trainable: BYOL, or the stand-in's synthetic curve in a simulation."""
+    if run.simulate_epoch_s:
+        return standin_search_trainable(run.spec, run.resources, run.checkpoint_every, run.simulate_epoch_s)
+    return search_trainable(run.spec, run.resources, run.checkpoint_every)
 
 
 def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
     options.validate()
-    check_local_resources(options)  # before any folder is made or MLflow is opened
     spec = load_space(space) if isinstance(space, str) else space
     if options.num_samples:
         spec.num_samples = options.num_samples
-    check_size(spec, options.allow_large)
-    name = options.name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    check_name(name, "--name" if options.name else f"{spec.source}: name")
-    check_datasets(spec)  # on the driver, before Ray starts
+    if options.simulate_epoch_s:  # nothing trained: no configuration to re-train on new seeds
+        spec.final = None
+    name = preflight(spec, options)  # before any folder is made, MLflow is opened or Ray starts
     root = storage_root(options.storage)
     state_dir = local_state_dir(options.storage, name)
     if (state_dir / STATE_FILE).exists():
@@ -108,12 +115,14 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
     created = not state_dir.exists()
     started_ray = False
     parent_run_id = None
+    library_log = None
     try:
         try:
             make_private_dir(state_dir)
         except OSError as err:
             raise SweepError(f"--storage {options.storage}: cannot create {state_dir} ({err.strerror}); "
                              "give a writable folder or a URI") from None
+        library_log = LibraryLog(state_dir)
         check_store(uri)  # before any trial starts
         started_ray = not options.address and not ray.is_initialized()
         start_ray(options.address, state_dir, options.object_store_memory)
@@ -122,11 +131,13 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
         parent_run_id = start_sweep(uri, experiment, spec, name, {
             "cpus_per_trial": resources["cpu"], "gpus_per_trial": resources["gpu"], "max_concurrent": concurrency,
             "storage": root, "sweep_name": name,
+            **({"simulated_epoch_s": options.simulate_epoch_s} if options.simulate_epoch_s else {}),
         })
         run = SweepRun(name=name, spec=spec, storage=options.storage, uri=uri, experiment=experiment,
                        experiment_id=client_for(uri).get_run(parent_run_id).info.experiment_id,
                        parent_run_id=parent_run_id, resources=resources, concurrency=concurrency,
-                       checkpoint_every=options.checkpoint_every, max_failures=options.max_failures)
+                       checkpoint_every=options.checkpoint_every, max_failures=options.max_failures,
+                       simulate_epoch_s=options.simulate_epoch_s)
         DRIVER_TRACKING_URI[parent_run_id] = uri
         open_journal(uri, parent_run_id, state_dir, sync_command(name, options.storage), new=True)
         decisions: dict[str, list[dict]] = {}
@@ -135,10 +146,13 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
               f"{spec.scheduler.describe()}), {concurrency} at a time with {resources['cpu']:g} CPU"
               f"{' and %g GPU' % resources['gpu'] if resources['gpu'] else ''} each", flush=True)
         print(f"  results: {root}/{name}   MLflow: {mask_uri(uri)} (experiment {experiment})", flush=True)
+        if options.simulate_epoch_s:
+            print(f"  a simulation: every trial reports the stand-in's synthetic learning curve at "
+                  f"{options.simulate_epoch_s:g} s an epoch; nothing is trained, no baseline, no final stage", flush=True)
         if parts.note:
             print(f"  {parts.note}", flush=True)
         tuner = tune.Tuner(
-            search_trainable(spec, resources, options.checkpoint_every),
+            trainable_for(run),
             param_space=spec.param_space(),
             tune_config=tune.TuneConfig(
                 metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
@@ -162,19 +176,24 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
             close_journal(parent_run_id)
         if started_ray:
             ray.shutdown()
+        if library_log is not None:
+            library_log.close()
         if created:
             shutil.rmtree(state_dir, ignore_errors=True)
         raise
-    with driving(uri, parent_run_id) as driver:
+    print(f"  Ray's and MLflow's own messages: {library_log.path}", flush=True)
+    with library_log, driving(uri, parent_run_id) as driver:
         seeds = [int(v) for v in spec.grid.get("seed", [])] if spec.compared_fields else None
-        measure_baselines(spec, uri, parent_run_id, resources, spec.train_config({}).eval_split, seeds)
+        if not options.simulate_epoch_s:
+            measure_baselines(spec, uri, parent_run_id, resources, spec.train_config({}).eval_split, seeds)
         return search_then_final(run, driver, tuner)
 
 
 def search_then_final(run: SweepRun, driver: Driver, tuner) -> SweepOutcome:
     """Fit the search's Tuner, then (after a search that ended) the final stage, then the sweep's state."""
     results = fit_signed(driver, tuner, run.path)
-    keep_encoders(run.uri, run.experiment_id, run.parent_run_id, results, "trial")
+    if not run.simulate_epoch_s:
+        keep_encoders(run.uri, run.experiment_id, run.parent_run_id, results, "trial")
     tracker = tracker_for(run.parent_run_id, SEARCH)
     outcome = search_outcome(results, run, tracker.ended if tracker is not None else None)
     log_views(run, outcome)
@@ -201,7 +220,10 @@ def stored_run(name: str, storage: str, tracking_uri: str | None) -> SweepRun:
                    experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"],
                    resources=state["resources"], concurrency=state["concurrency"],
                    checkpoint_every=state["options"]["checkpoint_every"],
-                   max_failures=state["options"]["max_failures"])
+                   max_failures=state["options"]["max_failures"],
+                   simulate_epoch_s=state["options"].get("simulate_epoch_s"))
+    if run.simulate_epoch_s:
+        spec.final = None
     open_journal(uri, run.parent_run_id, local_state_dir(storage, name), sync_command(name, storage))
     if end_abandoned(uri, run.parent_run_id):  # the journal's lock is ours: no driver runs this sweep
         print(f"sweep {name}'s last driver ended without stopping it (killed?): the sweep and the runs it left "
@@ -222,17 +244,19 @@ def resume_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | None
     for folder in tune_folders(path):  # before anything unpickles them
         check_trusted(folder, name, storage)
     run = stored_run(name, storage, tracking_uri)
+    library_log = LibraryLog(run.state_dir)
     try:
-        start_ray(address, local_state_dir(storage, name), object_store_memory)
+        start_ray(address, run.state_dir, object_store_memory)
     except BaseException:
         close_journal(run.parent_run_id)
+        library_log.close()
         raise
     quiet_ray()
     start_sweep(run.uri, run.experiment, run.spec, name, {})  # finds the parent, marks it running
-    print(f"resuming sweep {name} from {path}", flush=True)
-    with driving(run.uri, run.parent_run_id) as driver:
+    print(f"resuming sweep {name} from {path} (Ray's and MLflow's own messages: {library_log.path})", flush=True)
+    with library_log, driving(run.uri, run.parent_run_id) as driver:
         tuner = tune.Tuner.restore(
-            path, trainable=search_trainable(run.spec, run.resources, run.checkpoint_every),
+            path, trainable=trainable_for(run),
             resume_unfinished=True, resume_errored=False, restart_errored=False,
         )
         return search_then_final(run, driver, tuner)
@@ -243,7 +267,11 @@ def finalize_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | No
     """Run (or continue) the final stage of a sweep whose search has finished; `final` overrides
     the space's final stage (a space with `final: false` gets one this way)."""
     run = stored_run(name, storage, tracking_uri)
+    if run.simulate_epoch_s:
+        close_journal(run.parent_run_id)
+        raise SweepError(f"sweep {name} is a simulation (`--simulate`): it trained nothing to re-train on new seeds")
     run.spec.final = final or run.spec.final or FinalStage()
+    library_log = LibraryLog(run.state_dir)
     try:
         tags = client_for(run.uri).get_run(run.parent_run_id).data.tags
         if tags.get("byol_sweep.search_state") != "finished":
@@ -254,12 +282,13 @@ def finalize_sweep(name: str, storage: str = "byol-runs", tracking_uri: str | No
         start_ray(address, local_state_dir(storage, name), object_store_memory)
     except BaseException:
         close_journal(run.parent_run_id)
+        library_log.close()
         raise
     quiet_ray()
     write(run.uri, run.parent_run_id, "set_tag", run_id=run.parent_run_id, key="byol_sweep.state", value="running")
     outcome = SweepOutcome(name=name, path=run.path, tracking_uri=run.uri, experiment=run.experiment,
                            parent_run_id=run.parent_run_id, best_config=None, best_metric=None, best_trial=None)
-    with driving(run.uri, run.parent_run_id) as driver:
+    with library_log, driving(run.uri, run.parent_run_id) as driver:
         run_final_stage(run, outcome, driver)
         end_sweep(run.uri, run.parent_run_id, "interrupted" if outcome.interrupted else "finished")
     best = tags.get("byol_sweep.best_metric")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from sweep.errors import SweepError
 from sweep.space import SweepSpec
 from sweep.tracking.secrets import mask_secrets
 from sweep.tracking.store import check_store, client_for, mask_uri, resolve_tracking_uri
+from vocabulary.journal_files import sweep_folder
 
 STATE_FILE = "sweep.json"
 # a sweep's name becomes a folder, an MLflow run name and part of a filter: a safe set only
@@ -42,9 +44,7 @@ def storage_root(storage: str) -> str:
 
 def local_state_dir(storage: str, name: str) -> Path:
     """Where sweep.json and Ray's temp files live: under the storage dir when it is local."""
-    if is_uri(storage):
-        return Path("~/.cache/byol-sweep/sweeps").expanduser() / name
-    return Path(storage_root(storage)) / name
+    return sweep_folder(storage, name)
 
 
 def read_state(name: str, storage: str) -> dict:
@@ -77,6 +77,7 @@ class SweepRun:
     concurrency: int
     checkpoint_every: int = 1
     max_failures: int = 2
+    simulate_epoch_s: float | None = None  # trials run the stand-in trainable (sweep/tuner/standin.py)
 
     @property
     def root(self) -> str:
@@ -109,6 +110,9 @@ def tracking_uri_for(state: dict, name: str, tracking_uri: str | None) -> str:
         raise SweepError(f"sweep {name} logs to {stored_uri}, whose secret is not stored; pass --tracking-uri "
                          "(or set MLFLOW_TRACKING_URI) with the credentials")
     uri = resolve_tracking_uri(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or stored_uri)
+    if not tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
+        print(f"sweep {name}: using the MLflow store its sweep.json records, {mask_uri(uri)} (--tracking-uri to "
+              "give another)", file=sys.stderr, flush=True)
     check_store(uri)
     if not holds_run(uri, state["parent_run_id"]):
         raise SweepError(f"the MLflow store {mask_uri(uri)} does not hold sweep {name}'s parent run "

@@ -8,7 +8,7 @@ import sys
 from sweep.errors import SweepError
 from sweep.rebuild import rebuild_from_results
 from sweep.state import NAME_PATTERN, local_state_dir, read_state, tracking_uri_for
-from sweep.tracking.journal import JournalBusy, JournalReadOnly
+from sweep.tracking.journal import Journal, JournalBusy, JournalReadOnly
 from sweep.tracking.writers import journal_path, sync_journal
 
 
@@ -66,6 +66,28 @@ def sync_sweeps(uri: str, sweeps: list[tuple[str | None, str | None]]) -> None:
         if unsent:
             print(f"{len(unsent)} MLflow records of sweep {name} will never reach MLflow from its journal (`byol-sweep "
                   f"sync {name}` lists them); the report misses them", file=sys.stderr, flush=True)
+        if not left:
+            end_if_abandoned(uri, name, storage, folder)
+
+
+def end_if_abandoned(uri: str, name: str, storage: str, folder) -> None:
+    """A sweep MLflow says is running whose journal no driver holds (its driver was killed) is marked
+    interrupted, with the runs it left running; the lock is held meanwhile, so no driver starts."""
+    from sweep.tracking.runs import end_abandoned  # MLflow's entities: `byol-sweep --help` does not wait for them
+
+    journal = Journal(journal_path(folder))
+    if not journal.writable:  # shared read-only storage: its driver may be writing elsewhere
+        return
+    try:
+        journal.hold(wait=False)
+    except JournalBusy:
+        return
+    try:
+        if end_abandoned(uri, read_state(name, storage)["parent_run_id"]):
+            print(f"sweep {name}'s driver ended without stopping it (killed?): the sweep and the runs it left running "
+                  "are marked interrupted", flush=True)
+    finally:
+        journal.release()
 
 
 def tell_sync(what: str, sent: int, left: int, unsent: list[str]) -> int:

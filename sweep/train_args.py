@@ -1,5 +1,5 @@
-"""The TrainConfig of `byol-sweep train` (and `views`): a YAML file of fields (--config), then the
-command line on top of it: --set FIELD=VALUE, one flag per field, and --policy-file.
+"""The `byol-sweep train` command's arguments (one flag per TrainConfig field) and the TrainConfig
+they give (also for `views`): a YAML file of fields (--config), then the command line on top of it: --set FIELD=VALUE, one flag per field, and --policy-file.
 
 The file is a base the command line may override. On the command line each field is given once:
 a field named by a flag and by --set, by --set twice, or `policies` by --set or its flag and by
@@ -8,6 +8,7 @@ wins"). Every value is checked where it was given, so a bad one is reported even
 source names the same field."""
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ import yaml
 
 from sweep.space.policies import policies_json
 from sweep.space.yaml_input import read_sets, read_yaml
-from trainer.config import ConfigError, TrainConfig, check_range, coerce
+from trainer.config import ConfigError, TrainConfig, check_range, coerce, describe_range
+from vocabulary.suggest import did_you_mean
 
 
 def config_from_args(args) -> TrainConfig:
@@ -81,7 +83,8 @@ def _checked(values: dict[str, Any], source: str) -> dict[str, Any]:
     known = TrainConfig.fields()
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ConfigError(f"{source}: unknown field {unknown[0]!r}; allowed fields: {', '.join(known)}")
+        raise ConfigError(f"{source}: unknown field {unknown[0]!r}{did_you_mean(unknown[0], known)}; allowed fields: "
+                          f"{', '.join(known)}")
     checked = {}
     for name, value in values.items():
         if name == "dataset" and not isinstance(value, str):
@@ -89,3 +92,43 @@ def _checked(values: dict[str, Any], source: str) -> dict[str, Any]:
         checked[name] = coerce(name, value, source)
         check_range(name, checked[name], source)
     return checked
+
+
+def _field_argument(name: str, f) -> tuple[list[str], dict]:
+    """The train command's flag for one TrainConfig field, from its metadata: choices, a metavar
+    that says what it takes, --x/--no-x for booleans."""
+
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    flag = f"--{name.replace('_', '-')}"
+    help_text = f"{f.metadata['help']} (default {f.default})".replace("%", "%%")
+    if kind == "bool":
+        return [flag], dict(action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    options = dict(type={"int": int, "float": float, "str": str}[kind], default=None, help=help_text)
+    if f.metadata["choices"]:
+        options.update(choices=f.metadata["choices"], metavar="{" + ",".join(f.metadata["choices"]) + "}")
+    elif kind in ("int", "float"):
+        options["metavar"] = ("N" if kind == "int" else "X") + (f" in {describe_range(name)}"
+                                                                 if describe_range(name) != "any value" else "")
+    else:
+        options["metavar"] = name.upper().replace("_", "-").split("-")[-1]
+    return [flag], options
+
+
+def add_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train one configuration (flags, --set or a YAML file)",
+                       description="Train one BYOL configuration; prints one line per epoch and writes "
+                                   "metrics.json and checkpoint.pt to --out.")
+    p.add_argument("--config", help="YAML file of TrainConfig fields")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="set one field (repeatable)")
+    p.add_argument("--out", help="output folder (default byol-runs/train-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    p.add_argument("--tracking-uri", help="also log the run to MLflow here (its metrics per epoch, the encoder as "
+                                          "model/encoder.pt); default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db "
+                                          "here, when --experiment is given")
+    p.add_argument("--experiment", help="MLflow experiment of the run (default byol-train); logs to MLflow")
+    p.add_argument("--policy-file", help="YAML file of your own augmentation policies {name: definition}; train the "
+                                         "one --policy names (or the file's only one)")
+    fields = p.add_argument_group("configuration fields")
+    for name, f in TrainConfig.fields().items():
+        flags, options = _field_argument(name, f)
+        fields.add_argument(*flags, dest=f"field_{name}", **options)

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from vocabulary.suggest import did_you_mean
+
 from . import policies as aug_policies
 
 BACKBONES = ("small_cnn", "small_cnn_half", "resnet18_cifar", "resnet18", "resnet50")
@@ -99,7 +101,8 @@ class TrainConfig:
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ConfigError(
-                f"{source}: unknown field {unknown[0]!r}; allowed fields: {', '.join(known)}"
+                f"{source}: unknown field {unknown[0]!r}{did_you_mean(unknown[0], known)}; allowed fields: "
+                f"{', '.join(known)}"
             )
         coerced = {name: coerce(name, value, source) for name, value in values.items()}
         return cls(**coerced)
@@ -114,12 +117,16 @@ class TrainConfig:
             check_range(name, value, "config")
         if not (self.dataset in FIXED_DATASETS or self.dataset.startswith("imagefolder:")):
             raise ConfigError(
-                f"config: dataset {self.dataset!r} is unknown; allowed: "
+                f"config: dataset {self.dataset!r} is unknown{did_you_mean(self.dataset, FIXED_DATASETS)}; allowed: "
                 f"{', '.join(FIXED_DATASETS)} or imagefolder:<path>"
             )
         if self.dataset == "imagefolder:":
             raise ConfigError("config: dataset 'imagefolder:' names no folder; write imagefolder:<path>")
         try:
+            names = [*aug_policies.SHIPPED, *aug_policies.user_policies(self.policies)]
+            if self.policy not in names:
+                raise ConfigError(f"config: augmentation policy {self.policy!r} is unknown"
+                                  f"{did_you_mean(self.policy, names)}; allowed: {', '.join(names)}")
             aug_policies.definition(self.policy, self.policies, self.policy_params)
         except aug_policies.PolicyError as err:
             raise ConfigError(f"config: {err}") from None
@@ -156,7 +163,8 @@ def check_range(name: str, value: Any, source: str) -> None:
     """Raise ConfigError if value is outside the field's declared range or choices."""
     meta = TrainConfig.fields()[name].metadata
     if meta["choices"] is not None and value not in meta["choices"]:
-        raise ConfigError(f"{source}: {name} is {value!r}; allowed: {', '.join(meta['choices'])}")
+        raise ConfigError(f"{source}: {name} is {value!r}{did_you_mean(value, meta['choices'])}; allowed: "
+                          f"{', '.join(meta['choices'])}")
     low, high = meta["low"], meta["high"]
     if low is not None and (value < low or (meta["low_open"] and value == low)):
         raise ConfigError(f"{source}: {name} is {value!r}; allowed: {describe_range(name)}")

@@ -11,6 +11,7 @@ from sweep.errors import SpaceError
 from sweep.space.parse import parse_space
 from sweep.space.spec import SweepSpec
 from sweep.space.yaml_input import read_sets, read_yaml, read_yaml_file
+from vocabulary.suggest import did_you_mean
 
 
 def shipped_spaces() -> dict[str, Path]:
@@ -28,7 +29,8 @@ def resolve_space_path(name_or_path: str) -> Path:
     if name_or_path in spaces:
         return spaces[name_or_path]
     raise SpaceError(
-        f"search space {name_or_path!r} is neither a file nor a shipped space; shipped: {', '.join(sorted(spaces))}"
+        f"search space {name_or_path!r} is neither a file nor a shipped space{did_you_mean(name_or_path, spaces)}; "
+        f"shipped: {', '.join(sorted(spaces))}"
     )
 
 

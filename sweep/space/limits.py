@@ -1,5 +1,6 @@
-"""A parsed space checked against what it would cost and what it reads, on the driver before Ray
-starts: its size (a typo must not start a sweep that never ends) and every dataset it names."""
+"""A parsed space checked against what it would cost, on the driver before Ray starts: its size (a
+typo must not start a sweep that never ends). The rest of what a sweep is checked for before Ray
+starts (name, data, device, resources, storage) is sweep/preflight.py."""
 from __future__ import annotations
 
 import math
@@ -24,16 +25,4 @@ def check_size(spec: SweepSpec, allow_large: bool = False) -> None:
     if total > MAX_TRIALS:
         raise SweepError(f"{spec.source}: {total:,} trials (num_samples {spec.num_samples:,} x {grid:,} grid "
                          f"combinations); allowed: at most {MAX_TRIALS:,} (pass --allow-large to run it on purpose)")
-
-
-def check_datasets(spec: SweepSpec) -> None:
-    """Every dataset the sweep may train on, checked on the driver before Ray starts (paths, classes)."""
-    from trainer.data import check_dataset  # torch: `validate` and `spaces` answer without loading it
-
-    values = [spec.base.get("dataset", "digits"), *spec.grid.get("dataset", [])]
-    if "dataset" in spec.search:
-        values += list(spec.search["dataset"].values)
-    for value in dict.fromkeys(values):
-        check_dataset(str(value))
-
 

@@ -16,6 +16,7 @@ from sweep.space.spec import DISTRIBUTIONS, Distribution, FinalStage, SweepSpec,
 from trainer.config import ConfigError, TrainConfig, check_range, coerce
 from trainer.policies import DIMENSION, Param, PolicyError, dimension
 from vocabulary import MODES, OBJECTIVES, default_mode
+from vocabulary.suggest import did_you_mean
 
 TOP_KEYS = ("name", "description", "base", "search", "grid", "metric", "mode", "algorithm", "num_samples",
             "scheduler", "asha", "final", "policies", "ablate")
@@ -140,7 +141,7 @@ def _check_policies(source: str, base: dict, search: dict, grid: dict) -> None:
 
 def _check_top_key(source: str, key: Any) -> None:
     if key not in TOP_KEYS:
-        raise _fail(source, str(key), f"unknown key; allowed: {', '.join(TOP_KEYS)}")
+        raise _fail(source, str(key), f"unknown key{did_you_mean(key, TOP_KEYS)}; allowed: {', '.join(TOP_KEYS)}")
 
 
 def _parse_num_samples(source: str, value: Any) -> int:
@@ -239,7 +240,7 @@ def _parse_base(source: str, raw: Any) -> dict[str, Any]:
     base = {}
     for name, value in (raw or {}).items():
         if name not in fields:
-            raise _fail(source, f"base.{name}", f"unknown field; allowed: {', '.join(fields)}")
+            raise _fail(source, f"base.{name}", f"unknown field{did_you_mean(name, fields)}; allowed: {', '.join(fields)}")
         base[name] = _check_value(source, f"base.{name}", name, value)
     return base
 
@@ -258,7 +259,8 @@ def _parse_search(source: str, raw: Any) -> dict[str, Distribution]:
     search = {}
     for name, spec in (raw or {}).items():
         if name not in fields and not str(name).startswith(DIMENSION):
-            raise _fail(source, f"search.{name}", f"unknown field; allowed: {', '.join(fields)}, or an op's parameter "
+            raise _fail(source, f"search.{name}", f"unknown field{did_you_mean(name, fields)}; allowed: "
+                                                  f"{', '.join(fields)}, or an op's parameter "
                                                   "policy.<view>.<op>.<parameter>")
         search[name] = _parse_distribution(source, name, spec)
     return search
@@ -271,7 +273,8 @@ def _parse_grid(source: str, raw: Any) -> dict[str, list]:
     grid = {}
     for name, values in (raw or {}).items():
         if name not in fields and not str(name).startswith(DIMENSION):
-            raise _fail(source, f"grid.{name}", f"unknown field; allowed: {', '.join(fields)}, or an op's parameter "
+            raise _fail(source, f"grid.{name}", f"unknown field{did_you_mean(name, fields)}; allowed: "
+                                                f"{', '.join(fields)}, or an op's parameter "
                                                 "policy.<view>.<op>.<parameter>")
         if not isinstance(values, list) or not values:
             raise _fail(source, f"grid.{name}", "expected a non-empty list of values")
@@ -311,7 +314,7 @@ def _named(raw: Any, where: str, registry: dict, ctx: Context) -> tuple[type, di
                               f"{', '.join(registry)}")
     if name not in registry:
         key = where if isinstance(raw, str) else f"{where}.name"
-        raise ctx.fail(key, f"{name!r} is unknown; allowed: {', '.join(registry)}")
+        raise ctx.fail(key, f"{name!r} is unknown{did_you_mean(name, registry)}; allowed: {', '.join(registry)}")
     return registry[name], settings
 
 
@@ -355,7 +358,7 @@ def _parse_final(source: str, raw: Any, search: dict, grid: dict, scheduler: Sch
         raise _fail(source, "final", "expected a mapping with top_k, seeds and per, or false to skip the final stage")
     for key in raw:
         if key not in FINAL_KEYS:
-            raise _fail(source, f"final.{key}", f"unknown key; allowed: {', '.join(FINAL_KEYS)}")
+            raise _fail(source, f"final.{key}", f"unknown key{did_you_mean(key, FINAL_KEYS)}; allowed: {', '.join(FINAL_KEYS)}")
     final = FinalStage(**raw)
     for key, value, high in (("top_k", final.top_k, 100), ("seeds", final.seeds, MAX_FINAL_SEEDS)):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:

@@ -10,6 +10,7 @@ from typing import Any
 from sweep.errors import SpaceError
 from sweep.space.yaml_input import read_yaml_file
 from trainer.policies import SHIPPED, PolicyError, definition, parse_policies
+from vocabulary.suggest import did_you_mean
 
 
 def read_policy_file(path: Path, what: str) -> Any:
@@ -44,4 +45,5 @@ def check_policy_names(values: dict[str, list], own: str, source: str) -> None:
                 definition(str(name), own)
             except PolicyError:
                 allowed = [*SHIPPED, *(json.loads(own) if own else {})]
-                raise SpaceError(f"{source}: {key}: policy {name!r} is unknown; allowed: {', '.join(allowed)}") from None
+                raise SpaceError(f"{source}: {key}: policy {name!r} is unknown{did_you_mean(name, allowed)}; "
+                                 f"allowed: {', '.join(allowed)}") from None

@@ -9,6 +9,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Callable, ClassVar
 
 from sweep.errors import SpaceError
+from vocabulary.suggest import did_you_mean
 
 
 def fail(source: str, key: str, message: str) -> SpaceError:
@@ -87,7 +88,7 @@ class Entry:
         for k in raw:
             if k not in allowed:
                 listing = ", ".join(allowed) if allowed else "none (it takes no settings)"
-                raise ctx.fail(f"{where}.{k}", f"unknown key for {cls.name}; allowed: {listing}")
+                raise ctx.fail(f"{where}.{k}", f"unknown key for {cls.name}{did_you_mean(k, allowed)}; allowed: {listing}")
         for f in fields(cls):
             if f.name in raw:
                 problem = f.metadata["check"](raw[f.name])

@@ -163,6 +163,16 @@ def _cause(err: BaseException) -> str:
     return type(err).__name__
 
 
+def check_stored(uri: str, what: str) -> None:
+    """check_store for a command that only reads (what it reads, for the message): a local store that
+    is not there is refused, never created."""
+    path = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    if path is not None and not path.is_file():
+        raise TrackingError(f"there is no MLflow store at {path} to read {what} from; give --tracking-uri of the "
+                            "store it was logged to (default $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    check_store(uri)
+
+
 def check_store(uri: str) -> None:
     """Raise TrackingError unless the tracking store answers and can be written, and unless a local
     file it names is an MLflow store or absent (refuse_foreign_file)."""

@@ -58,8 +58,9 @@ class MlflowTracking(Callback):
     """Driver-side Tune callback: the one process that writes the sweep to MLflow."""
 
     def __init__(self, uri: str, experiment_id: str, parent_run_id: str, spec: SweepSpec, resources: dict[str, float],
-                 stage: str = SEARCH, decisions: dict[str, list[dict]] | None = None):
+                 stage: str = SEARCH, decisions: dict[str, list[dict]] | None = None, encoders: bool = True):
         self.uri = uri
+        self.encoders = encoders  # False: the trials train no encoder (a simulation)
         self.stage = stage  # search: the trials of the space; final: the final stage's runs
         self.decisions = {} if decisions is None else decisions  # ASHA's, shared with the scheduler
         self._decisions_logged: dict[str, int] = {}
@@ -282,6 +283,8 @@ class MlflowTracking(Callback):
         """A completed trial's encoder, beside its results and journalled to its run, with its folder as a
         tag: an outage loses neither, and `export` finds them."""
         tags["byol_sweep.trial_dir"] = str(trial.path)
+        if not self.encoders:
+            return
         try:
             model = save_model(trial.checkpoint, trial.path, self._params(trial))
         except Exception as err:  # the checkpoint stays on disk; the end of the sweep tries again

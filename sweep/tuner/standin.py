@@ -88,3 +88,9 @@ def standin_metrics(config: TrainConfig, epoch: int, epoch_s: float) -> dict[str
     if epoch == config.epochs and config.linear_probe:
         out["linear_probe_acc"] = min(1.0, knn + 0.05)
     return out
+
+
+def standin_search_trainable(spec: SweepSpec, resources: dict[str, float], checkpoint_every: int, epoch_seconds: float):
+    """standin_trainable with the space and a trial's resources, as the Tuner takes it (search_trainable's twin)."""
+    return tune.with_resources(tune.with_parameters(standin_trainable, spec=spec, epoch_seconds=epoch_seconds,
+                                                    checkpoint_every=checkpoint_every), resources)

@@ -166,6 +166,16 @@ def test_a_killed_driver_resumes_and_every_trial_finishes_exactly_once(tmp_path)
     driver.wait()
     before = statuses(uri, "killme")
     assert 0 < list(before.values()).count("completed") < 4
+    assert parent_tags(uri, "killme")["byol_sweep.state"] == "running"  # what a SIGKILL leaves
+
+    # a report finds the journal free (no driver holds it): the sweep and what it left running are interrupted
+    reported = byol_sweep("report", "--experiment", "killme", "--tracking-uri", uri, cwd=tmp_path)
+    assert "marked interrupted" in reported.stdout, reported.stdout
+    assert parent_tags(uri, "killme")["byol_sweep.state"] == "interrupted"
+    after = statuses(uri, "killme")
+    assert "running" not in after.values()
+    assert {k for k, v in before.items() if v == "running"} == {k for k, v in after.items() if v == "interrupted"}
+    assert "interrupted" in (tmp_path / "byol-reports" / "killme" / "report.md").read_text()
 
     # `run` on the same name refuses and points to `resume`
     again = byol_sweep(*args, cwd=tmp_path, check=False)
@@ -358,6 +368,10 @@ def test_a_signal_to_the_whole_job_leaves_the_sweep_interrupted_within_30_s(tmp_
     assert driver.returncode != 0, out
     assert f"{signum.name} received" in out or signum == signal.SIGINT, out
     assert "Failed to connect to GCS" not in out, out
+    # Ray's, Tune's and MLflow's own lines are in the sweep's log, not on the console
+    log = (tmp_path / "runs" / "term" / "driver.log").read_text()
+    assert "Started a local Ray instance" in log and "Creating initial MLflow database tables" in log
+    assert not any(line in out for line in ("Started a local Ray instance", "INFO mlflow", "Tuner.restore")), out
     assert parent_tags(uri, "term")["byol_sweep.state"] == "interrupted", out
     assert set(statuses(uri, "term").values()) == {"interrupted"}, out
     assert "stopped early" not in out and "2 interrupted" in out, out
@@ -430,3 +444,37 @@ def test_a_sweep_that_fails_to_start_leaves_no_folder(tmp_path):
     assert proc.returncode == 2 and "is not an MLflow store (not an SQLite database)" in proc.stderr, proc.stderr
     assert "unreachable" not in proc.stderr
     assert not (tmp_path / "runs" / "x").exists()
+
+
+def test_plan_and_status_through_the_command(tmp_path, monkeypatch, capsys):
+    proc = byol_sweep_in_process("plan", "quick", "--epoch-seconds", "30", "--cpus", "2", cwd=tmp_path,
+                                 monkeypatch=monkeypatch, capsys=capsys)
+    assert proc.returncode == 0 and "plan of quick: 6 trials" in proc.stdout
+    assert "2 trials at once (2 CPUs, 1 CPU per trial)" in proc.stdout
+    both = byol_sweep_in_process("plan", "quick", "--epoch-seconds", "30", "--measure", cwd=tmp_path,
+                                 monkeypatch=monkeypatch, capsys=capsys)
+    assert both.returncode == 2 and "give --epoch-seconds or --measure, not both" in both.stderr
+    missing = byol_sweep_in_process("status", "nosuch", "--storage", "runs", cwd=tmp_path,
+                                    monkeypatch=monkeypatch, capsys=capsys)
+    assert missing.returncode == 2 and "no sweep named 'nosuch'" in missing.stderr
+    assert not list(tmp_path.iterdir())  # a reading command creates nothing
+
+
+@pytest.mark.slow
+def test_a_simulated_sweep_runs_the_space_on_the_stand_in_and_status_shows_it(tmp_path):
+    """`run --simulate`: the space's scheduler, searcher, MLflow and report, on a synthetic curve."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    out = byol_sweep("run", "quick", "--simulate", "0.02", "--num-samples", "12", "--name", "sim", "--storage", "runs",
+                     "--tracking-uri", uri, cwd=tmp_path).stdout
+    assert "a simulation: every trial reports the stand-in's synthetic learning curve" in out
+    assert "sweep sim finished" in out and "stopped early" in out and "final stage:" not in out
+    assert "could not be saved" not in out and "could not be logged" not in out
+    assert (tmp_path / "byol-reports" / "sim" / "report.html").exists()
+    runs = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("sim").experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("byol_sweep.role") == "sweep")
+    assert parent.data.params["simulated_epoch_s"] == "0.02" and parent.data.tags["byol_sweep.state"] == "finished"
+    assert len([r for r in runs if r.data.tags.get("byol_sweep.role") == "trial"]) == 12
+    status = byol_sweep("status", "sim", "--storage", "runs", "--tracking-uri", uri, cwd=tmp_path).stdout
+    assert "its driver is not running" in status and "12 of 12 trials ended" in status
+    refused = byol_sweep("finalize", "sim", "--storage", "runs", "--tracking-uri", uri, cwd=tmp_path, check=False)
+    assert refused.returncode == 2 and "is a simulation" in refused.stderr

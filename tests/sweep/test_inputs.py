@@ -186,7 +186,7 @@ def test_a_missing_image_folder_is_refused_before_ray_starts(tmp_path):
     path = write_space(tmp_path, "missing", base={"dataset": f"imagefolder:{tmp_path}/nowhere"},
                        search={"base_lr": {"uniform": [0.1, 1.0]}}, num_samples=1)
     started = time.monotonic()
-    with pytest.raises(DataError, match="nowhere does not exist"):
+    with pytest.raises(SpaceError, match=f"missing.yaml: base.dataset: image folder {tmp_path}/nowhere does not exist"):
         run_sweep(str(path), SweepOptions(storage=str(tmp_path / "runs"), tracking_uri=f"sqlite:///{tmp_path}/m.db"))
     assert time.monotonic() - started < 30
     import ray
@@ -234,3 +234,125 @@ def test_private_folders(tmp_path):
 
     make_private_dir(tmp_path / "a" / "b")
     assert os.stat(tmp_path / "a" / "b").st_mode & 0o777 == 0o700
+
+
+# -- the pre-flight: every bad input `run` meets before Ray, said by `validate` too ---------------
+def _bad_trees(root: Path) -> dict[str, Path]:
+    garbage = root / "garbage"
+    dangling = root / "dangling"
+    named_like_images = root / "named"
+    for c in ("a", "b"):
+        (garbage / c).mkdir(parents=True)
+        (garbage / c / "x.png").write_bytes(b"not an image" * 8)
+        (dangling / c).mkdir(parents=True)
+        os.symlink(root / "nowhere.png", dangling / c / "x.png")
+        (named_like_images / c / "x.png").mkdir(parents=True)
+    return {"garbage": garbage, "dangling": dangling, "named": named_like_images, "good": _tree(root / "good", "ab")}
+
+
+BAD_SPACES = [  # (what the space's base sets, what the one sentence says after "<file>: ")
+    ({"name": "bad name!"}, "name 'bad name!' is not a safe sweep name"),
+    ({"dataset": "imagefolder:/nonexistent"}, "base.dataset: image folder /nonexistent does not exist"),
+    ({"dataset": "cifar10", "data_root": "{tmp}/empty"}, "base.dataset: cifar10 is not under base.data_root {tmp}/empty"),
+    ({"device": "cuda:99"}, "base.device: device 'cuda:99' cannot be used: this machine has"),
+    ({"dataset": "imagefolder:{tmp}/garbage"}, "base.dataset: cannot read image {tmp}/garbage/a/x.png"),
+    ({"dataset": "imagefolder:{tmp}/named"}, "base.dataset: class folder {tmp}/named/a holds no images"),
+    ({"dataset": "imagefolder:{tmp}/dangling"}, "base.dataset: {tmp}/dangling/a/x.png is a dangling symbolic link"),
+    ({"dataset": "imagefolder:{tmp}/good/a/0.png"}, "base.dataset: image folder {tmp}/good/a/0.png is not a directory"),
+    ({"dataset": "imagefolder:{tmp}/good", "cache_dir": "/proc/byol-cache"},
+     "base.cache_dir: cannot create /proc/byol-cache"),
+]
+
+
+def _bad_space(tmp_path: Path, base: dict) -> Path:
+    _bad_trees(tmp_path)
+    (tmp_path / "empty").mkdir()
+    base = {k: v.format(tmp=tmp_path) for k, v in base.items()}
+    return write_space(tmp_path, base.pop("name", "bad"), search={"base_lr": {"uniform": [0.1, 1.0]}}, num_samples=1,
+                       base=base)
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize("base, message", BAD_SPACES, ids=[m.split(":")[0] + "-" + str(i) for i, (_, m)
+                                                             in enumerate(BAD_SPACES)])
+def test_validate_and_run_refuse_the_same_space_before_ray_in_one_sentence(tmp_path, monkeypatch, capsys,
+                                                                          command, base, message):
+    import ray
+
+    from sweep.cli import main
+
+    path = _bad_space(tmp_path, base)
+    monkeypatch.chdir(tmp_path)
+    extra = ["--storage", "runs", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"] if command == "run" else []
+    assert main([command, str(path), *extra]) == 2
+    said = one_sentence(capsys.readouterr().err)
+    assert said.startswith(f"byol-sweep {command}: error: {path}: {message.format(tmp=tmp_path)}"), said
+    assert not ray.is_initialized()
+    assert not {"runs", "byol-runs", "m.db", "mlflow.db"} & {p.name for p in tmp_path.iterdir()}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seed", "-1"], "--seed is -1; allowed: an integer from 0 to 4,294,967,295"),
+    (["--storage", "foo://bar/x"], "--storage foo://bar/x: 'foo' is not a filesystem Ray Tune can store to"),
+    (["--storage", "/etc/hostname/x"], "--storage /etc/hostname/x: /etc/hostname is not a folder"),
+])
+def test_run_refuses_a_bad_flag_before_ray_in_one_sentence(tmp_path, monkeypatch, capsys, args, message):
+    import ray
+
+    from sweep.cli import main
+
+    path = write_space(tmp_path, "ok", search={"base_lr": {"uniform": [0.1, 1.0]}}, num_samples=1)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(path), "--tracking-uri", f"sqlite:///{tmp_path}/m.db", *args]) == 2
+    assert one_sentence(capsys.readouterr().err).startswith(f"byol-sweep run: error: {message}")
+    assert not ray.is_initialized() and not (tmp_path / "m.db").exists()
+
+
+def test_train_refuses_a_cache_folder_it_cannot_make_before_training(tmp_path, capsys):
+    from sweep.cli import main
+
+    good = _tree(tmp_path / "good", "ab")
+    assert main(["train", "--set", f"dataset=imagefolder:{good}", "--set", "cache_dir=/proc/byol-cache",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert one_sentence(capsys.readouterr().err).startswith(
+        "byol-sweep train: error: command line: cache_dir: cannot create /proc/byol-cache (No such file or directory)")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["validate", "quik"], "search space 'quik' is neither a file nor a shipped space (did you mean 'quick'?)"),
+    (["validate", "{tmp}/s.yaml"], "{tmp}/s.yaml: searh: unknown key (did you mean 'search'?); allowed: name,"),
+    (["train", "--set", "policy=nocolor"], "config: augmentation policy 'nocolor' is unknown (did you mean "
+                                           "'no_color'?); allowed: byol,"),
+    (["train", "--set", "polcy=byol"], "--set: unknown field 'polcy' (did you mean 'policy'?); allowed fields:"),
+    (["train", "--set", "backbone=resnet19"], "--set: backbone is 'resnet19' (did you mean 'resnet18'?); allowed:"),
+    (["train", "--set", "dataset=cifar"], "config: dataset 'cifar' is unknown (did you mean 'cifar10'?); allowed:"),
+])
+def test_a_misspelled_name_gets_a_did_you_mean_in_its_one_sentence(tmp_path, capsys, args, message):
+    from sweep.cli import main
+
+    (tmp_path / "s.yaml").write_text("algorithm: grid\ngrid: {seed: [0, 1]}\nsearh: {}\n")
+    args = [a.format(tmp=tmp_path) for a in args]
+    assert main(args) == 2
+    assert one_sentence(capsys.readouterr().err).startswith(f"byol-sweep {args[0]}: error: "
+                                                            f"{message.format(tmp=tmp_path)}")
+
+
+def test_validate_says_the_sweep_it_would_run(tmp_path, monkeypatch, capsys):
+    from sweep.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "quick", "--name", "mine", "--storage", "elsewhere"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith(f"; it would run as sweep mine in {tmp_path}/elsewhere")
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_export_in_a_folder_without_a_store_makes_none(tmp_path, monkeypatch, capsys):
+    from sweep.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["export", "--sweep", "nothing"]) == 2
+    assert one_sentence(capsys.readouterr().err).startswith(
+        f"byol-sweep export: error: there is no MLflow store at {tmp_path}/mlflow.db to read sweep nothing from")
+    assert list(tmp_path.iterdir()) == []
