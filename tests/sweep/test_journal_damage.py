@@ -141,3 +141,32 @@ def test_a_record_mlflow_refuses_is_set_aside_and_the_rest_flow_on(tmp_path, whe
     assert Journal(tmp_path / "journal.jsonl").unsent() == unsent  # and so `sync` fails on them, naming each
     lines = [json.loads(x) for x in (tmp_path / "journal.jsonl").read_text().splitlines()]
     assert [r["id"] for r in lines] == list(range(1, len(lines) + 1)) and all("crc" in r for r in lines)
+
+
+@pytest.mark.parametrize("where", STORES)
+def test_a_deleted_parent_run_refuses_its_own_records_and_the_trials_flow_on(tmp_path, where, request):
+    uri, exp = store(where, tmp_path, request)
+    client = MlflowClient(uri)
+    told = []
+    writer = JournalledWriter(Journal(tmp_path / "journal.jsonl"), lambda: client, told.append)
+    parent = writer.write("create_run", experiment_id=exp, run_name="sweep", tags={})
+    trial = writer.write("create_run", experiment_id=exp, run_name="trial_a",
+                         tags={"mlflow.parentRunId": parent, "byol_sweep.trial_id": "trial_a"})
+    writer.write("log_batch", run_id=trial, metrics=[metric(1)])
+    client.delete_run(parent)  # the sweep's run deleted in the MLflow UI mid-sweep
+    writer.write("set_tag", run_id=parent, key="byol_sweep.best_metric", value="0.5")
+    later = writer.write("create_run", experiment_id=exp, run_name="trial_b",
+                         tags={"mlflow.parentRunId": parent, "byol_sweep.trial_id": "trial_b"})
+    for epoch in (2, 3):
+        writer.write("log_batch", run_id=trial, metrics=[metric(epoch)])
+        writer.write("log_batch", run_id=later, metrics=[metric(epoch)])
+    writer.write("set_terminated", run_id=trial, status="FINISHED")
+    writer.write("set_terminated", run_id=parent, status="FINISHED")
+    assert not writer.offline and writer.journal.pending_count() == 0
+    assert sorted(m.step for m in client.get_metric_history(trial, "knn_acc")) == [1, 2, 3]
+    assert client.get_run(trial).info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(later, "knn_acc")) == [2, 3]
+    refused = writer.journal.refused()
+    assert [(r["op"], r["run_id"]) for r in refused] == [("set_tag", parent), ("set_terminated", parent)]
+    assert len(told) == 1 and "MLflow refused a record of run" in told[0]  # named once for the run
+    writer.close()
