@@ -17,7 +17,7 @@ from sweep.tracking.encoders import keep_encoders
 from sweep.tracking.runs import FINAL
 from sweep.tracking.writers import drain_seconds, wait_sent, write
 from sweep.trust import Folder, check_trusted, sign_folder
-from sweep.tuner.baselines import measure_baselines
+from sweep.tuner.baselines import EARLY, measure_baselines
 from sweep.tuner.console import ConsoleProgress
 from sweep.tuner.driver import Driver
 from sweep.tuner.mlflow_callback import MlflowTracking
@@ -64,7 +64,11 @@ def run_final_stage(run: SweepRun, outcome: SweepOutcome, driver: Driver) -> Non
             "byol_sweep.final_selection": selection_json(chosen),
             "byol_sweep.final": json.dumps({"top_k": spec.final.top_k, "seeds": spec.final.seeds,
                                             "per": spec.final.per})})
-        measure_baselines(spec, uri, parent_run_id, resources, "test", spec.final.seed_values())
+        early = EARLY.pop(parent_run_id, None)  # started in the search's last wave
+        if early is not None:
+            early.collect()
+        else:
+            measure_baselines(spec, uri, parent_run_id, resources, "test", spec.final.seed_values())
         entries = final_runs(spec, chosen)
         shared, at_once = shared_final_resources(resources, run.concurrency, len(entries),
                                                  float(ray.cluster_resources().get("CPU", 1)))

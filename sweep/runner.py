@@ -33,7 +33,7 @@ from sweep.tracking.runs import SEARCH, end_abandoned, end_sweep, start_sweep
 from sweep.tracking.store import check_store, client_for, mask_uri, resolve_tracking_uri
 from sweep.tracking.writers import DRIVER_TRACKING_URI, close_journal, open_journal, write
 from sweep.trust import Folder, check_trusted, sign_folder, tune_folders
-from sweep.tuner.baselines import measure_baselines
+from sweep.tuner.baselines import FinalBaselinesInLastWave, measure_baselines
 from sweep.tuner.console import ConsoleProgress
 from sweep.tuner.driver import Driver, driving, end_quietly
 from sweep.tuner.mlflow_callback import MlflowTracking, tracker_for
@@ -85,9 +85,13 @@ class SweepOptions:
 
 
 def callbacks(run: SweepRun, decisions: dict[str, list[dict]]) -> list:
-    """The search's Tune callbacks: the MLflow record, the console, and the signatures of Ray's state."""
+    """The search's Tune callbacks: the MLflow record, the console, the signatures of Ray's state, and
+    the final stage's baselines started on the slot the search's last wave leaves idle."""
+    early = [FinalBaselinesInLastWave(run.spec, run.parent_run_id, run.resources, run.concurrency)
+             ] if run.spec.final is not None else []
     return [MlflowTracking(run.uri, run.experiment_id, run.parent_run_id, run.spec, run.resources,
-                           decisions=decisions, encoders=not run.simulate_epoch_s), ConsoleProgress(run.spec), SignRayState()]
+                           decisions=decisions, encoders=not run.simulate_epoch_s), ConsoleProgress(run.spec),
+            SignRayState(), *early]
 
 
 def trainable_for(run: SweepRun):

@@ -2,6 +2,9 @@
 configurations re-trained on new seeds and the test split, per policy, and `finalize`."""
 from __future__ import annotations
 
+import contextlib
+import io
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -10,6 +13,7 @@ from sweep.space import FinalStage
 from tests.conftest import write_space
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
+CONSOLE: dict[str, str] = {}  # a sweep's console output, by sweep
 
 
 def runs_of(client: MlflowClient, experiment: str, role: str):
@@ -25,8 +29,11 @@ def per_policy(tmp_path_factory):
                         grid={"policy": ["byol", "crop_only"]}, algorithm="random", num_samples=2, asha=False,
                         final={"per": "policy", "top_k": 1, "seeds": 2})
     uri = f"sqlite:///{folder}/mlflow.db"
-    outcome = run_sweep(str(space), SweepOptions(name="perpolicy", storage=str(folder / "runs"), tracking_uri=uri,
-                                                 max_failures=0))
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        outcome = run_sweep(str(space), SweepOptions(name="perpolicy", storage=str(folder / "runs"), tracking_uri=uri,
+                                                     max_failures=0))
+    CONSOLE["perpolicy"] = console.getvalue()
     return outcome, folder, uri
 
 
@@ -66,6 +73,8 @@ def test_each_policys_best_is_retrained_with_the_same_new_seeds_on_the_test_spli
             assert 0 < parent.data.metrics[f"baseline.{what}.test.seed_{seed}"] <= 1
         assert parent.data.metrics[f"baseline.{what}.test"] == parent.data.metrics[f"baseline.{what}.test.seed_10000"]
     assert not any(k.startswith("baseline.raw_pixels.test.seed_") for k in parent.data.metrics)
+    # 4 trials, 2 at a time: the test baselines ran on the slot the search's last trial left idle
+    assert "test split measured on the slot the search's last wave left idle" in CONSOLE["perpolicy"]
 
 
 def test_the_report_leads_with_each_policys_test_result_and_compares_them_paired(per_policy, tmp_path):
@@ -123,3 +132,4 @@ def test_every_completed_run_keeps_its_encoder_and_the_selected_one_exports(per_
     assert features.shape == (4, 256) and torch.isfinite(features).all()
     assert torch.equal(encoder_from_run(chosen.info.run_id, uri)(torch.ones(1, 3, 32, 32)),
                        encoder(torch.ones(1, 3, 32, 32)))
+
