@@ -1,18 +1,23 @@
-"""How long and how much memory a 1000-trial sweep's report takes, from SQLite and from a server.
+"""How long and how much memory the report of a 1,000- and a 10,000-trial sweep takes, from SQLite and
+from a server.
 
-    python benchmarks/report_scale.py                    # synthesise, then report from SQLite
+    python benchmarks/report_scale.py                    # synthesise both sweeps, then report from SQLite
     python benchmarks/report_scale.py --server           # also through a real `mlflow server` on 127.0.0.1
     python benchmarks/report_scale.py --store DIR        # keep the synthesised store in DIR, reuse it next time
+    python benchmarks/report_scale.py --trials 1000 --repeat 3   # one size, three rounds
 
-Synthesises a sweep in MLflow exactly as docs/mlflow-layout.md lays it out (ASHA grace 1,
+Synthesises each sweep in MLflow exactly as docs/mlflow-layout.md lays it out (ASHA grace 1,
 reduction factor 3, 100 epochs: most trials stopped at the early rungs, a few completed, every
 epoch of every metric, ASHA's decisions, baselines, a 3-seed final stage), then runs
-`byol-sweep report` on it in a child process and prints one JSON line per store: wall seconds and
-the child's peak resident memory.
+`byol-sweep report` on it in a child process and prints one JSON line per report: wall seconds, the
+child's own CPU seconds and peak resident memory (from wait4), and the machine's load averages over
+1, 5 and 15 minutes (os.getloadavg: what `uptime` prints) at the report's end. The sizes and stores
+alternate within each of the --repeat rounds, so a change in the machine's load falls on all of them.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -120,7 +125,7 @@ def report(uri: str, experiment: str, out: Path) -> dict:
     if child.returncode:
         raise SystemExit(f"byol-sweep report failed (exit {child.returncode})")
     return {"seconds": round(seconds, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "load_1min": round(os.getloadavg()[0], 1)}
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "load_1_5_15min": [round(x, 1) for x in os.getloadavg()]}
 
 
 def _has_experiment(db: Path, name: str) -> bool:
@@ -140,7 +145,8 @@ def free_port() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument("--trials", type=int, nargs="+", default=[1000, 10000], help="the sweeps' sizes")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds over every size and store")
     parser.add_argument("--server", action="store_true", help="also report through a real mlflow server")
     parser.add_argument("--store", type=Path, help="a folder to keep the synthesised mlflow.db in and reuse on the "
                                                    "next call (default: a new temporary folder)")
@@ -148,45 +154,53 @@ def main() -> None:
     folder = args.store or Path(tempfile.mkdtemp(prefix="report-scale-"))
     folder.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{folder.resolve()}/mlflow.db"
-    experiment = f"scale-{args.trials}"
-    if not (args.store and _has_experiment(folder / "mlflow.db", experiment)):
-        start = time.perf_counter()
-        synthesise(uri, args.trials)
-        print(json.dumps({"synthesised_trials": args.trials, "seconds": round(time.perf_counter() - start, 1)}),
-              flush=True)
-    print(json.dumps({"store": "sqlite", "trials": args.trials, **report(uri, experiment, folder / "sqlite")}), flush=True)
-    if args.server:
-        port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host",
-                                   "127.0.0.1", "--port", str(port), "--workers", "1"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            deadline = time.time() + 300  # a loaded machine starts it slowly
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                    break
-                except OSError:
-                    if time.time() > deadline or server.poll() is not None:
-                        raise SystemExit("mlflow server did not start")
-                    time.sleep(0.5)
-            # the server's first request opens its store (a schema check): timed apart, then the report
-            # runs on a server that has answered once, as a user's running server has
+    for trials in args.trials:
+        if not _has_experiment(folder / "mlflow.db", f"scale-{trials}"):
             start = time.perf_counter()
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1",
-                                   timeout=300)
-            first = round(time.perf_counter() - start, 2)
-            result = report(f"http://127.0.0.1:{port}", experiment, folder / "server")
-            print(json.dumps({"store": "server", "trials": args.trials, "server_first_request_s": first, **result}),
+            synthesise(uri, trials)
+            print(json.dumps({"synthesised_trials": trials, "seconds": round(time.perf_counter() - start, 1)}),
                   flush=True)
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn workers
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+    with running_server(uri) if args.server else contextlib.nullcontext() as server_uri:
+        for _ in range(args.repeat):
+            for trials in args.trials:
+                experiment = f"scale-{trials}"
+                print(json.dumps({"store": "sqlite", "trials": trials, **report(uri, experiment, folder / "sqlite")}),
+                      flush=True)
+                if server_uri:
+                    result = report(server_uri, experiment, folder / "server")
+                    print(json.dumps({"store": "server", "trials": trials, **result}), flush=True)
 
+
+@contextlib.contextmanager
+def running_server(uri: str):
+    """A real `mlflow server` over the store (1 worker) on 127.0.0.1, its URL once it has answered its first
+    request (it opens its store then: timed apart and printed), as a user's running server has."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host",
+                               "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300  # a loaded machine starts it slowly
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise SystemExit("mlflow server did not start")
+                time.sleep(0.5)
+        start = time.perf_counter()
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1",
+                               timeout=300)
+        print(json.dumps({"server_first_request_s": round(time.perf_counter() - start, 2)}), flush=True)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn workers
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
 
 if __name__ == "__main__":
     main()

@@ -13,6 +13,7 @@ from reports.stats import within_noise
 from vocabulary import FINISHED
 
 TOP = 5
+STOPPED_SHOWN = 100  # rows of the stopped-early table: a large sweep's thousands would bury the section
 
 
 def summary_section(s: Sweep, level: int) -> list:
@@ -73,9 +74,11 @@ def stopped_blocks(s: Sweep) -> list:
     d = s.decisions
     stops = d[d["decision"] == "stop"].drop_duplicates("trial") if len(d) else d  # each trial's first stop
     cutoff = dict(zip(stops["trial"], stops["cutoff"])) if len(stops) else {}
-    t = stopped.sort_values(["epochs_run", "final_metric"], ascending=[False, s.mode != "max"])
+    t = stopped.sort_values(["epochs_run", "final_metric"], ascending=[False, s.mode != "max"]).head(STOPPED_SHOWN)
     rows = pd.DataFrame({"trial": t["trial"].to_numpy(), "stopped at epoch": [str(int(e)) for e in t["epochs_run"]],
                          f"{s.metric} there": [num(v) for v in t["final_metric"]],
                          "cut-off it faced": [num(cutoff[x]) if x in cutoff else "not recorded" for x in t["trial"]]})
+    shown = (f" The {len(t)} that ran the most epochs are listed, the best first at each; trials.csv holds them all."
+             if len(t) < len(stopped) else "")
     return [Para(f"Stopped early by ASHA ({len(stopped)}), shown apart: their values are at fewer epochs and are "
-                 "not ranked with the full-budget trials."), Table(rows)]
+                 f"not ranked with the full-budget trials.{shown}"), Table(rows)]

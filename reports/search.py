@@ -80,8 +80,9 @@ def drawn_at_random(s: Sweep, startup: int) -> pd.Series:
     t = s.trials
     start = t["start_ms"].astype(float).to_numpy()
     ended = t["status"].isin(FINISHED).to_numpy()
-    end = (start + 1000 * t["wall_s"].astype(float).to_numpy())[ended]
-    before = np.array([int(np.sum(end < at)) for at in start])
+    end = np.sort((start + 1000 * t["wall_s"].astype(float).to_numpy())[ended])
+    # how many ended strictly before each start (a run with no start time: none)
+    before = np.where(np.isnan(start), 0, np.searchsorted(end, start, side="left"))
     return pd.Series(before < startup, index=t["trial"].to_numpy())
 
 

@@ -142,13 +142,17 @@ class SqliteReader:
         tags: dict[str, dict] = {row[0]: {} for row in info}
         params: dict[str, dict] = {row[0]: {} for row in info}
         latest: dict[str, dict] = {row[0]: {} for row in info}
+        # a run a sweep creates between these queries is left out: it was not there when info was read
         for run_id, key, text in self.db.execute(f"select run_uuid, key, value from tags where run_uuid in ({chosen})", args):
-            tags[run_id][key] = text
+            if run_id in tags:
+                tags[run_id][key] = text
         for run_id, key, text in self.db.execute(f"select run_uuid, key, value from params where run_uuid in ({chosen})", args):
-            params[run_id][key] = text
+            if run_id in params:
+                params[run_id][key] = text
         for run_id, key, v, ts, step, nan in self.db.execute(
                 f"select run_uuid, key, value, timestamp, step, is_nan from latest_metrics where run_uuid in ({chosen})", args):
-            latest[run_id][key] = (int(ts), int(step), float("nan") if nan else float(v))
+            if run_id in latest:
+                latest[run_id][key] = (int(ts), int(step), float("nan") if nan else float(v))
         return [RunRecord(run_id, name, start, end, tags[run_id], params[run_id], latest[run_id])
                 for run_id, name, start, end in info]
 

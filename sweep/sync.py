@@ -7,7 +7,7 @@ import sys
 
 from sweep.errors import SweepError
 from sweep.rebuild import rebuild_from_results
-from sweep.state import NAME_PATTERN, local_state_dir, read_state, tracking_uri_for
+from sweep.state import NAME_PATTERN, STATE_FILE, local_state_dir, read_state, tracking_uri_for
 from sweep.tracking.journal import Journal, JournalBusy, JournalReadOnly
 from sweep.tracking.writers import journal_path, sync_journal
 
@@ -76,7 +76,7 @@ def end_if_abandoned(uri: str, name: str, storage: str, folder) -> None:
     from sweep.tracking.runs import end_abandoned  # MLflow's entities: `byol-sweep --help` does not wait for them
 
     journal = Journal(journal_path(folder))
-    if not journal.writable:  # shared read-only storage: its driver may be writing elsewhere
+    if not journal.writable or not (folder / STATE_FILE).exists():  # read-only: its driver may write elsewhere
         return
     try:
         journal.hold(wait=False)

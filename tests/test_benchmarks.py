@@ -78,3 +78,22 @@ def test_t_coverage_reports_each_distribution_and_seed_count():
     assert set(out) == {"normal", "centred lognormal"} and set(out["normal"]) == {"n=3", "n=5", "n=10"}
     assert all(abs(v - 0.95) < 0.01 for v in out["normal"].values())
     assert all(v < 0.9 for v in out["centred lognormal"].values())
+
+
+@pytest.mark.slow  # subprocesses: CI runs it
+def test_the_report_scale_benchmark_times_each_size_in_rounds_and_states_the_load(tmp_path):
+    """benchmarks/report_scale.py at its smallest: two sizes synthesised into one store, two rounds that
+    alternate them, each report's seconds, CPU, peak memory and load; the store reused on the next call."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "report_scale.py"), "--trials", "12", "20", "--repeat", "2",
+               "--store", str(tmp_path)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [line.get("synthesised_trials") for line in lines[:2]] == [12, 20]
+    reports = lines[2:]
+    assert [(r["store"], r["trials"]) for r in reports] == [("sqlite", 12), ("sqlite", 20)] * 2
+    assert all(r["seconds"] > 0 and r["cpu_s"] > 0 and r["peak_rss_mb"] > 0 and len(r["load_1_5_15min"]) == 3
+               for r in reports)
+    again = subprocess.run(command[:-4] + ["--repeat", "1", "--store", str(tmp_path)], capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0 and "synthesised_trials" not in again.stdout

@@ -3,6 +3,7 @@ exactly what MLflow's own client gives (reports/store.py). The render tests' fak
 to the same in tests/reports/test_render.py."""
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import pandas as pd
@@ -117,3 +118,33 @@ def test_report_names_the_records_mlflow_refused_in_its_health_section(tmp_path,
             "folder); this report misses what they hold.") in health
     row = next(line for line in health.splitlines() if line.startswith("| trial_00000"))
     assert "| params base_lr |" in row and "base_lr" in row.split("| params base_lr |")[1], row
+
+
+class _ListedThenCreated:
+    """A reader's connection to the store: right after it lists a sweep's child runs, the sweep (still
+    running) creates one more."""
+
+    def __init__(self, db, create):
+        self.db, self.create = db, create
+
+    def execute(self, sql, args=()):
+        cursor = self.db.execute(sql, args)
+        if "order by start_time desc" not in sql or "mlflow.parentRunId" not in args:
+            return cursor
+        rows = cursor.fetchall()  # read before the sweep writes: SQLite lets no commit past a pending read
+        self.create()
+        return types.SimpleNamespace(fetchall=lambda: rows)
+
+
+def test_a_trial_a_running_sweep_creates_while_the_report_reads_is_left_out(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    name = synthesise(uri, 12)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name).experiment_id
+    parent = client.search_runs([exp], "tags.`byol_sweep.role` = 'sweep'")[0].info.run_id
+    reader = open_store(uri)
+    reader.db = _ListedThenCreated(reader.db, lambda: client.create_run(
+        exp, run_name="trial_late", tags={"mlflow.parentRunId": parent, "byol_sweep.role": "trial", "status": "running"}))
+    sweep = load_sweep(reader, name)
+    assert len(sweep.trials) == 12 and "trial_late" not in set(sweep.trials["trial"])
+    assert len(load_sweep(open_store(uri), name).trials) == 13  # the next report has it
