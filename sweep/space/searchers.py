@@ -38,7 +38,8 @@ class Searcher(Entry):
 
 @dataclass
 class Optuna(Searcher):
-    """Optuna's seeded TPE, multivariate with a constant liar; its study kept in <state>/optuna.db."""
+    """Optuna's seeded TPE, multivariate with a constant liar; its study in memory, checkpointed with
+    Tune's and written to <state>/optuna.db at each checkpoint (sweep/tuner/algorithms.py)."""
 
     name: ClassVar[str] = "optuna"
     limits_itself: ClassVar[bool] = False
@@ -61,11 +62,10 @@ class Optuna(Searcher):
 
         from sweep.tuner.algorithms import PruningOptunaSearch  # Ray: a space is checked without it
 
-        storage = optuna.storages.RDBStorage(f"sqlite:///{state_dir / 'optuna.db'}") if state_dir else None
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup_trials(spec), multivariate=True,
                                              constant_liar=True)
-        return PruningOptunaSearch(sampler=sampler, storage=storage, study_name=spec.name if storage else None,
-                                   max_epochs=spec.max_epochs)
+        return PruningOptunaSearch(sampler=sampler, study_name=spec.name, max_epochs=spec.max_epochs,
+                                   study_file=state_dir / "optuna.db" if state_dir else None)
 
     def run_params(self, spec) -> dict[str, Any]:
         return {"optuna.n_startup_trials": self.startup_trials(spec)}

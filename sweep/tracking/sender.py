@@ -171,6 +171,7 @@ class JournalledWriter:
     def flush(self) -> bool:
         """Send what is pending; False (and offline) when MLflow does not answer."""
         with self._send_lock:
+            self.journal.sync()  # on disk before MLflow has it
             try:
                 if self._client is None:
                     self._client = self.client_factory()

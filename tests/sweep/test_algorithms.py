@@ -214,3 +214,50 @@ def test_a_real_hyperband_sweep_runs_its_brackets(ray_local, tmp_path):
         epochs = sorted(m.step for m in client.get_metric_history(run.info.run_id, "knn_acc"))
         assert epochs == list(range(1, len(epochs) + 1)) and epochs
         assert run.data.tags["status"] == ("completed" if epochs[-1] == 4 else "stopped_early")
+
+
+def test_optunas_study_is_written_to_its_file_at_checkpoints_not_at_each_epoch(tmp_path):
+    """The study lives in memory while trials report; each of Tune's checkpoints of the searcher adds
+    the trials finished since the last to <state>/optuna.db, once each, also after a restore."""
+    import optuna
+
+    spec = _spec()
+    searcher = build_searcher(spec, max_concurrent=2, state_dir=tmp_path)
+    searcher.set_search_properties("knn_acc", "max", spec.param_space())
+    study_file = tmp_path / "optuna.db"
+    for i in range(3):
+        searcher.suggest(f"t{i}")
+        for epoch in (1, 2):
+            searcher.on_trial_result(f"t{i}", {"epoch": epoch, "knn_acc": 0.1 * i + 0.01 * epoch})
+    assert not study_file.exists()  # three trials, six epochs: not one SQLite write
+    searcher.on_trial_complete("t0", {"epoch": 8, "knn_acc": 0.5})
+    searcher.on_trial_complete("t1", {"epoch": 2, "knn_acc": 0.3})
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    searcher.save(str(tmp_path / "searcher.pkl"))  # nothing new: nothing added twice
+    states = [t.state for t in optuna.load_study(study_name="s", storage=f"sqlite:///{study_file}").trials]
+    assert sorted(s.name for s in states) == ["COMPLETE", "PRUNED"]
+
+    restored = build_searcher(spec, max_concurrent=2, state_dir=tmp_path)
+    restored.restore(str(tmp_path / "searcher.pkl"))  # a resumed driver: what the last checkpoint held
+    restored._in_file = set()  # ...written by a driver that died before its next checkpoint of the searcher
+    restored.on_trial_complete("t2", {"epoch": 8, "knn_acc": 0.6})
+    restored.save(str(tmp_path / "searcher.pkl"))
+    trials = optuna.load_study(study_name="s", storage=f"sqlite:///{study_file}").trials
+    assert sorted(t.user_attrs["byol_sweep.number"] for t in trials) == [0, 1, 2]
+    assert max(t.value or 0 for t in trials) == 0.6
+
+
+def test_an_older_sweeps_study_kept_in_its_file_is_not_copied_into_itself(tmp_path):
+    """A sweep started before the study moved to memory resumes with its study in optuna.db itself."""
+    import optuna
+
+    from sweep.tuner.algorithms import PruningOptunaSearch
+
+    spec = _spec()
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    searcher = PruningOptunaSearch(storage=storage, study_name="s", max_epochs=8, study_file=tmp_path / "optuna.db")
+    searcher.set_search_properties("knn_acc", "max", spec.param_space())
+    searcher.suggest("t0")
+    searcher.on_trial_complete("t0", {"epoch": 8, "knn_acc": 0.5})
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    assert len(optuna.load_study(study_name="s", storage=storage).trials) == 1

@@ -11,7 +11,7 @@ import yaml
 
 from sweep.space import load_space, parse_space
 from sweep.summary import SweepOutcome, print_summary
-from sweep.tuner.console import ConsoleProgress
+from sweep.tuner.console import REDRAW_S, ConsoleProgress
 
 SPACE = """
 base: {dataset: digits, backbone: small_cnn, epochs: 4}
@@ -98,6 +98,9 @@ def test_on_a_terminal_a_bar_over_the_epoch_budget_and_a_line_per_running_trial_
     out = Terminal()
     progress = ConsoleProgress(spec, stream=out, every_s=3600)
     trials = two_trials_one_epoch_each(progress, clock)
+    assert "knn_acc 0.25" not in out.getvalue()  # a result right after another waits for the next redraw
+    clock[0] += REDRAW_S
+    progress.on_trial_result(0, trials, trials[1], {"epoch": 1, "knn_acc": 0.25})
     text = out.getvalue()
     assert "\r" in text and "\x1b[A" in text  # redrawn in place, the trials' lines below the bar
     assert re.search(r"search:  12%\|.*\| 2/16 epochs, ETA ~7 min \(rough\) \| 0 of 4 trials ended", text), text

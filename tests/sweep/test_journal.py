@@ -163,3 +163,25 @@ def test_in_the_background_a_write_never_waits_for_mlflow(tmp_path):
     (r,) = MlflowClient(uri).search_runs([exp])
     assert [m.step for m in MlflowClient(uri).get_metric_history(r.info.run_id, "loss")] == [1, 2, 3]
     assert r.data.tags["status"] == "completed"
+
+
+def test_records_are_fsynced_in_groups_before_they_are_sent(tmp_path, monkeypatch):
+    """A group commit: appends reach the operating system at once (a process that dies loses none)
+    and the disk with one fsync for all of them, before the sender sends any of them."""
+    import os
+
+    calls = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd)))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp = MlflowClient(uri).create_experiment("group")
+    journal = Journal(tmp_path / "j.jsonl")
+    journal.append("create_run", experiment_id=exp, run_name="r", tags={}, placeholder="local-r")
+    for epoch in range(1, 51):
+        journal.append("log_batch", run_id="local-r", metrics=[metric(epoch)])
+    assert calls == []
+    assert [r["id"] for r in Journal(tmp_path / "j.jsonl").pending()] == list(range(1, 52))  # readable at once
+    assert JournalledWriter(journal, lambda: MlflowClient(uri), print).flush()
+    assert len(calls) == 1
+    run = MlflowClient(uri).search_runs([exp])[0]
+    assert [m.step for m in MlflowClient(uri).get_metric_history(run.info.run_id, "loss")] == list(range(1, 51))
