@@ -103,13 +103,20 @@ class SweepRun:
         }, indent=2))
 
 
+def chosen_tracking_uri(state: dict, name: str, tracking_uri: str | None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else the URI sweep.json records (refused when its
+    secret was masked there), resolved; not checked."""
+    given = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not given and "***" in state["tracking_uri"]:
+        raise SweepError(f"sweep {name} logs to {state['tracking_uri']}, whose secret is not stored; pass "
+                         "--tracking-uri (or set MLFLOW_TRACKING_URI) with the credentials")
+    return resolve_tracking_uri(given or state["tracking_uri"])
+
+
 def tracking_uri_for(state: dict, name: str, tracking_uri: str | None) -> str:
     """The tracking URI to continue a sweep with, checked to hold the sweep's parent run."""
     stored_uri = state["tracking_uri"]
-    if tracking_uri is None and "***" in stored_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
-        raise SweepError(f"sweep {name} logs to {stored_uri}, whose secret is not stored; pass --tracking-uri "
-                         "(or set MLFLOW_TRACKING_URI) with the credentials")
-    uri = resolve_tracking_uri(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or stored_uri)
+    uri = chosen_tracking_uri(state, name, tracking_uri)
     if not tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
         print(f"sweep {name}: using the MLflow store its sweep.json records, {mask_uri(uri)} (--tracking-uri to "
               "give another)", file=sys.stderr, flush=True)

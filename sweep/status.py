@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import sys
 import time
 
-from sweep.errors import SweepError, TrackingError
+from sweep.errors import TrackingError
 from sweep.progress import StageView, TrialRow, sig
 from sweep.space import parse_space
 from sweep.space.yaml_input import read_yaml
-from sweep.state import local_state_dir, read_state
-from sweep.tracking.store import client_for, fail_fast_http, local_store_path, mask_uri, resolve_tracking_uri
+from sweep.state import chosen_tracking_uri, local_state_dir, read_state
+from sweep.tracking.journal import lock_path
+from sweep.tracking.store import client_for, fail_fast_http, local_store_path, mask_uri
 from sweep.tracking.writers import journal_path
 from vocabulary import COMPLETED, PENDING, RUNNING
 
@@ -22,9 +22,8 @@ from vocabulary import COMPLETED, PENDING, RUNNING
 def driver_holds(folder) -> bool:
     """Does a process (the sweep's driver, or a `sync`) hold the sweep's journal now? Its lock file is
     only read, never made."""
-    lock = journal_path(folder).with_name(journal_path(folder).name + ".lock")
     try:
-        handle = open(lock)
+        handle = open(lock_path(journal_path(folder)))
     except FileNotFoundError:
         return False
     with handle:
@@ -39,16 +38,11 @@ def driver_holds(folder) -> bool:
 def store_uri(state: dict, name: str, tracking_uri: str | None) -> str:
     """The sweep's tracking URI (--tracking-uri, $MLFLOW_TRACKING_URI, else sweep.json's), refused when
     a local store is not there: status never makes one."""
-    stored = state["tracking_uri"]
-    given = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if not given and "***" in stored:
-        raise SweepError(f"sweep {name} logs to {stored}, whose secret is not stored; pass --tracking-uri "
-                         "(or set MLFLOW_TRACKING_URI) with the credentials")
-    uri = resolve_tracking_uri(given or stored)
+    uri = chosen_tracking_uri(state, name, tracking_uri)
     path = local_store_path(uri)
     if path is not None and not path.exists():
         raise TrackingError(f"there is no MLflow store at {path}; give the --tracking-uri sweep {name} logs to "
-                            f"({stored})")
+                            f"({state['tracking_uri']})")
     return uri
 
 

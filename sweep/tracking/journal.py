@@ -118,12 +118,17 @@ class LocalState:
         return [run for run, have in self.tags.items() if all(have.get(k) == v for k, v in tags.items())]
 
 
+def lock_path(journal: Path) -> Path:
+    """The file whose lock the process sending a journal holds (see Journal.hold)."""
+    return journal.with_name(journal.name + ".lock")
+
+
 class Journal:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.sent_path = self.path.with_name(self.path.name + ".sent")
         self.ids_path = self.path.with_name(self.path.name + IDS_SUFFIX)
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.lock_path = lock_path(self.path)
         self.damaged_path = self.path.with_name(self.path.name + ".damaged")
         self.refused_path = self.path.with_name(self.path.name + REFUSED_SUFFIX)
         self.path.parent.mkdir(parents=True, exist_ok=True)
