@@ -60,22 +60,28 @@ def test_other_stores_go_through_mlflow(tmp_path):
         open_store(f"sqlite:///{tmp_path / 'other.db'}")
 
 
-def test_report_sends_a_sweeps_journalled_records_before_reading(tmp_path, capsys):
-    """A sweep whose journal still holds records (its server was away at the end): `byol-sweep report`
-    finds the sweep's folder from the parent run's params, sends them, then reads them into the report."""
-    from sweep.cli import main
+def sweep_with_a_journal(tmp_path, name: str):
+    """A sweep's parent run in a SQLite store (its params say where its folder is) and its empty journal
+    there: (uri, client, experiment id, parent run id, journal)."""
     from sweep.state import local_state_dir
     from sweep.tracking.journal import Journal
     from sweep.tracking.writers import journal_path
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    exp = client.create_experiment("journalled")
+    exp = client.create_experiment(name)
     storage = tmp_path / "runs"
-    parent = client.create_run(exp, run_name="journalled", tags={"byol_sweep.role": "sweep"}).info.run_id
-    client.log_param(parent, "sweep_name", "journalled")
+    parent = client.create_run(exp, run_name=name, tags={"byol_sweep.role": "sweep"}).info.run_id
+    client.log_param(parent, "sweep_name", name)
     client.log_param(parent, "storage", str(storage))
-    journal = Journal(journal_path(local_state_dir(str(storage), "journalled")))
+    return uri, client, exp, parent, Journal(journal_path(local_state_dir(str(storage), name)))
+
+
+def test_report_sends_a_sweeps_journalled_records_before_reading(tmp_path, capsys):
+    """A sweep whose journal still holds records (its server was away at the end): `byol-sweep report`
+    finds the sweep's folder from the parent run's params, sends them, then reads them into the report."""
+    from sweep.cli import main
+    uri, client, exp, parent, journal = sweep_with_a_journal(tmp_path, "journalled")
     journal.append("create_run", experiment_id=exp, run_name="trial_00000", placeholder="local-t0",
                    tags={"mlflow.parentRunId": parent, "byol_sweep.role": "trial", "status": "completed"})
     journal.append("log_batch", run_id="local-t0", metrics=[{"key": "knn_acc", "value": 0.5 + 0.1 * e, "step": e,
@@ -92,18 +98,7 @@ def test_report_names_the_records_mlflow_refused_in_its_health_section(tmp_path,
     """A record MLflow refuses (a param logged again with another value) is set aside beside the
     journal; the console says so once, and the report's Health section names it: run, what, reason."""
     from sweep.cli import main
-    from sweep.state import local_state_dir
-    from sweep.tracking.journal import Journal
-    from sweep.tracking.writers import journal_path
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    exp = client.create_experiment("refusing")
-    storage = tmp_path / "runs"
-    parent = client.create_run(exp, run_name="refusing", tags={"byol_sweep.role": "sweep"}).info.run_id
-    client.log_param(parent, "sweep_name", "refusing")
-    client.log_param(parent, "storage", str(storage))
-    journal = Journal(journal_path(local_state_dir(str(storage), "refusing")))
+    uri, client, exp, parent, journal = sweep_with_a_journal(tmp_path, "refusing")
     journal.append("create_run", experiment_id=exp, run_name="trial_00000", placeholder="local-t0",
                    tags={"mlflow.parentRunId": parent, "byol_sweep.role": "trial", "status": "completed"})
     journal.append("log_batch", run_id="local-t0", params={"base_lr": "0.1"},
