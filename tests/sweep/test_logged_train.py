@@ -90,33 +90,39 @@ def test_an_unreachable_server_is_one_sentence_before_training(tmp_path):
     assert not (tmp_path / "out" / "checkpoint.pt").exists()
 
 
-def test_a_server_that_goes_away_mid_training_loses_nothing_after_sync(tmp_path):
-    import os
+def train_losing_its_server(server, cwd, out, uri: str, experiment: str, epochs: int, drain_s: int) -> tuple[int, str]:
+    """`byol-sweep train --tracking-uri uri` whose server is killed once its first epoch is printed:
+    (exit code, all it printed)."""
+    import os  # only the tests that start a train use the environment
 
+    env = {**os.environ, "PYTHONPATH": ROOT, "BYOL_SWEEP_DRAIN_S": str(drain_s)}
+    train = subprocess.Popen([*CLI, "train", "--config", tiny_config(cwd), "--epochs", str(epochs), "--out", str(out),
+                              "--tracking-uri", uri, "--experiment", experiment], cwd=cwd, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in train.stdout:
+            lines.append(line)
+            if line.startswith("epoch   1"):
+                server.kill()
+                break
+        rest, _ = train.communicate(timeout=600)
+        return train.returncode, "".join(lines) + rest
+    finally:
+        if train.poll() is None:
+            train.kill()
+
+
+def test_a_server_that_goes_away_mid_training_loses_nothing_after_sync(tmp_path):
     folder = tmp_path / "server"
     folder.mkdir()
     server = MlflowServer(folder).start()
     try:
         out = tmp_path / "out"
-        env = {**os.environ, "PYTHONPATH": ROOT, "BYOL_SWEEP_DRAIN_S": "5"}
-        train = subprocess.Popen([*CLI, "train", "--config", tiny_config(tmp_path), "--epochs", "4", "--out", str(out),
-                                  "--tracking-uri", server.uri, "--experiment", "away"], cwd=tmp_path, env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            lines = []
-            for line in train.stdout:
-                lines.append(line)
-                if line.startswith("epoch   1"):
-                    server.kill()
-                    break
-            rest, _ = train.communicate(timeout=600)
-            output = "".join(lines) + rest
-            assert train.returncode == 0, output
-            assert "could not be sent" in output and f"byol-sweep sync {out}" in output, output
-            assert "epoch   4" in output
-        finally:
-            if train.poll() is None:
-                train.kill()
+        code, output = train_losing_its_server(server, tmp_path, out, server.uri, "away", epochs=4, drain_s=5)
+        assert code == 0, output
+        assert "could not be sent" in output and f"byol-sweep sync {out}" in output, output
+        assert "epoch   4" in output
         server.start()
         synced = byol_sweep("sync", str(out), "--tracking-uri", server.uri, cwd=tmp_path)
         assert "sent" in synced.stdout

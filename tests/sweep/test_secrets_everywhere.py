@@ -3,15 +3,12 @@ exceptions, MLflow's own "View run at" lines), not in any file of the sweep's fo
 included), the report's folder or a `train` output folder, not anywhere in MLflow."""
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import MlflowServer, write_space
-from tests.sweep.test_cli import CLI, ROOT, byol_sweep
-from tests.sweep.test_logged_train import tiny_config
+from tests.sweep.test_cli import byol_sweep
+from tests.sweep.test_logged_train import train_losing_its_server
 
 pytestmark = pytest.mark.slow  # a real mlflow server, a real sweep on Ray, training in subprocesses
 
@@ -54,22 +51,7 @@ def test_a_token_in_the_tracking_uri_is_nowhere_after_a_sweep_a_train_a_lost_ser
         assert "user:***@" in swept.stdout, swept.stdout
 
         # train, its server lost after the first epoch: MLflow's failure is quoted on the console
-        env = {**os.environ, "PYTHONPATH": ROOT, "BYOL_SWEEP_DRAIN_S": "3"}
-        train = subprocess.Popen([*CLI, "train", "--config", tiny_config(work), "--epochs", "3", "--out",
-                                  str(work / "solo"), "--tracking-uri", secret_uri, "--experiment", "solo"],
-                                 cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            lines = []
-            for line in train.stdout:
-                lines.append(line)
-                if line.startswith("epoch   1"):
-                    server.kill()
-                    break
-            rest, _ = train.communicate(timeout=600)
-        finally:
-            if train.poll() is None:
-                train.kill()
-        printed.append("".join(lines) + rest)
+        printed.append(train_losing_its_server(server, work, work / "solo", secret_uri, "solo", epochs=3, drain_s=3)[1])
         assert "MLflow does not answer" in printed[-1] and "could not be sent" in printed[-1], printed[-1]
         server.start()
         synced = byol_sweep("sync", str(work / "solo"), "--tracking-uri", secret_uri, cwd=work)
