@@ -1,8 +1,11 @@
 """Shared test helpers: tiny but real BYOL configurations for sweeps."""
 from __future__ import annotations
 
+import fcntl
 import io
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -61,11 +64,13 @@ class MlflowServer:
     """A real `mlflow server` on 127.0.0.1 and a free port, that can be SIGKILLed and started again
     on the same port and SQLite file."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, migrated: Path | None = None):
         self.folder = folder
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.proc = None
+        if migrated is not None:  # its store made already (migrated_store): the first start skips the migrations
+            shutil.copyfile(migrated, folder / "server.db")
 
     def start(self, timeout: float = 120) -> "MlflowServer":
         import subprocess
@@ -109,9 +114,9 @@ class MlflowServer:
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
+def mlflow_server(tmp_path_factory, migrated_store):
     """A real `mlflow server` on 127.0.0.1 and a free port; yields its URI."""
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), migrated_store).start()
     yield server.uri
     server.kill()
 
@@ -134,3 +139,126 @@ def own_config_home(tmp_path_factory):
         os.environ.pop("XDG_CONFIG_HOME", None)
     else:
         os.environ["XDG_CONFIG_HOME"] = saved
+
+
+@pytest.fixture(scope="session")
+def migrated_store(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store, made once per session: a new store runs every one of MLflow's
+    migrations (seconds), a copy of this one (new_store) is the same store without them."""
+    from mlflow.tracking import MlflowClient  # only the sessions that make a store import MLflow
+
+    folder = tmp_path_factory.mktemp("migrated-store")
+    saved = os.getcwd()
+    os.chdir(folder)  # MLflow makes ./mlruns for the store's default experiment
+    try:
+        MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").search_experiments(max_results=1)
+    finally:
+        os.chdir(saved)
+    return folder / "mlflow.db"
+
+
+def new_store(migrated: Path, folder: Path) -> str:
+    """The tracking URI of a new, already migrated MLflow store folder/mlflow.db: for tests whose
+    point is not the store's creation."""
+    shutil.copyfile(migrated, folder / "mlflow.db")
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+# -- tests side by side (pytest-xdist) ---------------------------------------------------------------
+# Every test module runs on one worker (its module fixtures, its Ray, are made once), except these,
+# whose slow tests share nothing (no module fixture): each of their test functions (all its parameters
+# together) goes to whichever worker is free.
+SPREAD = ("tests/sweep/test_cli.py", "tests/sweep/test_server_loss.py", "tests/sweep/test_logged_train.py",
+          "tests/sweep/test_inputs.py", "tests/test_benchmarks.py", "tests/reports/test_ablation.py",
+          "tests/reports/test_importance.py")
+
+
+def scope_of(nodeid: str) -> str:
+    """The unit of work a test belongs to: its module, or in a SPREAD module its test function."""
+    module, _, test = nodeid.partition("::")
+    return f"{module}::{test.split('[')[0]}" if module in SPREAD else module
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's scheduling by scope, with scope_of's units in the order of collection (below)."""
+    if config.getoption("dist") != "load":  # a --dist of the user's own choice
+        return None
+    from xdist.scheduler import LoadScopeScheduling  # only under xdist
+
+    class ByScope(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    config.option.loadscopereorder = False  # keep the order below, not "most tests first"
+    return ByScope(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist: the `alone` tests first (WorkerRoom), then the units with slow tests, each in its own
+    order, so that the long ones start early and the many short ones fill the gaps at the end."""
+    if not hasattr(config, "workerinput"):
+        return
+    slow = {scope_of(item.nodeid) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: (not alone(item), scope_of(item.nodeid) not in slow))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """The controller gives its workers one folder for the room's locks (WorkerRoom)."""
+    config = node.config
+    if not hasattr(config, "_test_room"):
+        config._test_room = tempfile.mkdtemp(prefix="pytest-room-")
+    node.workerinput["test_room"] = config._test_room
+
+
+def pytest_unconfigure(config):
+    if hasattr(config, "_test_room"):
+        shutil.rmtree(config._test_room, ignore_errors=True)
+
+
+class WorkerRoom:
+    """Under pytest-xdist: tests marked `alone` run while no other worker runs a test (they wait for the
+    test under way to end; the other workers wait for them); the other tests run side by side. A waiting
+    `alone` test holds the turnstile, so that no new test slips in before it; `alone` tests that follow
+    each other on a worker keep the room between them."""
+
+    def __init__(self, folder: str):
+        self.turnstile = open(os.path.join(folder, "turnstile"), "a")
+        self.room = open(os.path.join(folder, "room"), "a")
+        self.held_alone = False
+
+    def enter(self, alone: bool) -> None:
+        if self.held_alone:
+            return
+        fcntl.flock(self.turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self.room, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(self.turnstile, fcntl.LOCK_UN)
+        self.held_alone = alone
+
+    def leave(self, keep: bool) -> None:
+        if not (self.held_alone and keep):
+            fcntl.flock(self.room, fcntl.LOCK_UN)
+            self.held_alone = False
+
+
+def alone(item) -> bool:
+    return item is not None and item.get_closest_marker("alone") is not None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Setup (module fixtures included), call and teardown of each test inside the room."""
+    folder = getattr(item.config, "workerinput", {}).get("test_room")
+    if folder is None:  # one process: nothing runs beside it
+        yield
+        return
+    if not hasattr(item.config, "_room"):
+        item.config._room = WorkerRoom(folder)
+    item.config._room.enter(alone(item))
+    try:
+        yield
+    finally:
+        item.config._room.leave(keep=alone(nextitem))

@@ -9,7 +9,7 @@ import pytest
 from sweep.cli import main
 from sweep.errors import SpaceError
 from sweep.space import ablation_space, parse_space
-from tests.conftest import TINY_BASE
+from tests.conftest import TINY_BASE, new_store
 
 VARIANTS = ["byol_small-no_crop", "byol_small-no_flip", "byol_small-no_color_jitter", "byol_small-no_grayscale",
             "byol_small-no_solarize"]
@@ -53,12 +53,12 @@ def test_the_ablate_command_refuses_before_ray(capsys):
 
 
 @pytest.mark.slow
-def test_an_ablation_runs_and_its_report_leads_with_the_contributions(tmp_path, ray_local):
+def test_an_ablation_runs_and_its_report_leads_with_the_contributions(tmp_path, ray_local, migrated_store):
     from reports import build_report
     from sweep.runner import SweepOptions, run_sweep
 
     spec = ablation_space("crop_only", 2, "quick", [f"{k}={v}" for k, v in {**TINY_BASE, "epochs": 1}.items()], None)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(migrated_store, tmp_path)
     outcome = run_sweep(spec, SweepOptions(name="abl", storage=str(tmp_path / "runs"), tracking_uri=uri))
     assert outcome.counts == {"completed": 6}  # crop_only, -no_crop, -no_flip on seeds 0 and 1
     report = build_report(["abl"], uri, tmp_path / "report").with_name("report.md").read_text()

@@ -188,19 +188,19 @@ def test_pbt_records_each_exploit_and_keeps_values_in_range():
 
 
 @pytest.mark.slow
-def test_a_real_hyperband_sweep_runs_its_brackets(ray_local, tmp_path):
+def test_a_real_hyperband_sweep_runs_its_brackets(ray_local, tmp_path, migrated_store):
     """Ray's HyperBand on function trials, end to end: trials wait paused until their bracket is judged
     (4 trials fill brackets of 3 and 1 here, so none is stopped), every epoch is logged once, a trial's
     status follows its epochs, and the parent records the scheduler."""
     from mlflow.tracking import MlflowClient
 
     from sweep.runner import SweepOptions, run_sweep
-    from tests.conftest import write_space
+    from tests.conftest import new_store, write_space
 
     space = write_space(tmp_path, "hb", base={"epochs": 4, "linear_probe": False},
                         search={"base_lr": {"loguniform": [0.05, 2.0]}}, algorithm="random", num_samples=4,
                         scheduler={"name": "hyperband", "reduction_factor": 2})
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(migrated_store, tmp_path)
     outcome = run_sweep(str(space), SweepOptions(name="hb", storage=str(tmp_path / "runs"), tracking_uri=uri,
                                                  max_failures=0))
     assert not outcome.interrupted and set(outcome.counts) <= {"completed", "stopped_early"}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import truncated_png, write_space
+from tests.conftest import new_store, truncated_png, write_space
 
 CLI = [sys.executable, "-m", "sweep.cli"]
 ROOT = str(Path(__file__).resolve().parents[2])
@@ -153,9 +153,9 @@ def statuses(uri: str, experiment: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_a_killed_driver_resumes_and_every_trial_finishes_exactly_once(tmp_path):
+def test_a_killed_driver_resumes_and_every_trial_finishes_exactly_once(tmp_path, migrated_store):
     space = write_space(tmp_path, "killme", base={"epochs": 4}, grid={"seed": [0, 1, 2, 3]}, algorithm="grid", asha=False)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(migrated_store, tmp_path)
     args = ["run", str(space), "--name", "killme", "--storage", "runs", "--tracking-uri", uri, "--no-report"]
     driver = subprocess.Popen([*CLI, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, start_new_session=True, env={**os.environ, "PYTHONPATH": ROOT})
@@ -205,7 +205,7 @@ def test_a_killed_driver_resumes_and_every_trial_finishes_exactly_once(tmp_path)
 
 
 @pytest.mark.slow
-def test_a_sweep_runs_on_an_existing_ray_cluster(tmp_path):
+def test_a_sweep_runs_on_an_existing_ray_cluster(tmp_path, migrated_store):
     """`ray start --head` in its own process group, then `byol-sweep run --address` against it."""
     from tests.conftest import free_port
 
@@ -225,7 +225,7 @@ def test_a_sweep_runs_on_an_existing_ray_cluster(tmp_path):
             time.sleep(0.5)
         space = write_space(tmp_path, "oncluster", base={"epochs": 2}, grid={"seed": [0, 1]}, algorithm="grid",
                             asha=False)
-        uri = f"sqlite:///{tmp_path}/mlflow.db"
+        uri = new_store(migrated_store, tmp_path)
         refused = byol_sweep("run", str(space), "--name", "oncluster", "--address", f"127.0.0.1:{port}",
                              "--tracking-uri", uri, cwd=tmp_path, env={"RAY_AUTH_MODE": "disabled"}, check=False)
         assert refused.returncode == 2
@@ -264,7 +264,7 @@ def test_train_help_lists_every_field(tmp_path):
 
 
 @pytest.mark.slow  # spawns byol-sweep or trains for seconds: CI runs it, the fast loop does not
-def test_report_refuses_a_sqlite_file_that_is_not_an_mlflow_store_and_leaves_it_alone(tmp_path):
+def test_report_refuses_a_sqlite_file_that_is_not_an_mlflow_store_and_leaves_it_alone(tmp_path, migrated_store):
     import sqlite3
 
     other = tmp_path / "optuna.db"
@@ -274,7 +274,7 @@ def test_report_refuses_a_sqlite_file_that_is_not_an_mlflow_store_and_leaves_it_
     assert proc.returncode == 2 and f"{other} is not an MLflow store" in proc.stderr
     with sqlite3.connect(other) as db:
         assert [r[0] for r in db.execute("select name from sqlite_master where type = 'table'")] == ["studies"]
-    store = f"sqlite:///{tmp_path}/mlflow.db"
+    store = new_store(migrated_store, tmp_path)
     client = MlflowClient(store)
     client.create_run(client.create_experiment("x"), tags={"byol_sweep.role": "sweep", "byol_sweep.sweep_name": "x"})
     a_file = tmp_path / "a-file"
@@ -285,7 +285,7 @@ def test_report_refuses_a_sqlite_file_that_is_not_an_mlflow_store_and_leaves_it_
 
 
 @pytest.mark.slow
-def test_a_sweep_whose_every_trial_failed_says_so_writes_its_report_and_exits_1(tmp_path):
+def test_a_sweep_whose_every_trial_failed_says_so_writes_its_report_and_exits_1(tmp_path, migrated_store):
     broken = tmp_path / "broken"  # two classes of images whose headers pass and that no decoder reads
     for name in ("a", "b"):
         (broken / name).mkdir(parents=True)
@@ -293,7 +293,7 @@ def test_a_sweep_whose_every_trial_failed_says_so_writes_its_report_and_exits_1(
     space = write_space(tmp_path, "allfail", base={"epochs": 1, "dataset": f"imagefolder:{broken}"},
                         grid={"seed": [0]}, algorithm="grid", asha=False)
     proc = byol_sweep("run", str(space), "--name", "allfail", "--storage", "runs", "--max-failures", "0",
-                      "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", cwd=tmp_path, check=False)
+                      "--tracking-uri", new_store(migrated_store, tmp_path), cwd=tmp_path, check=False)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "sweep allfail finished: 1 failed" in proc.stdout
     assert "no trial reported a metric" in proc.stderr
@@ -336,6 +336,7 @@ def ray_processes_of(folder: Path) -> list:
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # its 30 s are the driver's: no other test's sweep beside it (tests/conftest.py, WorkerRoom)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
 def test_a_signal_to_the_whole_job_leaves_the_sweep_interrupted_within_30_s(tmp_path, signum, request):
     """What a batch scheduler's cancel or preemption, `timeout`, Ctrl-C and a closed terminal do: the
@@ -343,7 +344,7 @@ def test_a_signal_to_the_whole_job_leaves_the_sweep_interrupted_within_30_s(tmp_
     driver gets it: it stops the trials through Ray and the sweep ends `interrupted`, its running trials
     `interrupted`, within a batch scheduler's usual 30 s grace; SIGTERM's sweep then resumes to the end."""
     space = write_space(tmp_path, "term", base={"epochs": 6}, grid={"seed": [0, 1]}, algorithm="grid", asha=False)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = f"sqlite:///{tmp_path}/mlflow.db"  # a new store: its driver makes it (MLflow's lines stay off the console)
     args = ["run", str(space), "--name", "term", "--storage", "runs", "--tracking-uri", uri, "--no-report"]
     driver = subprocess.Popen([*CLI, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, start_new_session=True, env={**os.environ, "PYTHONPATH": ROOT})
@@ -399,10 +400,10 @@ def test_a_signal_to_the_whole_job_leaves_the_sweep_interrupted_within_30_s(tmp_
 
 
 @pytest.mark.slow
-def test_a_final_stage_stopped_by_sigterm_continues_on_resume_and_loses_no_epoch(tmp_path):
+def test_a_final_stage_stopped_by_sigterm_continues_on_resume_and_loses_no_epoch(tmp_path, migrated_store):
     space = write_space(tmp_path, "fterm", base={"epochs": 6}, grid={"seed": [0]}, algorithm="grid", asha=False,
                         final={"top_k": 1, "seeds": 3})  # a one-trial search: the final stage is the point
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(migrated_store, tmp_path)
     args = ["run", str(space), "--name", "fterm", "--storage", "runs", "--tracking-uri", uri, "--no-report"]
     driver = subprocess.Popen([*CLI, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, start_new_session=True, env={**os.environ, "PYTHONPATH": ROOT})
@@ -462,9 +463,9 @@ def test_plan_and_status_through_the_command(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_a_simulated_sweep_runs_the_space_on_the_stand_in_and_status_shows_it(tmp_path):
+def test_a_simulated_sweep_runs_the_space_on_the_stand_in_and_status_shows_it(tmp_path, migrated_store):
     """`run --simulate`: the space's scheduler, searcher, MLflow and report, on a synthetic curve."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(migrated_store, tmp_path)
     out = byol_sweep("run", "quick", "--simulate", "0.02", "--num-samples", "12", "--name", "sim", "--storage", "runs",
                      "--tracking-uri", uri, cwd=tmp_path).stdout
     assert "a simulation: every trial reports the stand-in's synthetic learning curve" in out

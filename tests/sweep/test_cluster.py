@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import write_space
+from tests.conftest import new_store, write_space
 from tests.sweep.test_cli import CLI, ROOT, assert_every_epoch_logged, byol_sweep
 
 WORKERS = 2
@@ -137,13 +137,14 @@ def wait_for(condition, driver: subprocess.Popen, timeout_s: float = 300):
 
 
 @pytest.mark.slow
-def test_trials_run_on_every_node_and_one_whose_node_dies_continues_on_another_from_its_checkpoint(nodes, tmp_path):
+def test_trials_run_on_every_node_and_one_whose_node_dies_continues_on_another_from_its_checkpoint(
+        nodes, tmp_path, migrated_store):
     """Three 1-CPU trials on three 1-CPU nodes: one on each. A worker node is killed while its trial
     runs; the trial continues on a live node from its last checkpoint, in the same MLflow run."""
     epochs = 6
     space = write_space(tmp_path, "nodeloss", base={"epochs": epochs}, grid={"seed": [0, 1, 2]}, algorithm="grid",
                         asha=False)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(migrated_store, tmp_path)
     driver = start_driver(tmp_path, "run", str(space), "--name", "nodeloss", "--address", nodes.address, "--storage",
                           str(tmp_path / "shared"), "--tracking-uri", uri, "--no-report", "--max-failures", "1",
                           "--checkpoint-every", "1", env=nodes.env)
@@ -193,11 +194,11 @@ def test_trials_run_on_every_node_and_one_whose_node_dies_continues_on_another_f
 
 
 @pytest.mark.slow
-def test_a_killed_driver_resumes_on_the_cluster_and_every_trial_finishes_once(nodes, tmp_path):
+def test_a_killed_driver_resumes_on_the_cluster_and_every_trial_finishes_once(nodes, tmp_path, migrated_store):
     epochs = 4
     space = write_space(tmp_path, "driverdeath", base={"epochs": epochs}, grid={"seed": [0, 1, 2]},
                         algorithm="grid", asha=False)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(migrated_store, tmp_path)
     storage = str(tmp_path / "shared")
     driver = start_driver(tmp_path, "run", str(space), "--name", "driverdeath", "--address", nodes.address,
                           "--storage", storage, "--tracking-uri", uri, "--no-report", env=nodes.env)

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from sweep.runner import SweepOptions, finalize_sweep, run_sweep
 from sweep.space import FinalStage
-from tests.conftest import write_space
+from tests.conftest import new_store, write_space
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 CONSOLE: dict[str, str] = {}  # a sweep's console output, by sweep
@@ -22,13 +22,13 @@ def runs_of(client: MlflowClient, experiment: str, role: str):
 
 
 @pytest.fixture(scope="module")
-def per_policy(tmp_path_factory):
+def per_policy(tmp_path_factory, migrated_store):
     """Two policies, two lr draws each; the final stage re-trains each policy's best with 2 seeds."""
     folder = tmp_path_factory.mktemp("final")
     space = write_space(folder, "perpolicy", base={"epochs": 2}, search={"base_lr": {"loguniform": [0.2, 1.0]}},
                         grid={"policy": ["byol", "crop_only"]}, algorithm="random", num_samples=2, asha=False,
                         final={"per": "policy", "top_k": 1, "seeds": 2})
-    uri = f"sqlite:///{folder}/mlflow.db"
+    uri = new_store(migrated_store, folder)
     console = io.StringIO()
     with contextlib.redirect_stdout(console):
         outcome = run_sweep(str(space), SweepOptions(name="perpolicy", storage=str(folder / "runs"), tracking_uri=uri,
@@ -95,9 +95,9 @@ def test_the_report_leads_with_each_policys_test_result_and_compares_them_paired
     assert "Not compared" in comparisons and "base_lr" in comparisons
 
 
-def test_finalize_runs_the_final_stage_of_a_finished_sweep_once(tmp_path):
+def test_finalize_runs_the_final_stage_of_a_finished_sweep_once(tmp_path, migrated_store):
     space = write_space(tmp_path, "later", base={"epochs": 2}, grid={"seed": [0]}, algorithm="grid", asha=False)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(migrated_store, tmp_path)
     storage = str(tmp_path / "runs")
     run_sweep(str(space), SweepOptions(name="later", storage=storage, tracking_uri=uri, max_failures=0))
     client = MlflowClient(uri)

@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 from sweep.tracking.journal import Journal
 from sweep.tracking.sender import JournalledWriter, replay
 from sweep.tracking.writers import journal_path, sync_journal
+from tests.conftest import new_store
 
 
 def metric(epoch, key="knn_acc"):
@@ -47,7 +48,8 @@ def rewrite_line(path, number, change):
 
 def store(where: str, tmp_path, request) -> tuple[str, str]:
     """(tracking URI, a new experiment's id): a SQLite file, or the module's real `mlflow server`."""
-    uri = request.getfixturevalue("mlflow_server") if where == "server" else f"sqlite:///{tmp_path}/mlflow.db"
+    uri = (request.getfixturevalue("mlflow_server") if where == "server"
+           else new_store(request.getfixturevalue("migrated_store"), tmp_path))
     return uri, MlflowClient(uri).create_experiment(f"j-{tmp_path.name}")
 
 

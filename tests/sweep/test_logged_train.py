@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import TINY_BASE, MlflowServer
+from tests.conftest import TINY_BASE, MlflowServer, new_store
 from tests.sweep.test_cli import CLI, ROOT, byol_sweep
 
 pytestmark = pytest.mark.slow  # trains and spawns byol-sweep
@@ -34,12 +34,12 @@ def steps(client, run_id: str, key: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, key))
 
 
-def test_train_logs_a_run_with_its_encoder_and_resume_continues_it(tmp_path):
+def test_train_logs_a_run_with_its_encoder_and_resume_continues_it(tmp_path, migrated_store):
     import torch
 
     from sweep.tracking.encoders import encoder_from_run
 
-    config, uri, out = tiny_config(tmp_path), f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "out"
+    config, uri, out = tiny_config(tmp_path), new_store(migrated_store, tmp_path), tmp_path / "out"
     proc = byol_sweep("train", "--config", config, "--epochs", "2", "--out", str(out), "--tracking-uri", uri,
                       "--experiment", "solo", cwd=tmp_path)
     assert "encoder logged to MLflow run" in proc.stdout, proc.stdout
@@ -113,10 +113,10 @@ def train_losing_its_server(server, cwd, out, uri: str, experiment: str, epochs:
             train.kill()
 
 
-def test_a_server_that_goes_away_mid_training_loses_nothing_after_sync(tmp_path):
+def test_a_server_that_goes_away_mid_training_loses_nothing_after_sync(tmp_path, migrated_store):
     folder = tmp_path / "server"
     folder.mkdir()
-    server = MlflowServer(folder).start()
+    server = MlflowServer(folder, migrated_store).start()
     try:
         out = tmp_path / "out"
         code, output = train_losing_its_server(server, tmp_path, out, server.uri, "away", epochs=4, drain_s=5)

@@ -8,7 +8,7 @@ import math
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import TINY_BASE, write_space
+from tests.conftest import TINY_BASE, new_store, write_space
 from trainer import ConfigError, TrainConfig, Trainer, augment
 from trainer.byol import tau_at
 from trainer.loop import CONTINUABLE_CHANGES
@@ -77,7 +77,7 @@ EPOCHS = 3
 
 
 @pytest.fixture(scope="module")
-def pbt_sweep(tmp_path_factory, ray_local):
+def pbt_sweep(tmp_path_factory, ray_local, migrated_store):
     """Four members on two CPUs, perturbed after every epoch; the bottom half copies the top half,
     and each kept value is doubled or halved (never resampled), within its range."""
     from sweep.runner import SweepOptions, run_sweep
@@ -92,7 +92,7 @@ def pbt_sweep(tmp_path_factory, ray_local):
         scheduler={"name": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5,
                    "resample_probability": 0.0, "perturbation_factors": [2.0, 0.5]},
     )
-    uri = f"sqlite:///{folder}/mlflow.db"
+    uri = new_store(migrated_store, folder)
     outcome = run_sweep(str(space), SweepOptions(name="pbt", storage=str(folder / "runs"), tracking_uri=uri,
                                                  max_failures=0))
     return outcome, uri

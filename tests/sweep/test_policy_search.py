@@ -10,7 +10,7 @@ import pytest
 
 from sweep.errors import SpaceError
 from sweep.space import parse_space
-from tests.conftest import TINY_BASE, write_space
+from tests.conftest import TINY_BASE, new_store, write_space
 from tests.reports.test_render import CHECK_SCRIPT, CHROMIUM, _chromium
 from trainer import TrainConfig, Trainer
 from trainer.config import ConfigError
@@ -69,7 +69,7 @@ def test_a_trial_continues_another_trials_checkpoint_with_other_op_parameters_on
 
 
 @pytest.mark.slow
-def test_a_search_over_an_op_parameter_is_a_column_in_mlflow_and_the_report(tmp_path, ray_local):
+def test_a_search_over_an_op_parameter_is_a_column_in_mlflow_and_the_report(tmp_path, ray_local, migrated_store):
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
@@ -78,7 +78,7 @@ def test_a_search_over_an_op_parameter_is_a_column_in_mlflow_and_the_report(tmp_
 
     path = write_space(tmp_path, "opsearch", base={"epochs": 1, "policy": "byol_small"}, algorithm="random",
                        num_samples=3, asha=False, search={SOLARIZE: {"uniform": [0.0, 0.5]}})
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(migrated_store, tmp_path)
     outcome = run_sweep(str(path), SweepOptions(name="opsearch", storage=str(tmp_path / "runs"), tracking_uri=uri))
     assert outcome.counts == {"completed": 3}
     client = MlflowClient(uri)

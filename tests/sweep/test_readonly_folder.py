@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from sweep.tracking.journal import Journal
-from tests.conftest import write_space
+from tests.conftest import new_store, write_space
 from tests.sweep.test_cli import CLI, ROOT, byol_sweep
 
 pytestmark = pytest.mark.slow  # a real sweep on Ray, then byol-sweep in subprocesses
@@ -40,8 +40,8 @@ def snapshot(folder) -> dict:
 
 @pytest.mark.skipif(not read_only_namespaces(), reason="needs `unshare -rm` (user and mount namespaces) for a "
                                                        "read-only bind mount")
-def test_reading_commands_work_on_a_read_only_sweep_folder_and_writing_ones_say_why_not(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_reading_commands_work_on_a_read_only_sweep_folder_and_writing_ones_say_why_not(tmp_path, migrated_store):
+    uri = new_store(migrated_store, tmp_path)
     space = write_space(tmp_path, "shared", base={"epochs": 1}, grid={"seed": [0]}, algorithm="grid", asha=False)
     byol_sweep("run", str(space), "--name", "shared", "--storage", "runs", "--tracking-uri", uri, "--no-report",
                "--max-failures", "0", cwd=tmp_path)

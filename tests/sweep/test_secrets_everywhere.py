@@ -35,12 +35,13 @@ def mlflow_holding(uri: str, secret: str) -> list[str]:
     return found
 
 
-def test_a_token_in_the_tracking_uri_is_nowhere_after_a_sweep_a_train_a_lost_server_and_a_report(tmp_path):
+def test_a_token_in_the_tracking_uri_is_nowhere_after_a_sweep_a_train_a_lost_server_and_a_report(
+        tmp_path, migrated_store):
     server_folder = tmp_path / "server"
     server_folder.mkdir()
     work = tmp_path / "work"
     work.mkdir()
-    server = MlflowServer(server_folder).start()
+    server = MlflowServer(server_folder, migrated_store).start()
     secret_uri = server.uri.replace("http://", f"http://user:{TOKEN}@")  # the server ignores basic auth
     printed = []
     try:

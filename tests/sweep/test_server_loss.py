@@ -22,10 +22,10 @@ EPOCHS = 6
 
 
 @pytest.fixture
-def server(tmp_path):
+def server(tmp_path, migrated_store):
     folder = tmp_path / "server"
     folder.mkdir()
-    s = MlflowServer(folder)
+    s = MlflowServer(folder, migrated_store)
     s.start()
     yield s
     s.kill()

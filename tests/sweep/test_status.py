@@ -18,7 +18,7 @@ from sweep.state import SweepRun, make_private_dir
 from sweep.status import show_status
 from sweep.tracking.journal import Journal
 from sweep.tracking.writers import journal_path
-from tests.conftest import write_space
+from tests.conftest import new_store, write_space
 
 
 def recorded_sweep(tmp_path: Path, state: str = "running") -> tuple[str, str]:
@@ -102,12 +102,12 @@ def test_status_never_makes_a_store_and_names_a_sweep_it_does_not_know(tmp_path,
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_local")
-def test_status_after_a_real_sweep_shows_what_its_console_showed(tmp_path, capsys):
+def test_status_after_a_real_sweep_shows_what_its_console_showed(tmp_path, capsys, migrated_store):
     from sweep.runner import SweepOptions, run_sweep  # Ray: only in this slow test
 
     space = write_space(tmp_path, "tiny", base={"epochs": 2}, search={"base_lr": {"loguniform": [0.05, 2.0]}},
                         num_samples=2, asha=False)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(migrated_store, tmp_path)
     storage = str(tmp_path / "runs")
     run_sweep(str(space), SweepOptions(name="tiny", storage=storage, tracking_uri=uri, max_failures=0))
     console = capsys.readouterr().out

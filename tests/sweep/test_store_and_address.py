@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import TINY_BASE, write_space
+from tests.conftest import TINY_BASE, new_store, write_space
 from tests.sweep.test_cli import byol_sweep_in_process
 
 FOREIGN_FILES = ["empty", "one byte", "fifty bytes", "an SQLite database of notes"]
@@ -199,19 +199,17 @@ print(json.dumps({"code": code, "seconds": time.monotonic() - start}))
 
 
 @pytest.mark.slow  # a fresh Python that imports Ray and torch; it starts no Ray
-def test_byol_sweep_run_with_an_unreachable_address_ends_within_30_s(tmp_path):
+@pytest.mark.alone  # its 30 s are the command's: no other test's sweep beside it (tests/conftest.py, WorkerRoom)
+def test_byol_sweep_run_with_an_unreachable_address_ends_within_30_s(tmp_path, migrated_store):
     """The issue's own case, with the real ray.init, in a fresh process: it hung 240 s. The clock runs
     from `byol-sweep run`'s main to its exit (imports excluded, the store's opening included)."""
     import os
     import subprocess
     import sys
 
-    from mlflow.tracking import MlflowClient
-
     from tests.sweep.test_cli import ROOT
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    MlflowClient(uri).search_experiments()  # made here: its migrations are not the refusal's time
+    uri = new_store(migrated_store, tmp_path)  # made here: its migrations are not the refusal's time
     space = write_space(tmp_path, "tiny", base={"epochs": 1}, grid={"seed": [0]}, algorithm="grid", asha=False)
     proc = subprocess.run(
         [sys.executable, "-c", TIMED_MAIN, "run", str(space), "--name", "far", "--storage", "runs", "--address",

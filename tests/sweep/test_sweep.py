@@ -15,7 +15,7 @@ from ray import tune
 
 from sweep.runner import SweepOptions, run_sweep
 from sweep.space import load_space
-from tests.conftest import truncated_png, write_space
+from tests.conftest import new_store, truncated_png, write_space
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
@@ -32,7 +32,7 @@ def epochs_logged(client: MlflowClient, run_id: str, key: str = "knn_acc") -> li
 
 
 @pytest.fixture(scope="module")
-def asha_sweep(tmp_path_factory):
+def asha_sweep(tmp_path_factory, migrated_store):
     """Six Optuna trials, ASHA with rungs at epochs 1 and 2 of 4."""
     folder = tmp_path_factory.mktemp("asha")
     space = write_space(
@@ -43,7 +43,7 @@ def asha_sweep(tmp_path_factory):
         algorithm="optuna", num_samples=6,
         asha={"grace_period": 1, "reduction_factor": 2, "max_epochs": 4},
     )
-    uri = f"sqlite:///{folder}/mlflow.db"
+    uri = new_store(migrated_store, folder)
     outcome = run_sweep(str(space), SweepOptions(name="asha", storage=str(folder / "runs"), tracking_uri=uri,
                                                  max_failures=0))
     return outcome, folder, uri
@@ -130,7 +130,7 @@ def test_optuna_sees_stopped_trials_as_pruned(asha_sweep):
             assert t.value == t.intermediate_values[4]
 
 
-def test_failed_and_diverged_trials_get_their_status(tmp_path):
+def test_failed_and_diverged_trials_get_their_status(tmp_path, migrated_store):
     # a tree that passes the driver's checks (2 classes, image headers) but whose images cannot be read
     broken = tmp_path / "broken"
     for c in ("a", "b"):
@@ -142,7 +142,7 @@ def test_failed_and_diverged_trials_get_their_status(tmp_path):
         grid={"dataset": ["digits", f"imagefolder:{broken}"], "base_lr": [0.5, 1.0e12]},
         algorithm="grid", asha=False,
     )
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(migrated_store, tmp_path)
     outcome = run_sweep(str(space), SweepOptions(name="health", storage=str(tmp_path / "runs"), tracking_uri=uri,
                                                  max_failures=0))
     client = MlflowClient(uri)
@@ -174,14 +174,14 @@ class KillWorkerOnce(tune.Callback):
             os.kill(trial.last_result["pid"], signal.SIGKILL)
 
 
-def test_a_killed_trial_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+def test_a_killed_trial_resumes_from_its_checkpoint(tmp_path, monkeypatch, migrated_store):
     import sweep.runner as runner
 
     space = write_space(tmp_path, "crash", base={"epochs": 4}, grid={"seed": [0]}, algorithm="grid", asha=False)
     killer = KillWorkerOnce()
     original = runner.callbacks
     monkeypatch.setattr(runner, "callbacks", lambda *a: [*original(*a), killer])
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(migrated_store, tmp_path)
     outcome = run_sweep(str(space), SweepOptions(name="crash", storage=str(tmp_path / "runs"), tracking_uri=uri,
                                                  max_failures=2))
     assert killer.killed

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from sweep.trust import MANIFEST, Folder, first_untrusted
-from tests.conftest import write_space
+from tests.conftest import new_store, write_space
 from tests.sweep.test_cli import CLI, ROOT, byol_sweep
 
 
@@ -51,11 +51,12 @@ def drive_until(args, cwd, env, log, ready, timeout_s=300) -> str:
 
 
 @pytest.mark.slow
-def test_a_planted_pickle_is_refused_and_never_runs_and_trust_lets_an_unsigned_sweep_resume(tmp_path, monkeypatch):
+def test_a_planted_pickle_is_refused_and_never_runs_and_trust_lets_an_unsigned_sweep_resume(
+        tmp_path, monkeypatch, migrated_store):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # the key: this test's, here and in the commands
     env = {**os.environ, "PYTHONPATH": ROOT}
     space = write_space(tmp_path, "planted", base={"epochs": 10}, grid={"seed": [0, 1]}, algorithm="grid", asha=False)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(migrated_store, tmp_path)
     folder = tmp_path / "runs" / "planted"
     resume = ["resume", "planted", "--storage", "runs", "--tracking-uri", uri, "--no-report"]
 
