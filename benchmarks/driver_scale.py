@@ -15,7 +15,7 @@ yardstick, scaled to a 2-core machine (Ray gets `--cpus` logical CPUs, one a tri
 
 Each round runs the sides one after the other in this one process (one Ray instance): bare Ray Tune
 (the stand-in trainable of sweep/tuner/standin.py, Ray's own ASHAScheduler with the same rungs, Ray's
-default searcher, no callbacks), then byol-sweep's real driver through `run_sweep(spec,
+default searcher, no callbacks, actors reused from trial to trial as a simulation reuses them), then byol-sweep's real driver through `run_sweep(spec,
 SweepOptions(simulate_epoch_s=...))` with the same stand-in (Optuna with its SQLite study, the
 recording ASHA, the MLflow callback, its journal and sender thread, the console, the signing of Ray's
 state) to a SQLite store and to a real `mlflow server` on 127.0.0.1. Rounds alternate which side goes
@@ -176,14 +176,17 @@ def quantiles(values: list[float]) -> dict[str, float]:
 
 def run_bare(workload: dict, spec, root: Path, name: str) -> float:
     tuner = tune.Tuner(
-        standin_search_trainable(spec, {"cpu": 1, "gpu": 0}, 1, workload["epoch_s"]),
+        # the checkpoints a simulation keeps (sweep/runner.py: trainable_for): at the rungs and the last epoch
+        standin_search_trainable(spec, {"cpu": 1, "gpu": 0}, 0, workload["epoch_s"]),
         param_space=spec.param_space(),
         tune_config=tune.TuneConfig(
             metric="knn_acc", mode="max", num_samples=workload["trials"],
             scheduler=ASHAScheduler(time_attr="epoch", max_t=workload["epochs"], grace_period=workload["grace"],
                                     reduction_factor=2),
-            max_concurrent_trials=workload["concurrency"]),
-        run_config=tune.RunConfig(name=name, storage_path=str(root), verbose=0),
+            max_concurrent_trials=workload["concurrency"],
+            reuse_actors=True),  # as the driver's simulation does (sweep/runner.py)
+        run_config=tune.RunConfig(name=name, storage_path=str(root), verbose=0,
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=None)),
     )
     start = time.monotonic()
     tuner.fit()

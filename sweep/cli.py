@@ -212,7 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--simulate", type=float, metavar="S",
                      help="train nothing: every trial reports the stand-in's synthetic learning curve (sweep/tuner/"
                           "standin.py), an epoch every S seconds (e.g. 0.05), so the scheduler's decisions, the console, "
-                          "MLflow and the report of a large space show in minutes; no baselines, no final stage")
+                          "MLflow and the report of a large space show without training; no data is read, no baselines, "
+                          "no final stage. Each trial reserves a share of a CPU and no GPU, so --max-concurrent N (the "
+                          "trials the cluster you plan for runs at once; default: what a real sweep runs here) fits on "
+                          "this machine; Ray reuses its worker processes from trial to trial")
     ablate = sub.add_parser("ablate", help="train a policy and each leave-one-op-out variant on the same seeds",
                             description="Ablate an augmentation policy: the policy and each variant without one of "
                                         "its ops, on the same seeds, no search; the report leads with what each op "

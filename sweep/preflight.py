@@ -1,8 +1,9 @@
 """What a sweep must pass on the driver before anything is made on disk or Ray starts, shared by `run`
 and `validate` (and, for its data, `train`): its size, its name, every dataset it reads (present and
 readable, with a cache folder it can write), the device it asks for against this machine's GPUs, the
-resources per trial, the search's seed, and where its results go. Each refusal is one sentence naming
-the space file and its key, or the flag."""
+resources per trial, the search's seed, and where its results go (a simulation, `run --simulate`,
+reads no data and reserves its own resources: only its size, name, seed and storage). Each refusal is
+one sentence naming the space file and its key, or the flag."""
 from __future__ import annotations
 
 import itertools
@@ -36,6 +37,8 @@ def preflight(spec: SweepSpec, options) -> str:
     check_storage(options.storage)
     if isinstance(options.seed, bool) or not isinstance(options.seed, int) or not 0 <= options.seed <= MAX_SEED:
         raise SweepError(f"--seed is {options.seed}; allowed: an integer from 0 to {MAX_SEED:,}")
+    if getattr(options, "simulate_epoch_s", None):  # the stand-in: no data read, no device, its own resources
+        return name
     check_local_resources(options)
     _check_devices(spec, options)
     check_data(lambda field: space_values(spec, field), spec.source)

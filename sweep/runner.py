@@ -38,7 +38,7 @@ from sweep.tuner.console import ConsoleProgress
 from sweep.tuner.driver import Driver, driving, end_quietly
 from sweep.tuner.mlflow_callback import MlflowTracking, tracker_for
 from sweep.tuner.parts import tune_parts
-from sweep.tuner.ray_setup import quiet_ray, start_ray, trial_resources
+from sweep.tuner.ray_setup import quiet_ray, simulated_trial_resources, start_ray, trial_resources
 from sweep.tuner.signing import SignRayState, fit_signed
 from sweep.tuner.standin import standin_search_trainable
 from sweep.tuner.trainable import search_trainable
@@ -95,9 +95,10 @@ def callbacks(run: SweepRun, decisions: dict[str, list[dict]]) -> list:
 
 
 def trainable_for(run: SweepRun):
-    """The search's trainable: BYOL, or the stand-in's synthetic curve in a simulation."""
+    """The search's trainable: BYOL, or the stand-in's synthetic curve in a simulation, which checkpoints
+    only where the space's scheduler needs it and at the last epoch (checkpoint_every 0)."""
     if run.simulate_epoch_s:
-        return standin_search_trainable(run.spec, run.resources, run.checkpoint_every, run.simulate_epoch_s)
+        return standin_search_trainable(run.spec, run.resources, 0, run.simulate_epoch_s)
     return search_trainable(run.spec, run.resources, run.checkpoint_every)
 
 
@@ -130,7 +131,7 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
         check_store(uri)  # before any trial starts
         started_ray = not options.address and not ray.is_initialized()
         start_ray(options.address, state_dir, options.object_store_memory)
-        resources, concurrency = trial_resources(options)
+        resources, concurrency = (simulated_trial_resources if options.simulate_epoch_s else trial_resources)(options)
         quiet_ray()
         parent_run_id = start_sweep(uri, experiment, spec, name, {
             "cpus_per_trial": resources["cpu"], "gpus_per_trial": resources["gpu"], "max_concurrent": concurrency,
@@ -152,7 +153,9 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
         print(f"  results: {root}/{name}   MLflow: {mask_uri(uri)} (experiment {experiment})", flush=True)
         if options.simulate_epoch_s:
             print(f"  a simulation: every trial reports the stand-in's synthetic learning curve at "
-                  f"{options.simulate_epoch_s:g} s an epoch; nothing is trained, no baseline, no final stage", flush=True)
+                  f"{options.simulate_epoch_s:g} s an epoch, reserving {resources['cpu']:g} CPU and no GPU so that "
+                  f"{concurrency} run at once here, in worker processes Ray reuses from trial to trial; nothing is "
+                  "trained, no baseline, no final stage", flush=True)
         if parts.note:
             print(f"  {parts.note}", flush=True)
         tuner = tune.Tuner(
@@ -163,11 +166,15 @@ def run_sweep(space: str | SweepSpec, options: SweepOptions) -> SweepOutcome:
                 # the scheduler sets the limit, the searcher says where it goes (sweep/tuner/parts.py)
                 search_alg=parts.search_alg, scheduler=parts.scheduler,
                 max_concurrent_trials=parts.max_concurrent_trials,
+                reuse_actors=bool(options.simulate_epoch_s),  # a stand-in trial leaves nothing in its process
             ),
             run_config=tune.RunConfig(
                 name=name, storage_path=root, verbose=0, callbacks=callbacks(run, decisions),
                 failure_config=tune.FailureConfig(max_failures=options.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=parts.num_to_keep),
+                # a simulation keeps its few checkpoints of a few bytes: with num_to_keep, Tune would save the
+                # whole experiment's state each time a trial reached its next rung
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=None if options.simulate_epoch_s else parts.num_to_keep),
             ),
         )
         sign_folder(Folder.at(run.path))  # the Tuner wrote tuner.pkl
@@ -200,7 +207,8 @@ def search_then_final(run: SweepRun, driver: Driver, tuner) -> SweepOutcome:
         keep_encoders(run.uri, run.experiment_id, run.parent_run_id, results, "trial")
     tracker = tracker_for(run.parent_run_id, SEARCH)
     outcome = search_outcome(results, run, tracker.ended if tracker is not None else None)
-    log_views(run, outcome)
+    if not run.simulate_epoch_s:  # a simulation reads no data: no pictures of its policies' views
+        log_views(run, outcome)
     if not outcome.interrupted:
         write(run.uri, run.parent_run_id, "set_tag", run_id=run.parent_run_id, key="byol_sweep.search_state",
               value="finished")

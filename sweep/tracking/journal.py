@@ -10,13 +10,16 @@ the 99th percentile on a loaded machine (benchmarks/driver_scale.py).
 
 Each record is one JSON line with an id (1, 2, ...) and a checksum of its content (`crc`).
 `<journal>.sent` holds the id of the last record MLflow acknowledged, so a replay (after the server
-came back, at the end of a sweep, or by `resume` / `sync`) sends each record once. A run gets a local placeholder id (`local-...`) when it
+came back, at the end of a sweep, or by `resume` / `sync`) sends each record once. The sender sends
+records in windows (several records of a run in one MLflow call, sweep/tracking/sender.py):
+`<journal>.sending` holds the id of the last record of the window being sent, and `.sent` moves to it
+when the whole window is in MLflow. A run gets a local placeholder id (`local-...`) when it
 is journalled; the replay creates the run and maps the placeholder to MLflow's id (`<journal>.ids`,
 JSON) for every later record.
 
 Exactly once, also across a crash: a record MLflow accepted just before the sender died (or whose
-answer timed out) is pending again. Such a record is "in doubt" and is checked before it is sent
-again: a run is created with the tag `byol_sweep.record_id` = its placeholder and looked up by it
+answer timed out) is pending again. Such a record (any record up to `.sending`, and the first pending
+record of a journal written before windows) is "in doubt" and is checked before it is sent again: a run is created with the tag `byol_sweep.record_id` = its placeholder and looked up by it
 first; a metric already in MLflow with the same (key, step, timestamp, value) is not sent again.
 Params, tags and terminations are idempotent in MLflow.
 
@@ -127,6 +130,7 @@ class Journal:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.sent_path = self.path.with_name(self.path.name + ".sent")
+        self.sending_path = self.path.with_name(self.path.name + ".sending")
         self.ids_path = self.path.with_name(self.path.name + IDS_SUFFIX)
         self.lock_path = lock_path(self.path)
         self.damaged_path = self.path.with_name(self.path.name + ".damaged")
@@ -334,6 +338,20 @@ class Journal:
             return int(self.sent_path.read_text().strip() or 0)
         except FileNotFoundError:
             return 0
+
+    @property
+    def sending(self) -> int:
+        """The last record of the window the sender was sending (0: none yet): up to it, pending records
+        may already be in MLflow."""
+        try:
+            return int(self.sending_path.read_text().strip() or 0)
+        except FileNotFoundError:
+            return 0
+
+    def mark_sending(self, record_id: int) -> None:
+        tmp = self.path.with_name(self.path.name + ".sending.tmp")
+        tmp.write_text(str(record_id))
+        os.replace(tmp, self.sending_path)
 
     def pending_count(self) -> int:
         return max(0, self._last_record - self.sent)

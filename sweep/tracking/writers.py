@@ -100,9 +100,11 @@ def close_journal(parent_run_id: str, timeout: float | None = None) -> int:
                 os.environ.pop(key, None)
         _SAVED_ENV.clear()
     if left:
-        print(f"{left} MLflow records could not be sent (the tracking server does not answer); they wait in "
-              f"{writer.journal.path} and are sent by `{writer.sync_command or 'byol-sweep sync NAME'}` once the server "
-              "is back", file=sys.stderr, flush=True)
+        why = ("the tracking server does not answer" if writer.offline else
+               f"MLflow answers, but took more than the {timeout:g} s allowed (BYOL_SWEEP_DRAIN_S) to take them all")
+        print(f"{left} MLflow records could not be sent ({why}); they wait in {writer.journal.path} and are sent by "
+              f"`{writer.sync_command or 'byol-sweep sync NAME'}`" + (" once the server is back" if writer.offline else ""),
+              file=sys.stderr, flush=True)
     return left
 
 

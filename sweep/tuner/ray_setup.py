@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import socket
 import tempfile
@@ -19,6 +20,7 @@ from sweep.state import make_private_dir
 
 # Ray adds up to 64 bytes (/session_<date>_<time>_<pid>/sockets/plasma_store); Unix sockets allow 107.
 MAX_RAY_TEMP_DIR = 43
+RESOURCE_STEPS = 10_000  # Ray counts a resource in steps of 1/10,000
 PROBE_S = 5.0  # a cluster's address that accepts no TCP connection in this long is refused
 ADDRESSES_ALLOWED = ("host:port of a running cluster's GCS (`ray start --head` prints it), ray://host:port of its "
                      "Ray client server, or auto")
@@ -194,3 +196,22 @@ def trial_resources(options) -> tuple[dict[str, float], int]:
         fits = min(fits, int(gpus // gpu))
     concurrency = max(1, min(fits, options.max_concurrent or fits))
     return {"cpu": cpu, "gpu": gpu}, concurrency
+
+
+def simulated_trial_resources(options) -> tuple[dict[str, float], int]:
+    """A simulation's (resources per trial, concurrency): --max-concurrent trials at once (default: what
+    the real sweep would run here), each reserving an equal share of the cluster's CPUs (at most one)
+    and no GPU. A stand-in trial only sleeps and reports, so the concurrency of a cluster the user
+    plans for, GPUs included, fits on this machine."""
+    concurrency = options.max_concurrent
+    if not concurrency:
+        try:
+            concurrency = trial_resources(options)[1]
+        except SweepError as err:
+            raise SweepError(f"{err}; to simulate that sweep here, give --max-concurrent N, the trials the cluster "
+                             "you plan for runs at once") from None
+    steps = int(float(ray.cluster_resources().get("CPU", 1)) * RESOURCE_STEPS)
+    if concurrency > steps:
+        raise SweepError(f"--max-concurrent {concurrency:,} is more trials than a simulation fits on this cluster's "
+                         f"{steps / RESOURCE_STEPS:g} CPUs; allowed: up to {steps:,}")
+    return {"cpu": min(1.0, math.floor(steps / concurrency) / RESOURCE_STEPS), "gpu": 0.0}, concurrency

@@ -1,5 +1,5 @@
-"""`byol-sweep plan` (sweep/plan.py) on every shipped space, and the stand-in trainable
-(sweep/tuner/standin.py) under real Ray Tune schedulers."""
+"""`byol-sweep plan` (sweep/plan.py) on every shipped space, the stand-in trainable
+(sweep/tuner/standin.py) under real Ray Tune schedulers, and `run --simulate`'s resources."""
 from __future__ import annotations
 
 import json
@@ -7,12 +7,15 @@ import re
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from sweep.errors import SweepError
 from sweep.plan import Span, format_plan, plan_space
+from sweep.runner import SweepOptions, run_sweep
 from sweep.space import load_space, shipped_spaces
+from sweep.tuner.ray_setup import simulated_trial_resources, trial_resources
 from sweep.tuner.standin import standin_trainable
 from tests.conftest import write_space
 from vocabulary import EPOCH_METRICS, HYPERPARAMETER_METRICS
@@ -161,3 +164,73 @@ def test_hyperband_pauses_and_resumes_standin_trials_from_their_checkpoints_as_p
     for reported in epochs:  # a paused trial continues from its checkpoint's epoch, not from the start
         assert reported == list(range(1, reported[-1] + 1))
     assert sum(len(reported) for reported in epochs) == plan_space(spec, 1.0, False, None, 2).search_epochs.expected
+
+
+# -- what a trial reserves: a real sweep's, and a simulation's -----------------------------------
+@pytest.mark.parametrize("cluster, options, expected", [
+    ({"CPU": 2}, {}, ({"cpu": 1.0, "gpu": 0.0}, 2)),
+    ({"CPU": 2}, {"max_concurrent": 1}, ({"cpu": 1.0, "gpu": 0.0}, 1)),
+    ({"CPU": 2}, {"max_concurrent": 32}, ({"cpu": 1.0, "gpu": 0.0}, 2)),  # at most what fits
+    ({"CPU": 16, "GPU": 4}, {}, ({"cpu": 4.0, "gpu": 1.0}, 4)),
+    ({"CPU": 16, "GPU": 4}, {"gpus_per_trial": 0.5, "cpus_per_trial": 2}, ({"cpu": 2, "gpu": 0.5}, 8)),
+    ({"CPU": 16, "GPU": 4}, {"gpus_per_trial": 0}, ({"cpu": 1.0, "gpu": 0}, 16)),
+])
+def test_a_real_trial_reserves_what_it_did_before(monkeypatch, cluster, options, expected):
+    monkeypatch.setattr("ray.cluster_resources", lambda: cluster)
+    assert trial_resources(SweepOptions(**options)) == expected
+
+
+@pytest.mark.parametrize("cluster, options, expected", [
+    ({"CPU": 2}, {}, ({"cpu": 1.0, "gpu": 0.0}, 2)),  # by default what the real sweep would run here
+    ({"CPU": 2}, {"max_concurrent": 32}, ({"cpu": 0.0625, "gpu": 0.0}, 32)),
+    ({"CPU": 2}, {"max_concurrent": 3}, ({"cpu": 0.6666, "gpu": 0.0}, 3)),  # rounded down to Ray's 1/10,000
+    ({"CPU": 2}, {"max_concurrent": 1000, "gpus_per_trial": 1, "cpus_per_trial": 8}, ({"cpu": 0.002, "gpu": 0.0}, 1000)),
+    ({"CPU": 16, "GPU": 4}, {}, ({"cpu": 1.0, "gpu": 0.0}, 4)),  # a GPU machine's 4 trials, on no GPU
+])
+def test_a_simulated_trial_reserves_a_share_of_a_cpu_and_no_gpu(monkeypatch, cluster, options, expected):
+    monkeypatch.setattr("ray.cluster_resources", lambda: cluster)
+    resources, concurrency = simulated_trial_resources(SweepOptions(**options))
+    assert (resources, concurrency) == expected
+    assert resources["cpu"] * concurrency <= cluster["CPU"]
+
+
+def test_a_simulation_that_cannot_fit_or_cannot_guess_its_concurrency_says_so(monkeypatch):
+    monkeypatch.setattr("ray.cluster_resources", lambda: {"CPU": 2})
+    with pytest.raises(SweepError) as err:
+        simulated_trial_resources(SweepOptions(gpus_per_trial=1))
+    assert str(err.value) == ("--gpus-per-trial 1 is more than the cluster's 0 GPUs; to simulate that sweep here, "
+                              "give --max-concurrent N, the trials the cluster you plan for runs at once")
+    with pytest.raises(SweepError) as err:
+        simulated_trial_resources(SweepOptions(max_concurrent=20_001))
+    assert str(err.value) == ("--max-concurrent 20,001 is more trials than a simulation fits on this cluster's 2 CPUs; "
+                              "allowed: up to 20,000")
+
+
+@pytest.mark.slow  # starts Ray, runs a sweep
+@pytest.mark.usefixtures("ray_local")
+def test_a_gpu_sweep_is_simulated_here_on_a_share_of_a_cpu_all_trials_at_once_in_reused_workers(tmp_path, capsys):
+    """A space that asks for CUDA and a GPU per trial, simulated on this CPU-only Ray of 2 CPUs: 6 trials
+    at once on a third of a CPU each, and 9 trials in at most 6 worker processes, each curve whole."""
+    space = write_space(tmp_path, "simgpu", base={"epochs": 30, "device": "cuda"}, search=SEARCHED,
+                        algorithm="random", num_samples=9, asha=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run_sweep(str(space), SweepOptions(name="simgpu", storage=str(tmp_path / "runs"), tracking_uri=uri,
+                                       gpus_per_trial=1, max_concurrent=6, simulate_epoch_s=0.5))
+    out = capsys.readouterr().out
+    assert "9 trials of space simgpu" in out and "6 at a time with 0.3333 CPU each" in out
+    assert "reserving 0.3333 CPU and no GPU so that 6 run at once here" in out
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("simgpu").experiment_id])
+    parent = next(r for r in runs if r.data.tags["byol_sweep.role"] == "sweep")
+    assert {k: parent.data.params[k] for k in ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "simulated_epoch_s")
+            } == {"cpus_per_trial": "0.3333", "gpus_per_trial": "0.0", "max_concurrent": "6", "simulated_epoch_s": "0.5"}
+    trials = [r for r in runs if r.data.tags["byol_sweep.role"] == "trial"]
+    assert len(trials) == 9 and {r.data.tags["status"] for r in trials} == {"completed"}
+    for run in trials:  # a reused worker starts each trial's curve at its first epoch
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "knn_acc")) == list(range(1, 31))
+    edges = sorted([(r.info.start_time, 1) for r in trials] + [(r.info.end_time, -1) for r in trials])
+    at_once = [sum(step for _, step in edges[:i + 1]) for i in range(len(edges))]
+    assert max(at_once) == 6  # 3 times what the 2 CPUs hold at 1 CPU a trial; never more than asked
+    workers = {json.loads((Path(r.data.tags["byol_sweep.trial_dir"]) / "result.json").read_text().splitlines()[0])["pid"]
+               for r in trials}
+    assert len(workers) <= 6  # Tune reused its actors: 9 trials, at most 6 processes
