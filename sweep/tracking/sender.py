@@ -26,10 +26,14 @@ def replay(journal: Journal, client, on_refused: Callable[[dict, str], None] | N
     it MLflow already holds before sending it again."""
     ids = journal.ids()
     pending = journal.pending()
+    if not pending:
+        return 0
+    # up to here MLflow may hold records already: the window a sender was sending when it died, or (a
+    # journal from before windows) the first pending record; checking more would cost a call a metric key
+    in_doubt = max(journal.sending, pending[0]["id"] if journal.in_doubt else 0)
     count = 0
     for start in range(0, len(pending), WINDOW):
         window = pending[start:start + WINDOW]
-        in_doubt = max(journal.sending, window[0]["id"] if journal.in_doubt else 0)
         journal.mark_sending(window[-1]["id"])
         for group in batches(window):
             count += _send_group(journal, client, group, ids, in_doubt, on_refused)
