@@ -79,6 +79,7 @@ def assert_every_epoch_once(uri: str, experiment: str, since_ms: int, until_ms: 
     return epochs_between
 
 
+@pytest.mark.alone  # "said once": a sender call slower than its 10-s timeout would be said too (tests/conftest.py, WorkerRoom)
 def test_a_server_that_goes_away_loses_nothing_and_stops_nothing(tmp_path, server):
     space = write_space(tmp_path, "loss", base={"epochs": EPOCHS}, grid={"seed": [0, 1]}, algorithm="grid", asha=False)
     journal = tmp_path / "runs" / "loss" / "mlflow-journal.jsonl"
