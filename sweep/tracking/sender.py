@@ -48,26 +48,24 @@ def batches(window: list[dict]) -> list[list[dict]]:
     limits on one call) closes the group; every other record is a group of its own. A run's records
     therefore reach MLflow in their order, and a run is created before anything is logged to it."""
     groups: list[list[dict]] = []
-    open_group: dict[str, list[dict]] = {}
+    open_group: dict[str, tuple[list[dict], list[int], set[str]]] = {}  # run: (group, [metrics], tag keys)
     for record in window:
         run = record["args"].get("run_id")
         if record["op"] == "log_batch" and not record["args"].get("params"):
-            group = open_group.get(run)
-            if group is not None and _fits(group, record):
-                group.append(record)
-                continue
-            open_group[run] = [record]
-            groups.append(open_group[run])
+            metrics, tags = len(record["args"].get("metrics") or []), set(record["args"].get("tags") or {})
+            if run in open_group:
+                group, count, keys = open_group[run]
+                if count[0] + metrics <= BATCH_METRICS and len(keys | tags) <= BATCH_TAGS:
+                    group.append(record)
+                    count[0] += metrics
+                    keys |= tags
+                    continue
+            open_group[run] = ([record], [metrics], tags)
+            groups.append(open_group[run][0])
         else:
             open_group.pop(run, None)
             groups.append([record])
     return groups
-
-
-def _fits(group: list[dict], record: dict) -> bool:
-    metrics = sum(len(r["args"].get("metrics") or []) for r in (*group, record))
-    tags = {k for r in (*group, record) for k in (r["args"].get("tags") or {})}
-    return metrics <= BATCH_METRICS and len(tags) <= BATCH_TAGS
 
 
 def _merged(group: list[dict]) -> dict:
