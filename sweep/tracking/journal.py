@@ -334,32 +334,22 @@ class Journal:
 
     @property
     def sent(self) -> int:
-        try:
-            return int(self.sent_path.read_text().strip() or 0)
-        except FileNotFoundError:
-            return 0
+        return _read_mark(self.sent_path)
 
     @property
     def sending(self) -> int:
         """The last record of the window the sender was sending (0: none yet): up to it, pending records
         may already be in MLflow."""
-        try:
-            return int(self.sending_path.read_text().strip() or 0)
-        except FileNotFoundError:
-            return 0
+        return _read_mark(self.sending_path)
 
     def mark_sending(self, record_id: int) -> None:
-        tmp = self.path.with_name(self.path.name + ".sending.tmp")
-        tmp.write_text(str(record_id))
-        os.replace(tmp, self.sending_path)
+        _write_mark(self.sending_path, self.path.with_name(self.path.name + ".sending.tmp"), record_id)
 
     def pending_count(self) -> int:
         return max(0, self._last_record - self.sent)
 
     def mark_sent(self, record_id: int) -> None:
-        tmp = self.sent_path.with_suffix(".tmp")
-        tmp.write_text(str(record_id))
-        os.replace(tmp, self.sent_path)
+        _write_mark(self.sent_path, self.sent_path.with_suffix(".tmp"), record_id)
 
     def ids(self) -> dict[str, str]:
         try:
@@ -381,6 +371,19 @@ class Journal:
             else:
                 out.append(record)
         return out
+
+
+def _read_mark(path: Path) -> int:
+    """A record id kept in its own file (.sent, .sending); 0 when there is none yet."""
+    try:
+        return int(path.read_text().strip() or 0)
+    except FileNotFoundError:
+        return 0
+
+
+def _write_mark(path: Path, tmp: Path, record_id: int) -> None:
+    tmp.write_text(str(record_id))
+    os.replace(tmp, path)  # whole or not at all
 
 
 def placeholder_id() -> str:
