@@ -88,6 +88,8 @@ class Recorder:
 
     def __init__(self):
         self.per_result: list[float] = []
+        self.per_result_cpu: list[float] = []  # the driver thread's own CPU time of each result (time.thread_time)
+        self.slowest: list[tuple] = []
         self.own: list[float] = []  # of each result, the part spent in byol-sweep's own hooks
         self.in_hooks = 0.0
         self.per_stop: list[float] = []
@@ -118,11 +120,17 @@ def _on_training_result(method):
         for each in results:
             if "epoch" in each and not each.get("diverged"):
                 RECORDER.epochs[trial.trial_id].append(int(each["epoch"]))
-        start, hooks = time.perf_counter(), RECORDER.in_hooks
+        start, cpu, hooks = time.perf_counter(), time.thread_time(), RECORDER.in_hooks
         try:
             return method(self, trial, result)
         finally:
-            RECORDER.per_result.extend([(time.perf_counter() - start) / len(results)] * len(results))
+            took, took_cpu = time.perf_counter() - start, time.thread_time() - cpu
+            RECORDER.per_result.extend([took / len(results)] * len(results))
+            RECORDER.per_result_cpu.extend([took_cpu / len(results)] * len(results))
+            RECORDER.slowest = sorted(RECORDER.slowest + [(round(took * 1e3, 2), round(took_cpu * 1e3, 2),
+                                      round((RECORDER.in_hooks - hooks) * 1e3, 2), results[-1].get("epoch"),
+                                      bool(results[-1].get("should_checkpoint") or "checkpoint_dir_name" in results[-1]))],
+                                      reverse=True)[:5]
             RECORDER.own.extend([(RECORDER.in_hooks - hooks) / len(results)] * len(results))
     return wrapper
 
@@ -236,6 +244,7 @@ def one_side(side: str, workload_name: str, workload: dict, root: Path, uris: di
     out = {"workload": workload_name, "side": side, "round": index, "wall_s": round(wall, 2),
            "theoretical_s": round(theory, 2), "overhead": round(wall / theory, 3) if theory else None,
            "per_result": quantiles(RECORDER.per_result), "own_per_result": quantiles(RECORDER.own),
+           "per_result_cpu": quantiles(RECORDER.per_result_cpu), "slowest_results": RECORDER.slowest,
            "per_trial_end": quantiles(RECORDER.per_stop),
            "parts": {k: quantiles(v) for k, v in RECORDER.parts.items()},
            "load_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}

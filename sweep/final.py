@@ -21,6 +21,7 @@ from sweep.tuner.baselines import EARLY, measure_baselines
 from sweep.tuner.console import ConsoleProgress
 from sweep.tuner.driver import Driver
 from sweep.tuner.mlflow_callback import MlflowTracking
+from sweep.tuner.ray_setup import trial_result_files
 from sweep.tuner.signing import SignRayState, fit_signed
 from sweep.tuner.trainable import final_trainable
 from vocabulary import INTERRUPTED
@@ -79,7 +80,8 @@ def run_final_stage(run: SweepRun, outcome: SweepOutcome, driver: Driver) -> Non
             run_config=tune.RunConfig(
                 name="final", storage_path=outcome.path, verbose=0,
                 callbacks=[MlflowTracking(uri, experiment_id, parent_run_id, spec, shared, stage=FINAL),
-                           ConsoleProgress(spec, final_stage=True, total=len(entries)), SignRayState()],
+                           ConsoleProgress(spec, final_stage=True, total=len(entries)), SignRayState(),
+                           *trial_result_files()],
                 failure_config=tune.FailureConfig(max_failures=run.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),

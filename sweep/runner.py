@@ -38,7 +38,13 @@ from sweep.tuner.console import ConsoleProgress
 from sweep.tuner.driver import Driver, driving, end_quietly
 from sweep.tuner.mlflow_callback import MlflowTracking, tracker_for
 from sweep.tuner.parts import tune_parts
-from sweep.tuner.ray_setup import quiet_ray, simulated_trial_resources, start_ray, trial_resources
+from sweep.tuner.ray_setup import (
+    quiet_ray,
+    simulated_trial_resources,
+    start_ray,
+    trial_resources,
+    trial_result_files,
+)
 from sweep.tuner.signing import SignRayState, fit_signed
 from sweep.tuner.standin import standin_search_trainable
 from sweep.tuner.trainable import search_trainable
@@ -91,7 +97,7 @@ def callbacks(run: SweepRun, decisions: dict[str, list[dict]]) -> list:
              ] if run.spec.final is not None else []
     return [MlflowTracking(run.uri, run.experiment_id, run.parent_run_id, run.spec, run.resources,
                            decisions=decisions, encoders=not run.simulate_epoch_s), ConsoleProgress(run.spec),
-            SignRayState(), *early]
+            SignRayState(), *early, *trial_result_files()]
 
 
 def trainable_for(run: SweepRun):

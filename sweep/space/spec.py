@@ -89,7 +89,7 @@ class SweepSpec:
 
     @property
     def max_epochs(self) -> int:
-        return int(self.base.get("epochs", TrainConfig().epochs))
+        return int(self.base["epochs"]) if "epochs" in self.base else TrainConfig().epochs
 
     @property
     def total_trials(self) -> int:

@@ -13,6 +13,7 @@ from sweep.tracking.journal import RECORD_TAG, Journal, LocalState, placeholder_
 
 WINDOW = 500  # records sent between two marks of what MLflow holds (journal.py: .sending, .sent)
 BATCH_METRICS, BATCH_TAGS = 1000, 100  # MLflow's limits on one log_batch call
+LINGER_S = 0.2  # the sender thread waits this long after a record arrives, for the records that follow it
 
 
 def replay(journal: Journal, client, on_refused: Callable[[dict, str], None] | None = None) -> int:
@@ -192,15 +193,19 @@ class JournalledWriter:
     once while MLflow answers. In the background (the sweep's driver): a sender thread drains the
     journal, so a write never waits for the network; while MLflow does not answer, the records wait
     in the journal and the sender tries again every `retry_s`. Either way `on_offline` is told once
-    when MLflow stops answering and once when it answers again."""
+    when MLflow stops answering and once when it answers again. The sender thread gathers what arrives
+    within `linger_s` of a record before it sends: the records of a burst of results go in fewer calls,
+    and the thread does not take the interpreter from Tune's loop in the middle of each result."""
 
     def __init__(self, journal: Journal, client_factory: Callable[[], Any], on_offline: Callable[[str], None] = print,
-                 background: bool = False, retry_s: float = 2.0):
+                 background: bool = False, retry_s: float = 2.0, linger_s: float = LINGER_S):
         self.journal = journal
         self.client_factory = client_factory
         self.on_offline = on_offline
         self.background = background
         self.retry_s = retry_s
+        self.linger_s = linger_s
+        self._hurry = threading.Event()  # drain or close: send now, no lingering
         self.offline = False
         self._told = False
         self._client = None
@@ -272,6 +277,9 @@ class JournalledWriter:
                     self._changed.wait()
                 if self._stop:
                     return
+            self._hurry.wait(timeout=self.linger_s)
+            if self._stop:
+                return
             if not self.flush():
                 with self._changed:  # MLflow does not answer: try again in retry_s (or when drained)
                     if not self._stop:
@@ -285,10 +293,14 @@ class JournalledWriter:
                 with self._changed:
                     self._changed.wait(timeout=min(self.retry_s, max(0.0, deadline - time.monotonic())))
             return self.journal.pending_count()
-        with self._changed:
-            self._changed.notify_all()  # try now, not at the next retry
-            while self.journal.pending_count() and time.monotonic() < deadline:
-                self._changed.wait(timeout=max(0.0, min(self.retry_s, deadline - time.monotonic())))
+        self._hurry.set()
+        try:
+            with self._changed:
+                self._changed.notify_all()  # try now, not at the next retry
+                while self.journal.pending_count() and time.monotonic() < deadline:
+                    self._changed.wait(timeout=max(0.0, min(self.retry_s, deadline - time.monotonic())))
+        finally:
+            self._hurry.clear()
         return self.journal.pending_count()
 
     def close(self) -> None:
@@ -296,6 +308,7 @@ class JournalledWriter:
         with self._changed:
             self._stop = True
             self._changed.notify_all()
+        self._hurry.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
         with contextlib.suppress(Exception):

@@ -70,8 +70,9 @@ class ConsoleProgress(Callback):
 
     def _view(self, trials, event: str = "", ended=None) -> StageView:
         rows = []
+        max_epochs = self.spec.max_epochs
         for t in trials:
-            status = trial_outcome(t, self.spec.max_epochs, ended=t is ended)  # final runs: the same budget
+            status = trial_outcome(t, max_epochs, ended=t is ended)  # final runs: the same budget
             if t.trial_id in self._live and t.status == "TERMINATED" and t is not ended:
                 status = INTERRUPTED  # Tune stopped it because the driver was interrupted
             if t is ended and event.endswith("failed"):
@@ -84,7 +85,7 @@ class ConsoleProgress(Callback):
         total = max(self.total or (len(trials) if self.final_stage else self.spec.total_trials), len(trials))
         epochs = {t.trial_id: row.epoch for t, row in zip(trials, rows)}
         trained = sum(max(0, epochs[i] - before) for i, before in self._before.items() if i in epochs)
-        view = StageView("final stage" if self.final_stage else "search", rows, total, self.spec.max_epochs,
+        view = StageView("final stage" if self.final_stage else "search", rows, total, max_epochs,
                          self.spec.metric, bounded=self.spec.scheduler.stops_early and not self.final_stage)
         view.eta_s = eta_seconds(time.monotonic() - self._start, trained, view.epochs_left)
         if self._arms:

@@ -234,3 +234,7 @@ def test_a_gpu_sweep_is_simulated_here_on_a_share_of_a_cpu_all_trials_at_once_in
     workers = {json.loads((Path(r.data.tags["byol_sweep.trial_dir"]) / "result.json").read_text().splitlines()[0])["pid"]
                for r in trials}
     assert len(workers) <= 6  # Tune reused its actors: 9 trials, at most 6 processes
+    trial_dir = Path(trials[0].data.tags["byol_sweep.trial_dir"])
+    assert (trial_dir / "progress.csv").exists()  # Ray's own results files, as before
+    assert not list(trial_dir.glob("events.out.tfevents*"))  # but no TensorBoard files: MLflow holds the curves
+

@@ -140,3 +140,38 @@ def test_a_slow_store_at_the_driver_s_end_is_said_to_be_slow_not_away(tmp_path, 
     err = capsys.readouterr().err
     assert left > 0 and f"{left} MLflow records could not be sent (MLflow answers, but took more than the 0.5 s" in err
     assert "`byol-sweep sync slow`" in err and "does not answer" not in err
+
+
+def test_the_sender_thread_sends_a_burst_in_one_call(tmp_path):
+    from sweep.tracking.sender import JournalledWriter
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp = MlflowClient(uri).create_experiment("b")
+    client = CountingClient(uri)
+    writer = JournalledWriter(Journal(tmp_path / "journal.jsonl"), lambda: client, background=True, linger_s=1.0)
+    try:
+        run = writer.write("create_run", experiment_id=exp, run_name="trial_0", tags={})
+        assert writer.drain(timeout=10) == 0
+        for e in range(1, 21):  # a trial's results, as a buffer of them reaches the driver
+            writer.write("log_batch", run_id=run, metrics=[epoch(e), epoch(e, "loss")])
+        deadline = time.monotonic() + 10
+        while writer.journal.pending_count() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.calls["log_batch"] == 1 and histories(uri, exp) == {"trial_0": list(range(1, 21))}
+    finally:
+        writer.close()
+
+
+def test_a_drain_or_a_close_does_not_wait_for_the_sender_s_linger(tmp_path):
+    from sweep.tracking.sender import JournalledWriter
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp = MlflowClient(uri).create_experiment("b")
+    writer = JournalledWriter(Journal(tmp_path / "journal.jsonl"), lambda: MlflowClient(uri), background=True,
+                              linger_s=60)
+    run = writer.write("create_run", experiment_id=exp, run_name="trial_0", tags={})
+    assert writer.drain(timeout=20) == 0  # sent when asked: a drain that waited out the linger would leave it
+    writer.write("log_batch", run_id=run, tags={"status": "completed"})
+    started = time.monotonic()
+    writer.close()  # what is pending stays in the journal; the thread ends without waiting out its linger
+    assert time.monotonic() - started < 20 and writer.journal.pending_count() == 1

@@ -201,6 +201,7 @@ def test_a_killed_trial_resumes_from_its_checkpoint(tmp_path, monkeypatch, migra
     assert reported == sorted(set(reported)) and reported[0] == 1 and reported[-2:] == [3, 4]
     assert results[-1]["pid"] == results[-2]["pid"] != results[0]["pid"]
     assert pd.read_csv(trial_dir / "progress.csv")["epoch"].tolist() == [1, 2, 3, 4]
+    assert not list(trial_dir.glob("events.out.tfevents*"))  # no TensorBoard files: MLflow holds the curves
 
 
 def test_the_same_sweep_lands_on_a_real_mlflow_server(tmp_path, mlflow_server, capsys):
