@@ -15,7 +15,7 @@ yardstick, scaled to a 2-core machine (Ray gets `--cpus` logical CPUs, one a tri
 
 Each round runs the sides one after the other in this one process (one Ray instance): bare Ray Tune
 (the stand-in trainable of sweep/tuner/standin.py, Ray's own ASHAScheduler with the same rungs, Ray's
-default searcher, no callbacks, actors reused from trial to trial as a simulation reuses them), then byol-sweep's real driver through `run_sweep(spec,
+default searcher, no callbacks but the result files the driver keeps too, actors reused from trial to trial as a simulation reuses them), then byol-sweep's real driver through `run_sweep(spec,
 SweepOptions(simulate_epoch_s=...))` with the same stand-in (Optuna with its SQLite study, the
 recording ASHA, the MLflow callback, its journal and sender thread, the console, the signing of Ray's
 state) to a SQLite store and to a real `mlflow server` on 127.0.0.1. Rounds alternate which side goes
@@ -72,7 +72,7 @@ from sweep.tracking.store import client_for  # noqa: E402
 from sweep.tuner.algorithms import PruningOptunaSearch, RecordingASHA  # noqa: E402
 from sweep.tuner.console import ConsoleProgress  # noqa: E402
 from sweep.tuner.mlflow_callback import MlflowTracking  # noqa: E402
-from sweep.tuner.ray_setup import quiet_ray  # noqa: E402
+from sweep.tuner.ray_setup import quiet_ray, trial_result_files  # noqa: E402
 from sweep.tuner.standin import standin_search_trainable  # noqa: E402
 from tests.conftest import MlflowServer  # noqa: E402
 
@@ -193,7 +193,8 @@ def run_bare(workload: dict, spec, root: Path, name: str) -> float:
                                     reduction_factor=2),
             max_concurrent_trials=workload["concurrency"],
             reuse_actors=True),  # as the driver's simulation does (sweep/runner.py)
-        run_config=tune.RunConfig(name=name, storage_path=str(root), verbose=0,
+        # the driver's result files (quiet_ray turns Tune's default loggers off in this process for both sides)
+        run_config=tune.RunConfig(name=name, storage_path=str(root), verbose=0, callbacks=trial_result_files(),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=None)),
     )
     start = time.monotonic()

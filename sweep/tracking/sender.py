@@ -13,6 +13,7 @@ from sweep.tracking.journal import RECORD_TAG, Journal, LocalState, placeholder_
 
 WINDOW = 500  # records sent between two marks of what MLflow holds (journal.py: .sending, .sent)
 BATCH_METRICS, BATCH_TAGS = 1000, 100  # MLflow's limits on one log_batch call
+PROGRESS_S = 10.0  # a long drain says how many records are left this often
 LINGER_S = 0.2  # the sender thread waits this long after a record arrives, for the records that follow it
 
 
@@ -285,23 +286,33 @@ class JournalledWriter:
                     if not self._stop:
                         self._changed.wait(timeout=self.retry_s)
 
-    def drain(self, timeout: float) -> int:
-        """Wait up to timeout seconds until every record is sent; returns how many are left."""
+    def drain(self, timeout: float, progress: Callable[[int], None] | None = None) -> int:
+        """Wait until every record is sent, giving up after `timeout` seconds in which MLflow took none;
+        returns how many are left. `progress` is told the records left every PROGRESS_S."""
         deadline = time.monotonic() + timeout
+        left = self.journal.pending_count()
         if not self.background:
-            while self.journal.pending_count() and not self.flush() and time.monotonic() < deadline:
+            while left and not self.flush() and time.monotonic() < deadline:
                 with self._changed:
                     self._changed.wait(timeout=min(self.retry_s, max(0.0, deadline - time.monotonic())))
             return self.journal.pending_count()
+        told = time.monotonic()
         self._hurry.set()
         try:
             with self._changed:
                 self._changed.notify_all()  # try now, not at the next retry
-                while self.journal.pending_count() and time.monotonic() < deadline:
+                while left and time.monotonic() < deadline:
                     self._changed.wait(timeout=max(0.0, min(self.retry_s, deadline - time.monotonic())))
+                    now_left = self.journal.pending_count()
+                    if now_left < left:  # MLflow takes them: wait on
+                        deadline = time.monotonic() + timeout
+                    left = now_left
+                    if progress is not None and left and time.monotonic() - told >= PROGRESS_S:
+                        progress(left)
+                        told = time.monotonic()
         finally:
             self._hurry.clear()
-        return self.journal.pending_count()
+        return left
 
     def close(self) -> None:
         """Stop the sender thread (what is pending stays in the journal) and release the journal."""

@@ -21,7 +21,7 @@ DRAIN_ENV = "BYOL_SWEEP_DRAIN_S"  # how long an ending driver waits for its reco
 
 
 def drain_seconds() -> float:
-    """BYOL_SWEEP_DRAIN_S, default 60 s."""
+    """BYOL_SWEEP_DRAIN_S, default 60 s: how long a driver waits for MLflow to take any of its pending records."""
     return float(os.environ.get(DRAIN_ENV, "60"))
 
 
@@ -82,8 +82,9 @@ def wait_sent(parent_run_id: str, timeout: float) -> int:
 
 
 def close_journal(parent_run_id: str, timeout: float | None = None) -> int:
-    """The driver ends: wait a bounded time (BYOL_SWEEP_DRAIN_S, default 60 s) for the journal to be
-    sent, say what is left and how it will be sent, stop the sender. Returns the records left."""
+    """The driver ends: wait for the journal to be sent while MLflow takes its records, up to
+    BYOL_SWEEP_DRAIN_S (default 60 s) in which it takes none, say what is left and how it will be sent,
+    stop the sender. Returns the records left."""
     writer = _WRITERS.pop(parent_run_id, None)
     if writer is None:
         return 0
@@ -91,8 +92,9 @@ def close_journal(parent_run_id: str, timeout: float | None = None) -> int:
         timeout = drain_seconds()
     left = writer.journal.pending_count()
     if left:
-        print(f"sending the last {left} MLflow records (waiting up to {timeout:g} s)", flush=True)
-        left = writer.drain(timeout)
+        print(f"sending the last {left:,} MLflow records (while MLflow takes them; giving up after {timeout:g} s in "
+              "which it takes none)", flush=True)
+        left = writer.drain(timeout, progress=lambda n: print(f"  {n:,} records left to send", flush=True))
     writer.close()
     if not _WRITERS:
         for key, value in _SAVED_ENV.items():
@@ -101,7 +103,7 @@ def close_journal(parent_run_id: str, timeout: float | None = None) -> int:
         _SAVED_ENV.clear()
     if left:
         why = ("the tracking server does not answer" if writer.offline else
-               f"MLflow answers, but took more than the {timeout:g} s allowed (BYOL_SWEEP_DRAIN_S) to take them all")
+               f"MLflow answers, but took none of them in the last {timeout:g} s allowed (BYOL_SWEEP_DRAIN_S)")
         print(f"{left} MLflow records could not be sent ({why}); they wait in {writer.journal.path} and are sent by "
               f"`{writer.sync_command or 'byol-sweep sync NAME'}`" + (" once the server is back" if writer.offline else ""),
               file=sys.stderr, flush=True)

@@ -116,29 +116,50 @@ def test_a_window_mlflow_took_before_the_sender_died_is_checked_and_nothing_arri
 
 
 class SlowClient(CountingClient):
-    """MLflow that answers every call, each a quarter of a second late."""
+    """MLflow that answers every call, each `delay` seconds late."""
+
+    delay = 0.25
 
     def __getattr__(self, name):
         method = super().__getattr__(name)
 
         def call(*args, **kwargs):
-            time.sleep(0.25)
+            time.sleep(self.delay)
             return method(*args, **kwargs)
         return call
 
 
-def test_a_slow_store_at_the_driver_s_end_is_said_to_be_slow_not_away(tmp_path, monkeypatch, capsys):
+def test_a_slow_store_that_takes_records_is_waited_for_to_the_last(tmp_path, monkeypatch, capsys):
     from sweep.tracking import writers
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     exp = MlflowClient(uri).create_experiment("b")
-    monkeypatch.setattr(writers, "client_for", lambda uri: SlowClient(uri))
+    client = SlowClient(uri)  # its store opened here, not in the sender's first seconds
+    monkeypatch.setattr(writers, "client_for", lambda uri: client)
+    monkeypatch.setattr("sweep.tracking.sender.WINDOW", 1)  # what MLflow holds is marked at every record
     writer = writers.open_journal(uri, "parent", tmp_path / "sweep", "byol-sweep sync slow", new=True)
-    for i in range(8):  # a run each: 8 creations, 8 calls at least
+    for i in range(12):  # a run each: 12 calls of 0.25 s, 3 s in all, twice the 1.5 s allowed without progress
         writer.write("create_run", experiment_id=exp, run_name=f"trial_{i}", tags={})
-    left = writers.close_journal("parent", timeout=0.5)
+    assert writers.close_journal("parent", timeout=1.5) == 0
+    assert len(MlflowClient(uri).search_runs([exp])) == 12
+    assert "could not be sent" not in capsys.readouterr().err
+
+
+def test_a_store_that_takes_nothing_in_the_time_allowed_is_said_to_be_slow_not_away(tmp_path, monkeypatch, capsys):
+    from sweep.tracking import writers
+
+    class Slower(SlowClient):
+        delay = 1.0
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp = MlflowClient(uri).create_experiment("b")
+    monkeypatch.setattr(writers, "client_for", lambda uri: Slower(uri))
+    writer = writers.open_journal(uri, "parent", tmp_path / "sweep", "byol-sweep sync slow", new=True)
+    for i in range(4):
+        writer.write("create_run", experiment_id=exp, run_name=f"trial_{i}", tags={})
+    left = writers.close_journal("parent", timeout=0.3)
     err = capsys.readouterr().err
-    assert left > 0 and f"{left} MLflow records could not be sent (MLflow answers, but took more than the 0.5 s" in err
+    assert left > 0 and f"{left} MLflow records could not be sent (MLflow answers, but took none of them in the last 0.3 s" in err
     assert "`byol-sweep sync slow`" in err and "does not answer" not in err
 
 
