@@ -72,7 +72,7 @@ from sweep.tracking.store import client_for  # noqa: E402
 from sweep.tuner.algorithms import PruningOptunaSearch, RecordingASHA  # noqa: E402
 from sweep.tuner.console import ConsoleProgress  # noqa: E402
 from sweep.tuner.mlflow_callback import MlflowTracking  # noqa: E402
-from sweep.tuner.ray_setup import quiet_ray, trial_result_files  # noqa: E402
+from sweep.tuner.ray_setup import quiet_ray, trial_result_files, without_default_loggers  # noqa: E402
 from sweep.tuner.standin import standin_search_trainable  # noqa: E402
 from tests.conftest import MlflowServer  # noqa: E402
 
@@ -193,12 +193,13 @@ def run_bare(workload: dict, spec, root: Path, name: str) -> float:
                                     reduction_factor=2),
             max_concurrent_trials=workload["concurrency"],
             reuse_actors=True),  # as the driver's simulation does (sweep/runner.py)
-        # the driver's result files (quiet_ray turns Tune's default loggers off in this process for both sides)
+        # the result files the driver keeps, without Tune's default loggers, as the driver fits
         run_config=tune.RunConfig(name=name, storage_path=str(root), verbose=0, callbacks=trial_result_files(),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=None)),
     )
     start = time.monotonic()
-    tuner.fit()
+    with without_default_loggers():
+        tuner.fit()
     return time.monotonic() - start
 
 

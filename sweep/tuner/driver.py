@@ -10,6 +10,7 @@ import threading
 
 from sweep.tracking.runs import end_sweep
 from sweep.tracking.writers import close_journal
+from sweep.tuner.ray_setup import without_default_loggers
 
 # Ctrl-C (SIGINT) Tune handles itself while it fits, and Python raises KeyboardInterrupt outside
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -25,7 +26,8 @@ class Driver:
     def fit(self, tuner):
         self.fitting, self.stopping = True, False
         try:
-            return tuner.fit()
+            with without_default_loggers():  # the Tuner names its own (ray_setup.trial_result_files)
+                return tuner.fit()
         finally:
             self.fitting = False
 

@@ -23,6 +23,7 @@ from sweep.state import make_private_dir
 MAX_RAY_TEMP_DIR = 43
 RESOURCE_STEPS = 10_000  # Ray counts a resource in steps of 1/10,000
 PROBE_S = 5.0  # a cluster's address that accepts no TCP connection in this long is refused
+NO_DEFAULT_LOGGERS = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
 ADDRESSES_ALLOWED = ("host:port of a running cluster's GCS (`ray start --head` prints it), ray://host:port of its "
                      "Ray client server, or auto")
 
@@ -175,17 +176,31 @@ def _connection_error(address: str, err: BaseException) -> str:
 
 def trial_result_files() -> list:
     """The Tune callbacks that write each trial's results to its folder: result.json (what `byol-sweep
-    sync --from-results` sends to MLflow) and progress.csv (what Ray's ResultGrid reads)."""
+    sync --from-results` sends to MLflow) and progress.csv (what Ray's ResultGrid reads). The sweep's
+    Tuners name them, and fit without Tune's default loggers (without_default_loggers)."""
     return [JsonLoggerCallback(), CSVLoggerCallback()]
+
+
+@contextlib.contextmanager
+def without_default_loggers():
+    """While one of the sweep's Tuners fits: no logger Tune would add by default. Its TensorBoard
+    logger, whose files nothing here reads (MLflow holds the curves), took 38% of Tune's loop in a
+    300-trial simulation (py-spy, BENCHMARKS.md); the two whose files are read are the Tuners' own
+    (trial_result_files). Other Tuners in the process keep Tune's defaults."""
+    previous = os.environ.get(NO_DEFAULT_LOGGERS)
+    os.environ[NO_DEFAULT_LOGGERS] = "1"  # read by Tune as the fit starts
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(NO_DEFAULT_LOGGERS, None)
+        else:
+            os.environ[NO_DEFAULT_LOGGERS] = previous
 
 
 def quiet_ray() -> None:
     """Our progress view replaces Ray's tables; a diverged trial's last result has no metric;
-    MLflow's "View run at <url>" lines would print the tracking URI's credentials. Tune's default
-    loggers are off: the Tuners name the two whose files are read (trial_result_files), and Tune's
-    TensorBoard logger, whose files nothing here reads (MLflow holds the curves), took 38% of Tune's
-    loop in a 300-trial simulation (py-spy, BENCHMARKS.md)."""
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    MLflow's "View run at <url>" lines would print the tracking URI's credentials."""
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"

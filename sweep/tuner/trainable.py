@@ -2,6 +2,7 @@
 epoch by epoch, checkpointed where the scheduler needs it), wrapped with their resources."""
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,8 @@ from ray import tune
 
 from sweep.space import SweepSpec
 from sweep.tracking.encoders import CHECKPOINT_FILE
-from trainer import Diverged, TrainConfig, Trainer
+from trainer import ConfigError, Diverged, TrainConfig, Trainer
+from trainer.checkpoint import read_checkpoint
 from trainer.loop import CONTINUABLE_CHANGES, POLICY_PARAMS
 
 
@@ -49,7 +51,7 @@ def fit_and_report(config: TrainConfig, marks: set[int], allow_changes: tuple[st
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            trainer.load(Path(folder) / CHECKPOINT_FILE, allow_changes=allow_changes)
+            restore(trainer, Path(folder), allow_changes)
     values = {f"hp.{k}": float(getattr(config, k)) for k in CONTINUABLE_CHANGES} if report_hyperparameters else {}
     # which Ray node ran each epoch: the driver tags the trial's run with it (a restored trial may move)
     values["node_id"] = ray.get_runtime_context().get_node_id()
@@ -65,6 +67,28 @@ def fit_and_report(config: TrainConfig, marks: set[int], allow_changes: tuple[st
     except Diverged as err:
         # A diverged trial ends normally (no retries: it would diverge again) with a marker result.
         tune.report({"epoch": trainer.epoch, "diverged": 1, "error": str(err)})
+
+
+def restore(trainer: Trainer, folder: Path, allow_changes: tuple[str, ...] = ()) -> None:
+    """Continue from Tune's checkpoint in `folder`. A driver killed after Tune deleted a trial's older
+    checkpoint (it keeps num_to_keep) and before it saved its own state leaves that state naming the
+    deleted one; the trial then goes on from its newest readable checkpoint short of the last epoch
+    (one at the last epoch would leave no epoch to report), or from its start, and says so."""
+    if (folder / CHECKPOINT_FILE).exists():
+        trainer.load(folder / CHECKPOINT_FILE, allow_changes=allow_changes)
+        return
+    for candidate in sorted(folder.parent.glob("checkpoint_*"), reverse=True):
+        try:
+            if read_checkpoint(candidate / CHECKPOINT_FILE)["epoch"] >= trainer.config.epochs:
+                continue
+        except ConfigError:  # absent or damaged
+            continue
+        trainer.load(candidate / CHECKPOINT_FILE, allow_changes=allow_changes)
+        print(f"{folder} has no checkpoint (deleted by Tune after the driver last saved its state): "
+              f"continuing from {candidate.name}, epoch {trainer.epoch}", file=sys.stderr, flush=True)
+        return
+    print(f"{folder} has no checkpoint (deleted by Tune after the driver last saved its state), nor has any "
+          "other of this trial short of its last epoch: starting it again", file=sys.stderr, flush=True)
 
 
 def search_trainable(spec: SweepSpec, resources: dict[str, float], checkpoint_every: int):

@@ -174,7 +174,10 @@ def test_a_killed_driver_resumes_and_every_trial_finishes_exactly_once(tmp_path,
     assert parent_tags(uri, "killme")["byol_sweep.state"] == "interrupted"
     after = statuses(uri, "killme")
     assert "running" not in after.values()
-    assert {k for k, v in before.items() if v == "running"} == {k for k, v in after.items() if v == "interrupted"}
+    ran = {k for k, v in before.items() if v == "running"}
+    assert ran and {k for k, v in after.items() if v == "interrupted"} <= ran
+    # a trial's end the killed driver had journalled but not yet sent is sent by the report
+    assert all(after[k] in ("interrupted", "completed") for k in ran)
     assert "interrupted" in (tmp_path / "byol-reports" / "killme" / "report.md").read_text()
 
     # `run` on the same name refuses and points to `resume`
