@@ -290,12 +290,12 @@ class JournalledWriter:
         """Wait until every record is sent, giving up after `timeout` seconds in which MLflow took none;
         returns how many are left. `progress` is told the records left every PROGRESS_S."""
         deadline = time.monotonic() + timeout
-        left = self.journal.pending_count()
         if not self.background:
-            while left and not self.flush() and time.monotonic() < deadline:
+            while self.journal.pending_count() and not self.flush() and time.monotonic() < deadline:
                 with self._changed:
                     self._changed.wait(timeout=min(self.retry_s, max(0.0, deadline - time.monotonic())))
             return self.journal.pending_count()
+        left = self.journal.pending_count()
         told = time.monotonic()
         self._hurry.set()
         try:
