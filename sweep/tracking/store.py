@@ -35,11 +35,10 @@ def resolve_tracking_uri(uri: str | None) -> str:
 
 
 @contextlib.contextmanager
-def fail_fast_http():
-    """MLflow retries an unreachable server for minutes by default; a connectivity check must not."""
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
+def temporary_environment(values: dict[str, str]):
+    """These environment variables set for the block, each put back as it was after it."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
         yield
     finally:
@@ -48,6 +47,11 @@ def fail_fast_http():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def fail_fast_http():
+    """MLflow retries an unreachable server for minutes by default; a connectivity check must not."""
+    return temporary_environment({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
 
 
 def client_for(uri: str):

@@ -18,6 +18,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from sweep.errors import SweepError
 from sweep.state import make_private_dir
+from sweep.tracking.store import temporary_environment
 
 # Ray adds up to 64 bytes (/session_<date>_<time>_<pid>/sockets/plasma_store); Unix sockets allow 107.
 MAX_RAY_TEMP_DIR = 43
@@ -181,21 +182,12 @@ def trial_result_files() -> list:
     return [JsonLoggerCallback(), CSVLoggerCallback()]
 
 
-@contextlib.contextmanager
 def without_default_loggers():
     """While one of the sweep's Tuners fits: no logger Tune would add by default. Its TensorBoard
     logger, whose files nothing here reads (MLflow holds the curves), took 38% of Tune's loop in a
     300-trial simulation (py-spy, BENCHMARKS.md); the two whose files are read are the Tuners' own
     (trial_result_files). Other Tuners in the process keep Tune's defaults."""
-    previous = os.environ.get(NO_DEFAULT_LOGGERS)
-    os.environ[NO_DEFAULT_LOGGERS] = "1"  # read by Tune as the fit starts
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(NO_DEFAULT_LOGGERS, None)
-        else:
-            os.environ[NO_DEFAULT_LOGGERS] = previous
+    return temporary_environment({NO_DEFAULT_LOGGERS: "1"})  # read by Tune as the fit starts
 
 
 def quiet_ray() -> None:
